@@ -1,0 +1,112 @@
+package handlers
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tokenwarm/tokenwarm/vault"
+)
+
+// Problem is an RFC 9457 problem details body with a stable code.
+type Problem struct {
+	Type     string `json:"type"`
+	Title    string `json:"title"`
+	Status   int    `json:"status"`
+	Detail   string `json:"detail,omitempty"`
+	Instance string `json:"instance,omitempty"`
+	Code     string `json:"code"`
+	// Reason says why a connection needs re-authorization.
+	Reason string `json:"reason,omitempty"`
+	// RetryAfter mirrors the Retry-After header, in seconds.
+	RetryAfter int `json:"retry_after,omitempty"`
+}
+
+// problemError is an error that already knows its problem body.
+type problemError struct{ p Problem }
+
+func (e *problemError) Error() string { return e.p.Code + ": " + e.p.Detail }
+
+// newProblem builds an error that renders as the given problem.
+func newProblem(status int, code, detail string) error {
+	return &problemError{Problem{Status: status, Code: code, Title: http.StatusText(status), Detail: detail}}
+}
+
+// vaultStatus is the one place where a vault error code becomes an HTTP
+// status.
+var vaultStatus = map[vault.Code]int{
+	vault.CodeNotFound:            http.StatusNotFound,
+	vault.CodeReauthRequired:      http.StatusConflict,
+	vault.CodeRevoked:             http.StatusConflict,
+	vault.CodeUpstreamUnavailable: http.StatusServiceUnavailable,
+	vault.CodeUpstreamConfig:      http.StatusServiceUnavailable,
+	vault.CodeInternal:            http.StatusInternalServerError,
+}
+
+// errorHandler renders every error as problem details and logs the
+// unexpected ones (never with a token: errors here are built to be safe).
+func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
+	return func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		p := toProblem(err)
+		if p.Status >= 500 && p.Code == "internal" {
+			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+		}
+		p.Instance = c.Request().URL.Path
+		if p.Type == "" {
+			p.Type = "https://tokenwarm.dev/problems/" + p.Code
+		}
+		if p.Title == "" {
+			p.Title = http.StatusText(p.Status)
+		}
+		if p.RetryAfter > 0 {
+			c.Response().Header().Set("Retry-After", strconv.Itoa(p.RetryAfter))
+		}
+		c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
+		c.Response().WriteHeader(p.Status)
+		_ = c.JSON(p.Status, p)
+	}
+}
+
+func toProblem(err error) Problem {
+	var pe *problemError
+	if errors.As(err, &pe) {
+		return pe.p
+	}
+	var ve *vault.Error
+	if errors.As(err, &ve) {
+		st, ok := vaultStatus[ve.Code]
+		if !ok {
+			st = http.StatusInternalServerError
+		}
+		p := Problem{Status: st, Code: string(ve.Code), Detail: ve.Message, Reason: ve.Reason}
+		if ve.Code == vault.CodeInternal {
+			p.Detail = "internal error"
+		}
+		if ve.RetryAfter > 0 {
+			p.RetryAfter = max(1, int(ve.RetryAfter.Seconds()+0.999))
+		}
+		return p
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code := "http_" + strconv.Itoa(he.Code)
+		switch he.Code {
+		case http.StatusNotFound:
+			code = "not_found"
+		case http.StatusMethodNotAllowed:
+			code = "method_not_allowed"
+		case http.StatusRequestEntityTooLarge:
+			code = "body_too_large"
+		case http.StatusUnauthorized:
+			code = "unauthorized"
+		}
+		return Problem{Status: he.Code, Code: code, Detail: http.StatusText(he.Code)}
+	}
+	return Problem{Status: http.StatusInternalServerError, Code: "internal", Detail: "internal error"}
+}

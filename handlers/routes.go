@@ -1,0 +1,58 @@
+// Package handlers is tokenwarm's HTTP surface (echo). It is the only
+// package that decides HTTP status codes.
+package handlers
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+)
+
+// Readiness reports whether the service can take traffic.
+type Readiness interface {
+	Ready(ctx context.Context) error
+}
+
+// Deps are what the routes need.
+type Deps struct {
+	Log   *slog.Logger
+	Ready Readiness
+	// Mount adds routes served by other handlers (e.g. the built-in
+	// emulator in demo mode) under a path prefix.
+	Mount map[string]http.Handler
+}
+
+// New builds the router with every route of the API.
+func New(d Deps) *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(d.Log)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
+	e.Use(middleware.BodyLimit("1M"))
+
+	e.GET("/healthz", healthz)
+	e.GET("/readyz", readyz(d.Ready))
+	for prefix, h := range d.Mount {
+		e.Any(prefix+"/*", echo.WrapHandler(http.StripPrefix(prefix, h)))
+	}
+	return e
+}
+
+func healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func readyz(r Readiness) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
+		if err := r.Ready(ctx); err != nil {
+			return newProblem(http.StatusServiceUnavailable, "not_ready", err.Error())
+		}
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	}
+}

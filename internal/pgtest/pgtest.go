@@ -1,0 +1,116 @@
+// Package pgtest provides helpers for tests that need a real PostgreSQL
+// server. The server is a throwaway cluster started by ./scripts/test, which
+// exports TOKENWARM_TEST_POSTGRES_URL (and TOKENWARM_TEST_PG_BIN /
+// TOKENWARM_TEST_PG_DUMP) before running go test.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const (
+	// EnvURL is the environment variable holding the base Postgres URL.
+	EnvURL = "TOKENWARM_TEST_POSTGRES_URL"
+	// EnvPGDump is the environment variable holding the pg_dump path.
+	EnvPGDump = "TOKENWARM_TEST_PG_DUMP"
+	// EnvPGBin is the environment variable holding the server binaries dir.
+	EnvPGBin = "TOKENWARM_TEST_PG_BIN"
+)
+
+// URL returns the base Postgres URL from TOKENWARM_TEST_POSTGRES_URL.
+// When unset: if the CI env var is non-empty it calls t.Fatal (Postgres tests
+// must never be silently skipped in CI); otherwise it calls t.Skip with a
+// message telling to run ./scripts/test.
+func URL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv(EnvURL)
+	if u != "" {
+		return u
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not set but CI is: Postgres tests must not be skipped in CI; run the suite via ./scripts/test", EnvURL)
+	}
+	t.Skipf("%s is not set; run ./scripts/test to start a throwaway PostgreSQL and run Postgres tests", EnvURL)
+	return ""
+}
+
+// NewDatabase creates a fresh, uniquely named empty database on the server
+// from URL, registers a t.Cleanup that drops it (WITH (FORCE)), and returns
+// its URL.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	base := URL(t)
+
+	name := "t_" + randomHex(t, 8)
+	dbURL, err := withDatabase(base, name)
+	if err != nil {
+		t.Fatalf("pgtest: parse %s: %v", EnvURL, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := exec1(ctx, base, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("pgtest: create database %s: %v", name, err)
+	}
+
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := exec1(ctx, base, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("pgtest: drop database %s: %v", name, err)
+		}
+	})
+	return dbURL
+}
+
+// PGDump returns the path of pg_dump from TOKENWARM_TEST_PG_DUMP or PATH,
+// or "" if none is found.
+func PGDump() string {
+	if p := os.Getenv(EnvPGDump); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("pg_dump"); err == nil {
+		return p
+	}
+	return ""
+}
+
+// exec1 runs a single statement over a short-lived connection.
+func exec1(ctx context.Context, connURL, sql string) error {
+	conn, err := pgx.Connect(ctx, connURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql)
+	return err
+}
+
+// withDatabase returns base with its database name replaced by name.
+func withDatabase(base, name string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	u.RawPath = ""
+	return u.String(), nil
+}
+
+func randomHex(t testing.TB, n int) string {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatalf("pgtest: random name: %v", err)
+	}
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,128 @@
+package models
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Dialect names the database engine behind a DB.
+type Dialect string
+
+// Supported dialects.
+const (
+	Postgres Dialect = "postgres"
+	SQLite   Dialect = "sqlite"
+)
+
+// DB is an open database with its dialect.
+type DB struct {
+	Gorm    *gorm.DB
+	Dialect Dialect
+	// Where tells where the data lives without credentials, for logs.
+	Where string
+}
+
+// Options tunes Open.
+type Options struct {
+	// MaxOpenConns bounds the Postgres pool (default 20). SQLite always uses
+	// one connection: it has a single writer anyway, and one connection
+	// rules out "database is locked" between our own goroutines.
+	MaxOpenConns int
+}
+
+// Open connects to Postgres when databaseURL is set, else to the embedded
+// SQLite file tokenwarm.db under dataDir. It does not migrate.
+func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
+	cfg := &gorm.Config{
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+	}
+	if databaseURL != "" {
+		g, err := gorm.Open(postgres.Open(databaseURL), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), scrub(err, databaseURL))
+		}
+		sqlDB, err := g.DB()
+		if err != nil {
+			return nil, err
+		}
+		n := opt.MaxOpenConns
+		if n <= 0 {
+			n = 20
+		}
+		sqlDB.SetMaxOpenConns(n)
+		sqlDB.SetMaxIdleConns(n)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+		return &DB{Gorm: g, Dialect: Postgres, Where: RedactURL(databaseURL)}, nil
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	path := filepath.Join(dataDir, "tokenwarm.db")
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+	g, err := gorm.Open(sqlite.Open(dsn), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite at %s: %w", path, err)
+	}
+	sqlDB, err := g.DB()
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(1)
+	return &DB{Gorm: g, Dialect: SQLite, Where: path}, nil
+}
+
+// Close closes the pool.
+func (d *DB) Close() error {
+	sqlDB, err := d.Gorm.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// SQL returns the underlying pool.
+func (d *DB) SQL() *sql.DB {
+	sqlDB, _ := d.Gorm.DB()
+	return sqlDB
+}
+
+// Ping checks that the database answers.
+func (d *DB) Ping(ctx context.Context) error {
+	return d.SQL().PingContext(ctx)
+}
+
+// RedactURL hides the password of a database URL.
+func RedactURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return "(database url)"
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return u
+	}
+	user, _, _ := strings.Cut(rest[:at], ":")
+	return scheme + "://" + user + ":xxxxx@" + rest[at+1:]
+}
+
+// scrub keeps a driver error from echoing the connection string.
+func scrub(err error, databaseURL string) error {
+	msg := err.Error()
+	if strings.Contains(msg, databaseURL) {
+		return errors.New(strings.ReplaceAll(msg, databaseURL, RedactURL(databaseURL)))
+	}
+	return err
+}

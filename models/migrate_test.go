@@ -1,0 +1,91 @@
+package models_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+func TestMigrationsApplyOnceOnBothDialects(t *testing.T) {
+	for _, dialect := range []models.Dialect{models.SQLite, models.Postgres} {
+		t.Run(string(dialect), func(t *testing.T) {
+			url, dir := "", t.TempDir()
+			if dialect == models.Postgres {
+				url = pgtest.NewDatabase(t)
+			}
+			db, err := models.Open(url, dir, models.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			ctx := context.Background()
+			all, err := models.Migrations(dialect)
+			if err != nil || len(all) == 0 {
+				t.Fatalf("migrations: %v (%d)", err, len(all))
+			}
+			if n, _ := db.Pending(ctx); n != len(all) {
+				t.Fatalf("pending before = %d, want %d", n, len(all))
+			}
+			applied, err := db.Migrate(ctx)
+			if err != nil || len(applied) != len(all) {
+				t.Fatalf("first migrate applied %v, err %v", applied, err)
+			}
+			applied, err = db.Migrate(ctx)
+			if err != nil || len(applied) != 0 {
+				t.Fatalf("second migrate applied %v, err %v", applied, err)
+			}
+			if n, err := db.Pending(ctx); err != nil || n != 0 {
+				t.Fatalf("pending after = %d, %v", n, err)
+			}
+			for _, table := range []string{"connections", "events", "refresh_attempts"} {
+				if !db.Gorm.Migrator().HasTable(table) {
+					t.Errorf("table %s missing", table)
+				}
+			}
+		})
+	}
+}
+
+// Replicas starting together migrate once between them.
+func TestConcurrentMigrationOnPostgres(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	var wg sync.WaitGroup
+	total := make(chan int, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := models.Open(url, "", models.Options{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer db.Close()
+			applied, err := db.Migrate(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			total <- len(applied)
+		}()
+	}
+	wg.Wait()
+	close(total)
+	sum := 0
+	for n := range total {
+		sum += n
+	}
+	all, _ := models.Migrations(models.Postgres)
+	if sum != len(all) {
+		t.Fatalf("replicas applied %d migrations in all, want %d", sum, len(all))
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	got := models.RedactURL("postgres://app:hunter2@db.internal:5432/tw?sslmode=require")
+	if got != "postgres://app:xxxxx@db.internal:5432/tw?sslmode=require" {
+		t.Fatal(got)
+	}
+}

@@ -1,0 +1,204 @@
+// Package seal encrypts tokens at rest with AES-256-GCM under a key ring.
+//
+// A sealed value reads "v1.<kid>.<base64url(nonce|ciphertext)>". The key ID
+// lets keys rotate: the first key of the ring seals, every key opens, and a
+// reseal pass moves old values to the active key. The associated data binds a
+// value to the record and field it belongs to, so a sealed refresh token
+// copied into another connection's row, or into the access-token column,
+// fails to open instead of being used.
+package seal
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+const (
+	version = "v1"
+	keySize = 32
+)
+
+// ErrOpen is returned when a sealed value cannot be opened: unknown key ID,
+// wrong associated data, or tampering. It never carries the value.
+var ErrOpen = errors.New("seal: cannot open sealed value")
+
+var kidPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// Key is one AES-256 key with its ID.
+type Key struct {
+	ID     string
+	Secret []byte
+}
+
+// Ring seals with its first key and opens with any of them.
+type Ring struct {
+	active string
+	aeads  map[string]cipher.AEAD
+	order  []string
+}
+
+// NewRing builds a ring; keys[0] is the active key.
+func NewRing(keys ...Key) (*Ring, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("seal: key ring is empty")
+	}
+	r := &Ring{active: keys[0].ID, aeads: make(map[string]cipher.AEAD, len(keys))}
+	for _, k := range keys {
+		if !kidPattern.MatchString(k.ID) {
+			return nil, fmt.Errorf("seal: key ID %q must be 1-32 characters of [A-Za-z0-9_-]", k.ID)
+		}
+		if len(k.Secret) != keySize {
+			return nil, fmt.Errorf("seal: key %q is %d bytes, want %d", k.ID, len(k.Secret), keySize)
+		}
+		if _, dup := r.aeads[k.ID]; dup {
+			return nil, fmt.Errorf("seal: key ID %q appears twice", k.ID)
+		}
+		block, err := aes.NewCipher(k.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("seal: key %q: %w", k.ID, err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("seal: key %q: %w", k.ID, err)
+		}
+		r.aeads[k.ID] = aead
+		r.order = append(r.order, k.ID)
+	}
+	return r, nil
+}
+
+// ParseRing reads a ring from "kid:base64key[,kid:base64key...]". The key may
+// be standard or URL-safe base64, padded or not, and must decode to 32 bytes.
+// Error messages name the key ID, never the key.
+func ParseRing(spec string) (*Ring, error) {
+	var keys []Key
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		kid, enc, ok := strings.Cut(part, ":")
+		if !ok {
+			return nil, errors.New("seal: each key must read kid:base64key")
+		}
+		secret, err := decodeKey(enc)
+		if err != nil {
+			return nil, fmt.Errorf("seal: key %q is not valid base64", kid)
+		}
+		keys = append(keys, Key{ID: kid, Secret: secret})
+	}
+	return NewRing(keys...)
+}
+
+func decodeKey(s string) ([]byte, error) {
+	s = strings.TrimRight(strings.TrimSpace(s), "=")
+	if b, err := base64.RawStdEncoding.DecodeString(s); err == nil {
+		return b, nil
+	}
+	return base64.RawURLEncoding.DecodeString(s)
+}
+
+// GenerateKey returns a fresh random key in ParseRing's format.
+func GenerateKey(kid string) (string, error) {
+	secret := make([]byte, keySize)
+	if _, err := rand.Read(secret); err != nil {
+		return "", err
+	}
+	return kid + ":" + base64.RawURLEncoding.EncodeToString(secret), nil
+}
+
+// LoadOrCreateKeyFile returns the ring stored at path, creating the file with
+// a new random key (mode 0600) when it does not exist. created reports whether
+// it did.
+func LoadOrCreateKeyFile(path string) (r *Ring, created bool, err error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		r, err := ParseRing(string(b))
+		return r, false, err
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, false, err
+	}
+	spec, err := GenerateKey("dev1")
+	if err != nil {
+		return nil, false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, false, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := f.WriteString(spec + "\n"); err != nil {
+		f.Close()
+		return nil, false, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, false, err
+	}
+	r, err = ParseRing(spec)
+	return r, true, err
+}
+
+// ActiveKeyID is the ID of the key that seals.
+func (r *Ring) ActiveKeyID() string { return r.active }
+
+// KeyIDs lists the ring's key IDs, active first.
+func (r *Ring) KeyIDs() []string { return append([]string(nil), r.order...) }
+
+// Seal encrypts plaintext bound to ad. An empty plaintext seals to "" so
+// absent tokens stay absent.
+func (r *Ring) Seal(plaintext string, ad string) (string, error) {
+	if plaintext == "" {
+		return "", nil
+	}
+	aead := r.aeads[r.active]
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	out := aead.Seal(nonce, nonce, []byte(plaintext), []byte(ad))
+	return version + "." + r.active + "." + base64.RawURLEncoding.EncodeToString(out), nil
+}
+
+// Open decrypts a value sealed with Seal under the same ad.
+func (r *Ring) Open(sealed string, ad string) (string, error) {
+	if sealed == "" {
+		return "", nil
+	}
+	kid, ok := KeyID(sealed)
+	if !ok {
+		return "", ErrOpen
+	}
+	aead, ok := r.aeads[kid]
+	if !ok {
+		return "", fmt.Errorf("%w: key %q is not in the ring", ErrOpen, kid)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(sealed[len(version)+1+len(kid)+1:])
+	if err != nil || len(raw) < aead.NonceSize()+aead.Overhead() {
+		return "", ErrOpen
+	}
+	pt, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte(ad))
+	if err != nil {
+		return "", ErrOpen
+	}
+	return string(pt), nil
+}
+
+// KeyID returns the key ID a sealed value was sealed with.
+func KeyID(sealed string) (string, bool) {
+	parts := strings.SplitN(sealed, ".", 3)
+	if len(parts) != 3 || parts[0] != version {
+		return "", false
+	}
+	return parts[1], true
+}

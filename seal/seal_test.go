@@ -1,0 +1,124 @@
+package seal
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func mustRing(t *testing.T, specs ...string) *Ring {
+	t.Helper()
+	r, err := ParseRing(strings.Join(specs, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func mustKey(t *testing.T, kid string) string {
+	t.Helper()
+	k, err := GenerateKey(kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestSealOpenRoundTripAndBinding(t *testing.T) {
+	r := mustRing(t, mustKey(t, "k1"))
+	const secret = "5Aep861_a_refresh_token_value"
+	s, err := r.Seal(secret, "conn-1|refresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(s, secret) || !strings.HasPrefix(s, "v1.k1.") {
+		t.Fatalf("sealed value %q leaks plaintext or has the wrong prefix", s)
+	}
+	got, err := r.Open(s, "conn-1|refresh")
+	if err != nil || got != secret {
+		t.Fatalf("Open = %q, %v", got, err)
+	}
+	for _, ad := range []string{"conn-2|refresh", "conn-1|access", ""} {
+		if _, err := r.Open(s, ad); !errors.Is(err, ErrOpen) {
+			t.Errorf("Open with ad %q: err = %v, want ErrOpen", ad, err)
+		}
+	}
+	tampered := s[:len(s)-2] + "AA"
+	if tampered == s {
+		tampered = s[:len(s)-2] + "BB"
+	}
+	if _, err := r.Open(tampered, "conn-1|refresh"); !errors.Is(err, ErrOpen) {
+		t.Errorf("tampered value opened: %v", err)
+	}
+	s2, _ := r.Seal(secret, "conn-1|refresh")
+	if s2 == s {
+		t.Error("two seals of one value are identical: nonce reuse")
+	}
+}
+
+func TestRingRotation(t *testing.T) {
+	old := mustKey(t, "old")
+	oldRing := mustRing(t, old)
+	s, _ := oldRing.Seal("tok", "ad")
+
+	rotated := mustRing(t, mustKey(t, "new"), old)
+	if got, err := rotated.Open(s, "ad"); err != nil || got != "tok" {
+		t.Fatalf("rotated ring cannot open old value: %q %v", got, err)
+	}
+	s2, _ := rotated.Seal("tok", "ad")
+	if kid, _ := KeyID(s2); kid != "new" {
+		t.Fatalf("rotated ring sealed with %q, want new", kid)
+	}
+	if _, err := oldRing.Open(s2, "ad"); !errors.Is(err, ErrOpen) {
+		t.Fatalf("old ring opened a value sealed by a key it lacks: %v", err)
+	}
+}
+
+func TestParseRingErrorsNeverEchoKeys(t *testing.T) {
+	cases := map[string]string{
+		"no colon":  "justsomebase64value",
+		"short key": "k1:c2hvcnQ",
+		"bad kid":   "k 1:" + strings.Repeat("A", 43),
+		"not b64":   "k1:!!!!notbase64!!!!",
+		"empty":     "",
+		"dup":       "k1:" + strings.Repeat("A", 43) + ",k1:" + strings.Repeat("B", 43),
+	}
+	for name, spec := range cases {
+		_, err := ParseRing(spec)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if _, secret, ok := strings.Cut(spec, ":"); ok && len(secret) > 8 && strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: error echoes the key: %v", name, err)
+		}
+	}
+}
+
+func TestEmptyStaysEmpty(t *testing.T) {
+	r := mustRing(t, mustKey(t, "k1"))
+	s, err := r.Seal("", "ad")
+	if err != nil || s != "" {
+		t.Fatalf("Seal(\"\") = %q, %v", s, err)
+	}
+	if p, err := r.Open("", "ad"); err != nil || p != "" {
+		t.Fatalf("Open(\"\") = %q, %v", p, err)
+	}
+}
+
+func TestLoadOrCreateKeyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "seal.key")
+	r1, created, err := LoadOrCreateKeyFile(path)
+	if err != nil || !created {
+		t.Fatalf("first load: created=%v err=%v", created, err)
+	}
+	s, _ := r1.Seal("x", "ad")
+	r2, created, err := LoadOrCreateKeyFile(path)
+	if err != nil || created {
+		t.Fatalf("second load: created=%v err=%v", created, err)
+	}
+	if got, err := r2.Open(s, "ad"); err != nil || got != "x" {
+		t.Fatalf("reloaded key cannot open: %q %v", got, err)
+	}
+}
