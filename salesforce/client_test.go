@@ -1,0 +1,151 @@
+package salesforce
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestClassifyFollowsTheTable(t *testing.T) {
+	cases := []struct {
+		status      int
+		code, desc  string
+		want        Class
+		description string
+	}{
+		{400, "invalid_grant", "expired access/refresh token", Dead, "expired"},
+		{400, "invalid_grant", "token validity expired", Dead, "idle ttl"},
+		{400, "invalid_grant", "authentication failure", Dead, "auth failure"},
+		{400, "invalid_grant", "something new", Dead, "other invalid_grant"},
+		{400, "invalid_grant", "token request is already being processed", Concurrent, "concurrent"},
+		{400, "invalid_grant", "ip restricted or invalid login hours", Config, "ip"},
+		{400, "invalid_grant", "IP Restricted", Config, "ip case"},
+		{400, "inactive_user", "", Dead, "inactive user"},
+		{400, "inactive_org", "", Dead, "inactive org"},
+		{400, "invalid_client_id", "client identifier invalid", Config, "client id"},
+		{400, "invalid_client", "invalid client credentials", Config, "client"},
+		{400, "invalid_client_credentials", "", Config, "client creds"},
+		{400, "unsupported_grant_type", "", Config, "grant type"},
+		{400, "invalid_scope", "", Config, "scope"},
+		{400, "rate_limit_exceeded", "", Transient, "rate limit"},
+		{400, "slow_down", "", Transient, "slow down"},
+		{403, "client_blocked_retry", "", Transient, "blocked retry"},
+		{429, "", "", Transient, "429"},
+		{503, "service_unavailable", "", Transient, "503"},
+		{500, "", "", Transient, "500 no body"},
+		{400, "server_error", "", Transient, "server_error"},
+		{400, "system_down", "", Transient, "system_down"},
+		{400, "weird_new_error", "", Config, "unknown 4xx is not dead"},
+	}
+	for _, tc := range cases {
+		if got := Classify(tc.status, tc.code, tc.desc); got != tc.want {
+			t.Errorf("%s: Classify(%d, %q, %q) = %v, want %v", tc.description, tc.status, tc.code, tc.desc, got, tc.want)
+		}
+	}
+}
+
+func TestRefreshKeepsOldTokenWithoutRotationAndParsesResponse(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil || r.Form.Get("grant_type") != "refresh_token" || r.Form.Get("client_id") != "cid" || r.Form.Get("client_secret") != "sec" {
+			http.Error(w, `{"error":"invalid_request"}`, 400)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"00Dxx!AQ","instance_url":"` + "http://" + r.Host + `","id":"https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA","token_type":"Bearer","issued_at":"1278448832702","signature":"sig","scope":"api refresh_token"}`))
+	}))
+	defer srv.Close()
+	c := &Client{ClientID: "cid", ClientSecret: "sec", SessionTimeout: time.Hour}
+	tok, err := c.Refresh(context.Background(), srv.URL, "5Aep-old-refresh-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.RefreshToken != "5Aep-old-refresh-token" || tok.Rotated {
+		t.Fatalf("refresh token %q rotated=%v, want the old one kept", tok.RefreshToken, tok.Rotated)
+	}
+	if tok.OrgID != "00D000000000001AAA" || tok.UserID != "005000000000001AAA" {
+		t.Fatalf("identity %q %q", tok.OrgID, tok.UserID)
+	}
+	if tok.IssuedAt != time.UnixMilli(1278448832702).UTC() || tok.ExpiresAt != tok.IssuedAt.Add(time.Hour) {
+		t.Fatalf("issued %v expires %v", tok.IssuedAt, tok.ExpiresAt)
+	}
+}
+
+func TestTransportErrorsAreUnknownOnlyAfterSending(t *testing.T) {
+	// The server reads the request, then drops the connection: the token may
+	// have been rotated, so the outcome is unknown.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		hj, _ := w.(http.Hijacker)
+		conn, _, _ := hj.Hijack()
+		conn.Close()
+	}))
+	defer srv.Close()
+	c := &Client{ClientID: "cid"}
+	_, err := c.Refresh(context.Background(), srv.URL, "5Aep-secret-refresh-token")
+	var se *Error
+	if !errors.As(err, &se) || se.Class != Unknown {
+		t.Fatalf("dropped answer: %v, want class unknown", err)
+	}
+	if strings.Contains(err.Error(), "5Aep-secret-refresh-token") {
+		t.Fatal("error carries the token")
+	}
+
+	// Nothing listens: the request never left, a plain transient failure.
+	srv.Close()
+	_, err = c.Refresh(context.Background(), srv.URL, "5Aep-secret-refresh-token")
+	if !errors.As(err, &se) || se.Class != Transient {
+		t.Fatalf("refused connection: %v, want transient", err)
+	}
+}
+
+func TestRetryAfterAndErrorBody(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "42")
+		w.WriteHeader(503)
+		_, _ = w.Write([]byte(`{"error":"service_unavailable","error_description":"down for 5Aep-token-echo"}`))
+	}))
+	defer srv.Close()
+	c := &Client{ClientID: "cid"}
+	_, err := c.Refresh(context.Background(), srv.URL, "5Aep-token-echo")
+	var se *Error
+	if !errors.As(err, &se) || se.Class != Transient || se.RetryAfter != 42*time.Second || se.HTTPStatus != 503 {
+		t.Fatalf("err = %#v", err)
+	}
+	if strings.Contains(se.Error(), "5Aep-token-echo") {
+		t.Fatal("an echoed token survived into the error")
+	}
+}
+
+func TestLoginAndInstanceURLChecks(t *testing.T) {
+	for u, ok := range map[string]bool{
+		"https://login.salesforce.com":    true,
+		"https://acme.my.salesforce.com":  true,
+		"http://127.0.0.1:8080/_emulator": true,
+		"http://login.salesforce.com":     false,
+		"ftp://login.salesforce.com":      false,
+		"login.salesforce.com":            false,
+	} {
+		if err := ValidateLoginURL(u); (err == nil) != ok {
+			t.Errorf("ValidateLoginURL(%q) = %v", u, err)
+		}
+	}
+	c := &Client{AllowedInstanceHosts: []string{"example.org"}}
+	for u, ok := range map[string]bool{
+		"https://acme.my.salesforce.com":      true,
+		"https://na1.salesforce.com":          true,
+		"https://acme.lightning.force.com":    true,
+		"https://api.example.org":             true,
+		"https://evil.com":                    false,
+		"https://salesforce.com.evil.com":     false,
+		"http://acme.my.salesforce.com":       false,
+		"https://user:pw@acme.salesforce.com": false,
+	} {
+		if got := c.validInstanceURL(u, "https://login.salesforce.com"); got != ok {
+			t.Errorf("validInstanceURL(%q) = %v", u, got)
+		}
+	}
+}
