@@ -1,0 +1,234 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Config is every setting of tokenwarm, read from environment variables.
+type Config struct {
+	DatabaseURL     string
+	DataDir         string
+	Addr            string
+	PublicURL       string
+	LoginURL        string
+	ClientID        string
+	ClientSecret    string
+	SessionTimeout  time.Duration
+	Introspect      bool
+	UpstreamTimeout time.Duration
+	ProxyURL        string
+	SealKeys        string
+	LockTimeout     time.Duration
+	DBMaxConns      int
+	WarmInterval    time.Duration
+	WarmJitter      float64
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+}
+
+// setting documents one environment variable.
+type setting struct {
+	env, def, help string
+	secret         bool
+	set            func(c *Config, v string) error
+}
+
+func str(dst func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *dst(c) = v; return nil }
+}
+
+func dur(dst func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("want a positive duration such as 90s or 2h")
+		}
+		*dst(c) = d
+		return nil
+	}
+}
+
+var settings = []setting{
+	{env: "DATABASE_URL", help: "Postgres URL (postgres://user:pass@host/db) for multi-replica deployments; empty = embedded SQLite file under TOKENWARM_DATA_DIR", secret: true,
+		set: str(func(c *Config) *string { return &c.DatabaseURL })},
+	{env: "TOKENWARM_DATA_DIR", def: "./data", help: "directory of the embedded SQLite database and the generated development seal key",
+		set: str(func(c *Config) *string { return &c.DataDir })},
+	{env: "TOKENWARM_ADDR", def: "127.0.0.1:8080", help: "address to listen on (use :8080 to listen on every interface)",
+		set: str(func(c *Config) *string { return &c.Addr })},
+	{env: "TOKENWARM_PUBLIC_URL", help: "URL at which browsers and apps reach this server; empty = http://<listen address>",
+		set: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("want an absolute http(s) URL")
+			}
+			c.PublicURL = strings.TrimRight(v, "/")
+			return nil
+		}},
+	{env: "SALESFORCE_LOGIN_URL", help: "default Salesforce login host (https://login.salesforce.com, https://test.salesforce.com or a My Domain); empty = the built-in emulator (embedded mode only)",
+		set: str(func(c *Config) *string { return &c.LoginURL })},
+	{env: "SALESFORCE_CLIENT_ID", help: "consumer key of the connected app (required with SALESFORCE_LOGIN_URL)",
+		set: str(func(c *Config) *string { return &c.ClientID })},
+	{env: "SALESFORCE_CLIENT_SECRET", help: "consumer secret of the connected app", secret: true,
+		set: str(func(c *Config) *string { return &c.ClientSecret })},
+	{env: "SALESFORCE_SESSION_TIMEOUT", def: "2h", help: "access-token lifetime assumed when introspection is off (Salesforce sends no expires_in)",
+		set: dur(func(c *Config) *time.Duration { return &c.SessionTimeout })},
+	{env: "SALESFORCE_INTROSPECT", def: "false", help: "learn each access token's real expiry from the introspection endpoint",
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("want true or false")
+			}
+			c.Introspect = b
+			return nil
+		}},
+	{env: "SALESFORCE_TIMEOUT", def: "15s", help: "timeout of one call to Salesforce; must stay well under TOKENWARM_LOCK_TIMEOUT",
+		set: dur(func(c *Config) *time.Duration { return &c.UpstreamTimeout })},
+	{env: "SALESFORCE_PROXY_URL", help: "egress proxy for calls to Salesforce (the fixed IPs of the refresh-token IP allowlist); empty = direct", secret: true,
+		set: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("want an http(s) proxy URL")
+			}
+			c.ProxyURL = v
+			return nil
+		}},
+	{env: "TOKENWARM_SEAL_KEYS", help: "key ring sealing tokens at rest: kid:base64(32 bytes)[,kid:...]; the first key seals, all open. Required with DATABASE_URL; embedded mode generates one into the data dir", secret: true,
+		set: str(func(c *Config) *string { return &c.SealKeys })},
+	{env: "TOKENWARM_LOCK_TIMEOUT", def: "30s", help: "longest wait for another replica's refresh of the same connection",
+		set: dur(func(c *Config) *time.Duration { return &c.LockTimeout })},
+	{env: "TOKENWARM_DB_MAX_CONNS", def: "20", help: "Postgres connection pool size",
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 4 {
+				return fmt.Errorf("want an integer >= 4")
+			}
+			c.DBMaxConns = n
+			return nil
+		}},
+	{env: "TOKENWARM_WARM_INTERVAL", def: "72h", help: "time between refreshes of an idle connection (Salesforce kills refresh tokens idle for 30 days)",
+		set: dur(func(c *Config) *time.Duration { return &c.WarmInterval })},
+	{env: "TOKENWARM_WARM_JITTER", def: "0.15", help: "spread of the warm interval, as a fraction (0.15 = ±15%)",
+		set: func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f >= 1 {
+				return fmt.Errorf("want a fraction in [0, 1)")
+			}
+			c.WarmJitter = f
+			return nil
+		}},
+	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "30s", help: "how long shutdown waits for in-flight requests and refreshes",
+		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",
+		set: func(c *Config, v string) error {
+			switch v {
+			case "debug", "info", "warn", "error":
+				c.LogLevel = v
+				return nil
+			}
+			return fmt.Errorf("want debug, info, warn or error")
+		}},
+	{env: "TOKENWARM_LOG_FORMAT", def: "text", help: "text or json",
+		set: func(c *Config, v string) error {
+			if v != "text" && v != "json" {
+				return fmt.Errorf("want text or json")
+			}
+			c.LogFormat = v
+			return nil
+		}},
+}
+
+// loadConfig reads the configuration; it reports every bad variable at once.
+func loadConfig(getenv func(string) string) (*Config, error) {
+	c := &Config{}
+	var errs []error
+	for _, s := range settings {
+		v := strings.TrimSpace(getenv(s.env))
+		if v == "" {
+			v = s.def
+		}
+		if v == "" {
+			continue
+		}
+		if err := s.set(c, v); err != nil {
+			shown := v
+			if s.secret {
+				shown = "(hidden)"
+			}
+			errs = append(errs, fmt.Errorf("%s=%s: %w", s.env, shown, err))
+		}
+	}
+	if c.LoginURL != "" && c.ClientID == "" {
+		errs = append(errs, errors.New("SALESFORCE_CLIENT_ID is required when SALESFORCE_LOGIN_URL is set"))
+	}
+	if c.DatabaseURL != "" && c.LoginURL == "" {
+		errs = append(errs, errors.New("SALESFORCE_LOGIN_URL is required with DATABASE_URL: the built-in emulator is for the embedded demo only"))
+	}
+	if c.UpstreamTimeout >= c.LockTimeout {
+		errs = append(errs, errors.New("SALESFORCE_TIMEOUT must be shorter than TOKENWARM_LOCK_TIMEOUT"))
+	}
+	if c.WarmInterval > 0 && time.Duration(float64(c.WarmInterval)*(1+c.WarmJitter)) >= 20*24*time.Hour {
+		errs = append(errs, errors.New("TOKENWARM_WARM_INTERVAL with its jitter must stay under 20 days, well inside Salesforce's 30-day idle TTL"))
+	}
+	return c, errors.Join(errs...)
+}
+
+// Embedded reports whether the embedded SQLite database is used.
+func (c *Config) Embedded() bool { return c.DatabaseURL == "" }
+
+// Demo reports whether the built-in emulator stands in for Salesforce.
+func (c *Config) Demo() bool { return c.LoginURL == "" }
+
+// printConfig writes the effective configuration with secrets masked.
+func printConfig(w io.Writer, getenv func(string) string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, s := range settings {
+		v := strings.TrimSpace(getenv(s.env))
+		switch {
+		case v == "" && s.def != "":
+			v = s.def + " (default)"
+		case v == "":
+			v = "(unset)"
+		case s.secret:
+			v = "******** (set)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", s.env, v)
+	}
+	tw.Flush()
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `tokenwarm keeps Salesforce refresh tokens alive and safe on the server.
+
+Usage:
+  tokenwarm [serve]    run the server (default)
+  tokenwarm migrate    apply database migrations and exit
+  tokenwarm reseal     re-encrypt every sealed token under the active key
+  tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
+  tokenwarm config     print the effective configuration, secrets masked
+  tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS
+  tokenwarm --help     this text
+
+Environment:
+`)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, s := range settings {
+		def := s.def
+		if def == "" {
+			def = "-"
+		}
+		secret := ""
+		if s.secret {
+			secret = " [secret]"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", s.env, def, s.help, secret)
+	}
+	tw.Flush()
+}

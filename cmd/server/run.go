@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/emulator"
+	"github.com/tokenwarm/tokenwarm/handlers"
+	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/salesforce"
+	"github.com/tokenwarm/tokenwarm/seal"
+	"github.com/tokenwarm/tokenwarm/vault"
+)
+
+// demoClientID and demoClientSecret are the built-in emulator's connected
+// app in demo mode. They protect nothing.
+const (
+	demoClientID     = "tokenwarm-demo"
+	demoClientSecret = "tokenwarm-demo-secret"
+	emulatorPrefix   = "/_emulator"
+)
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "-h", "--help", "-help", "help":
+		printUsage(stdout)
+		return nil
+	case "config":
+		printConfig(stdout, getenv)
+		return nil
+	case "keygen":
+		key, err := seal.GenerateKey("k" + time.Now().UTC().Format("20060102"))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, key)
+		return nil
+	case "emulator":
+		return runEmulator(ctx, args, stdout)
+	case "serve", "migrate", "reseal":
+	default:
+		printUsage(stderr)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	log := newLogger(stderr, cfg)
+	db, ring, err := openStorage(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	switch cmd {
+	case "migrate":
+		applied, err := db.Migrate(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "applied %d migration(s) to %s\n", len(applied), db.Where)
+		return nil
+	case "reseal":
+		if _, err := db.Migrate(ctx); err != nil {
+			return err
+		}
+		n, err := vault.Reseal(ctx, db, ring, log)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "resealed %d connection(s) under key %q\n", n, ring.ActiveKeyID())
+		return nil
+	}
+	return serve(ctx, cfg, db, ring, log, stdout)
+}
+
+func newLogger(w io.Writer, cfg *Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func openStorage(cfg *Config, log *slog.Logger) (*models.DB, *seal.Ring, error) {
+	var ring *seal.Ring
+	switch {
+	case cfg.SealKeys != "":
+		r, err := seal.ParseRing(cfg.SealKeys)
+		if err != nil {
+			return nil, nil, fmt.Errorf("TOKENWARM_SEAL_KEYS: %w", err)
+		}
+		ring = r
+	case cfg.Embedded():
+		path := filepath.Join(cfg.DataDir, "seal.key")
+		r, created, err := seal.LoadOrCreateKeyFile(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("development seal key %s: %w", path, err)
+		}
+		if created {
+			log.Warn("GENERATED A DEVELOPMENT SEAL KEY: tokens are encrypted with a key stored next to them. Set TOKENWARM_SEAL_KEYS for anything but a trial", "path", path)
+		} else {
+			log.Warn("using the development seal key from the data dir; set TOKENWARM_SEAL_KEYS for anything but a trial", "path", path)
+		}
+		ring = r
+	default:
+		return nil, nil, errors.New("TOKENWARM_SEAL_KEYS is required with DATABASE_URL (make one with: tokenwarm keygen)")
+	}
+	db, err := models.Open(cfg.DatabaseURL, cfg.DataDir, models.Options{MaxOpenConns: cfg.DBMaxConns})
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, ring, nil
+}
+
+type readiness struct{ db *models.DB }
+
+func (r readiness) Ready(ctx context.Context) error {
+	if err := r.db.Ping(ctx); err != nil {
+		return errors.New("database unreachable")
+	}
+	n, err := r.db.Pending(ctx)
+	if err != nil {
+		return errors.New("cannot read migration state")
+	}
+	if n > 0 {
+		return fmt.Errorf("%d migration(s) pending", n)
+	}
+	return nil
+}
+
+func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log *slog.Logger, stdout io.Writer) error {
+	applied, err := db.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	if len(applied) > 0 {
+		log.Info("migrations applied", "versions", applied, "database", db.Where)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	base := "http://" + ln.Addr().String()
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = base
+	}
+
+	mounts := map[string]http.Handler{}
+	loginURL, clientID, clientSecret := cfg.LoginURL, cfg.ClientID, cfg.ClientSecret
+	if cfg.Demo() {
+		emu := emulator.New(emulator.Config{ClientID: demoClientID, ClientSecret: demoClientSecret, SessionTimeout: cfg.SessionTimeout})
+		emu.SetBaseURL(cfg.PublicURL + emulatorPrefix)
+		mounts[emulatorPrefix] = emu
+		loginURL, clientID, clientSecret = cfg.PublicURL+emulatorPrefix, demoClientID, demoClientSecret
+	}
+
+	httpClient := &http.Client{Transport: salesforceTransport(cfg)}
+	sf := &salesforce.Client{
+		HTTP: httpClient, ClientID: clientID, ClientSecret: clientSecret,
+		RedirectURI: cfg.PublicURL + "/v1/oauth/callback", Timeout: cfg.UpstreamTimeout,
+		SessionTimeout: cfg.SessionTimeout, UseIntrospection: cfg.Introspect, Clock: clock.System{},
+	}
+	v := vault.New(db, ring, sf, clock.System{}, log, vault.Config{
+		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
+		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
+		MaxConcurrentRefreshes: max(1, cfg.DBMaxConns/2-1),
+	})
+	_ = v
+
+	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, Mount: mounts})
+	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+
+	log.Info("tokenwarm started", "listen", ln.Addr().String(), "public_url", cfg.PublicURL,
+		"database", db.Where, "salesforce", loginURL, "seal_key", ring.ActiveKeyID())
+	fmt.Fprintf(stdout, "tokenwarm is listening on %s\n", base)
+	fmt.Fprintf(stdout, "  health:    %s/healthz\n", base)
+	if cfg.Demo() {
+		fmt.Fprintf(stdout, "  demo mode: the built-in Salesforce emulator answers at %s\n", loginURL)
+	}
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func salesforceTransport(cfg *Config) http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	// Only the configured proxy: an ambient HTTPS_PROXY would send refresh
+	// tokens somewhere the IP allowlist does not know.
+	t.Proxy = nil
+	if u, err := url.Parse(cfg.ProxyURL); cfg.ProxyURL != "" && err == nil {
+		t.Proxy = http.ProxyURL(u)
+	}
+	return t
+}
+
+func runEmulator(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("emulator", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	addr := fs.String("addr", "127.0.0.1:8181", "listen address")
+	clientID := fs.String("client-id", demoClientID, "connected app consumer key")
+	clientSecret := fs.String("client-secret", demoClientSecret, "connected app consumer secret")
+	session := fs.Duration("session-timeout", 2*time.Hour, "access-token lifetime")
+	autoApprove := fs.Bool("auto-approve", false, "approve authorizations without showing the consent page")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Salesforce emulator on http://%s (client id %q)\n", *addr, *clientID)
+	return emulator.ListenAndServe(ctx, *addr, emulator.Config{
+		ClientID: *clientID, ClientSecret: *clientSecret, SessionTimeout: *session, AutoApprove: *autoApprove,
+	}, stdout)
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func envFrom(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigDefaultsWithNoEnvironment(t *testing.T) {
+	cfg, err := loadConfig(envFrom(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Embedded() || !cfg.Demo() || cfg.DataDir != "./data" || cfg.Addr != "127.0.0.1:8080" ||
+		cfg.SessionTimeout != 2*time.Hour || cfg.WarmInterval != 72*time.Hour {
+		t.Fatalf("unexpected defaults: %+v", cfg)
+	}
+}
+
+func TestConfigErrorsNameTheVariableAndHideSecrets(t *testing.T) {
+	_, err := loadConfig(envFrom(map[string]string{
+		"SALESFORCE_SESSION_TIMEOUT": "soon",
+		"DATABASE_URL":               "postgres://u:hunter2@db/x",
+		"TOKENWARM_WARM_INTERVAL":    "480h",
+		"TOKENWARM_PUBLIC_URL":       "not a url",
+	}))
+	if err == nil {
+		t.Fatal("bad configuration accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{"SALESFORCE_SESSION_TIMEOUT", "SALESFORCE_LOGIN_URL is required", "TOKENWARM_WARM_INTERVAL", "TOKENWARM_PUBLIC_URL"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error does not mention %s: %s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "hunter2") {
+		t.Error("error shows a secret")
+	}
+}
+
+func TestHelpListsEveryVariableAndConfigMasksSecrets(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"--help"}, envFrom(nil), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		if !strings.Contains(out.String(), s.env) {
+			t.Errorf("--help does not list %s", s.env)
+		}
+	}
+	out.Reset()
+	env := map[string]string{"SALESFORCE_CLIENT_SECRET": "s3cr3t-value", "TOKENWARM_SEAL_KEYS": "k1:AAAAsecretAAAA"}
+	if err := run(context.Background(), []string{"config"}, envFrom(env), &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "s3cr3t-value") || strings.Contains(out.String(), "secretAAAA") {
+		t.Fatalf("config printed a secret:\n%s", out.String())
+	}
+}
+
+func TestPostgresModeRefusesToStartWithoutKey(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://x@127.0.0.1:1/x", "SALESFORCE_LOGIN_URL": "https://login.salesforce.com", "SALESFORCE_CLIENT_ID": "id"}
+	err := run(context.Background(), nil, envFrom(env), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "TOKENWARM_SEAL_KEYS is required") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// Acceptance j: the server starts with no configuration on embedded SQLite,
+// a generated key and the emulator, and answers /healthz and /readyz. The
+// built binary runs in an empty directory with an empty environment except
+// for a free port (8080 may be taken on a test machine).
+func TestServerStartsWithNoConfiguration(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tokenwarm")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	work := t.TempDir()
+	cmd := exec.Command(bin)
+	cmd.Dir = work
+	cmd.Env = []string{"TOKENWARM_ADDR=127.0.0.1:0"}
+	stdout, _ := cmd.StdoutPipe()
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("server did not stop cleanly on SIGINT: %v\n%s", err, stderr.String())
+			}
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Error("server did not stop on SIGINT")
+		}
+	}()
+
+	urlRe := regexp.MustCompile(`listening on (http://\S+)`)
+	lines := bufio.NewScanner(stdout)
+	var base string
+	deadline := time.AfterFunc(60*time.Second, func() { _ = cmd.Process.Kill() })
+	for lines.Scan() {
+		if m := urlRe.FindStringSubmatch(lines.Text()); m != nil {
+			base = m[1]
+			break
+		}
+	}
+	deadline.Stop()
+	if base == "" {
+		t.Fatalf("server printed no URL; stderr:\n%s", stderr.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s = %d %v", path, resp.StatusCode, body)
+		}
+	}
+	for _, f := range []string{"data/tokenwarm.db", "data/seal.key"} {
+		if _, err := os.Stat(filepath.Join(work, f)); err != nil {
+			t.Errorf("embedded mode did not create %s: %v", f, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(work, "data/seal.key")); err == nil && fi.Mode().Perm() != 0o600 {
+		t.Errorf("seal key mode %v, want 0600", fi.Mode().Perm())
+	}
+	if !strings.Contains(stderr.String(), "GENERATED A DEVELOPMENT SEAL KEY") {
+		t.Errorf("no loud warning about the generated key:\n%s", stderr.String())
+	}
+}

@@ -1,0 +1,348 @@
+// Package vault holds Salesforce tokens sealed at rest and is the one path
+// through which every refresh happens (ARCHITECTURE.md, invariants I1-I5, I7).
+//
+// A refresh goes: per-connection singleflight in the process; the connection
+// row locked across processes (SELECT ... FOR UPDATE on Postgres, an
+// in-process lock on embedded SQLite, which is single-process); a second
+// look at the row once locked; an attempt marker committed before the token
+// is presented; one call to Salesforce; the classified result and its event
+// written in one transaction together with the marker's removal; commit
+// (retried, conditioned on the rotation count, if it fails); only then the
+// caller gets a token.
+package vault
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"gorm.io/gorm"
+
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/salesforce"
+	"github.com/tokenwarm/tokenwarm/seal"
+)
+
+// Refresher presents a refresh token to Salesforce; *salesforce.Client is one.
+type Refresher interface {
+	Refresh(ctx context.Context, loginURL, refreshToken string) (*salesforce.Token, error)
+}
+
+// Causes of a refresh, recorded on events and metrics.
+const (
+	CausePull  = "pull"
+	CauseWarm  = "warm"
+	CauseAdmin = "admin"
+)
+
+// Config tunes the refresh protocol. Zero values take the defaults.
+type Config struct {
+	// LockTimeout bounds the wait for another worker's refresh of the same
+	// connection (Postgres lock_timeout). Default 30s.
+	LockTimeout time.Duration
+	// UpstreamTimeout bounds one Salesforce call; it must sit well inside
+	// LockTimeout and IdleInTransactionTimeout. Default 15s.
+	UpstreamTimeout time.Duration
+	// IdleInTransactionTimeout makes Postgres drop a lock holder that stops
+	// talking (a hung worker) instead of holding the row forever. Default 60s.
+	IdleInTransactionTimeout time.Duration
+	// CommitRetryBudget is how long a failed commit after a refresh is
+	// retried before giving up. Default 30s.
+	CommitRetryBudget time.Duration
+	// AttemptLease is how long an unfinished attempt marker stops other
+	// workers from presenting the token. It must cover UpstreamTimeout plus
+	// CommitRetryBudget. Default UpstreamTimeout + CommitRetryBudget + 5s.
+	AttemptLease time.Duration
+	// WarmInterval and WarmJitter set next_warm_at after each successful
+	// refresh: interval ± jitter (a fraction). Defaults 72h, 0.15.
+	WarmInterval time.Duration
+	WarmJitter   float64
+	// BackoffBase and BackoffMax shape the retry delay after a transient
+	// failure (exponential, jittered). Defaults 30s and 1h.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// ConfigErrorBackoff is the delay after a configuration error. Default 5m.
+	ConfigErrorBackoff time.Duration
+	// MaxConcurrentRefreshes bounds refreshes in flight in this process. On
+	// Postgres each holds two pool connections for a moment (the row lock and
+	// the attempt marker), so keep it at most half the pool. Default 8.
+	MaxConcurrentRefreshes int
+	// Worker names this replica on events. Default host-pid.
+	Worker string
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.LockTimeout, 30*time.Second)
+	def(&c.UpstreamTimeout, 15*time.Second)
+	def(&c.IdleInTransactionTimeout, 60*time.Second)
+	def(&c.CommitRetryBudget, 30*time.Second)
+	def(&c.AttemptLease, c.UpstreamTimeout+c.CommitRetryBudget+5*time.Second)
+	def(&c.WarmInterval, 72*time.Hour)
+	def(&c.BackoffBase, 30*time.Second)
+	def(&c.BackoffMax, time.Hour)
+	def(&c.ConfigErrorBackoff, 5*time.Minute)
+	if c.MaxConcurrentRefreshes <= 0 {
+		c.MaxConcurrentRefreshes = 8
+	}
+	if c.WarmJitter <= 0 {
+		c.WarmJitter = 0.15
+	}
+	if c.Worker == "" {
+		host, _ := os.Hostname()
+		c.Worker = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+}
+
+// Vault stores and refreshes Salesforce tokens.
+type Vault struct {
+	db    *models.DB
+	ring  *seal.Ring
+	sf    Refresher
+	clock clock.Clock
+	log   *slog.Logger
+	cfg   Config
+
+	flights singleflight.Group
+	slots   chan struct{}
+	// stripes serialise refreshes of one connection on SQLite, where there
+	// is no row lock; Postgres uses FOR UPDATE instead.
+	stripes [256]sync.Mutex
+
+	randMu sync.Mutex
+	rand   *mrand.Rand
+
+	// beforeCommit lets tests break the commit of a refresh result.
+	beforeCommit func(tx *gorm.DB, attempt int) error
+	// afterLock lets tests act while the row lock is held.
+	afterLock func(id string)
+}
+
+// New builds a vault. log may be nil.
+func New(db *models.DB, ring *seal.Ring, sf Refresher, clk clock.Clock, log *slog.Logger, cfg Config) *Vault {
+	cfg.defaults()
+	if clk == nil {
+		clk = clock.System{}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var seed [32]byte
+	_, _ = rand.Read(seed[:])
+	return &Vault{db: db, ring: ring, sf: sf, clock: clk, log: log, cfg: cfg,
+		slots: make(chan struct{}, cfg.MaxConcurrentRefreshes), rand: mrand.New(mrand.NewChaCha8(seed))}
+}
+
+// Config returns the effective configuration.
+func (v *Vault) Config() Config { return v.cfg }
+
+// DB returns the vault's database.
+func (v *Vault) DB() *models.DB { return v.db }
+
+// AccessToken is a Salesforce access token handed to a caller.
+type AccessToken struct {
+	ConnectionID string
+	Token        string
+	InstanceURL  string
+	IssuedAt     time.Time
+	ExpiresAt    time.Time
+	// Refreshed reports whether this call caused an upstream refresh.
+	Refreshed bool
+}
+
+// Request says what a refresh is for.
+type Request struct {
+	Cause string
+	// MinValidity: a stored access token with at least this much life left
+	// makes a refresh unnecessary.
+	MinValidity time.Duration
+	// RejectedToken is an access token an app saw Salesforce refuse: refresh
+	// only if it is still the stored one.
+	RejectedToken string
+	// Force refreshes even if the stored access token is fresh (warm, admin).
+	Force bool
+	// RefreshedBefore, with Force, skips the refresh when the connection was
+	// refreshed at or after this time by someone else (the warmer passes the
+	// last_refreshed_at it claimed).
+	RefreshedBefore time.Time
+	// IgnoreBackoff lets an admin retry at once after a failure.
+	IgnoreBackoff bool
+}
+
+// GetAccessToken returns an access token with at least minValidity left,
+// refreshing only when needed.
+func (v *Vault) GetAccessToken(ctx context.Context, connectionID string, minValidity time.Duration) (*AccessToken, error) {
+	return v.Access(ctx, connectionID, Request{Cause: CausePull, MinValidity: minValidity})
+}
+
+// Access returns a usable access token for the request, from storage when it
+// satisfies it, else through one refresh shared by every concurrent caller.
+func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*AccessToken, error) {
+	if req.Cause == "" {
+		req.Cause = CausePull
+	}
+	if !req.Force {
+		c, err := v.load(ctx, connectionID)
+		if err != nil {
+			return nil, err
+		}
+		if err := statusError(c); err != nil {
+			return nil, err
+		}
+		if at, ok := v.usable(c, req); ok {
+			return at, nil
+		}
+	}
+	key := connectionID
+	if req.RejectedToken != "" {
+		key += "|rejected|" + tokenHash(req.RejectedToken)
+	}
+	if req.Force {
+		key += "|force|" + req.Cause
+	}
+	// The flight runs detached from any one caller: a caller that gives up
+	// must not abandon a refresh between Salesforce's answer and the commit.
+	flightCtx := context.WithoutCancel(ctx)
+	ch := v.flights.DoChan(key, func() (any, error) {
+		return v.refresh(flightCtx, connectionID, req)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return nil, res.Err
+		}
+		at := *res.Val.(*AccessToken)
+		return &at, nil
+	case <-ctx.Done():
+		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "gave up waiting for the refresh", RetryAfter: time.Second, cause: ctx.Err()}
+	}
+}
+
+// usable returns the stored access token when it satisfies req.
+func (v *Vault) usable(c *models.Connection, req Request) (*AccessToken, bool) {
+	if c.AccessTokenSealed == "" || c.AccessTokenExpiresAt == nil {
+		return nil, false
+	}
+	if c.AccessTokenExpiresAt.Sub(v.clock.Now()) < req.MinValidity || !c.AccessTokenExpiresAt.After(v.clock.Now()) {
+		return nil, false
+	}
+	tok, err := v.ring.Open(c.AccessTokenSealed, adAccess(c.ID))
+	if err != nil {
+		v.log.Error("stored access token does not open; will refresh", "connection_id", c.ID, "err", err)
+		return nil, false
+	}
+	if req.RejectedToken != "" && tok == req.RejectedToken {
+		return nil, false
+	}
+	return v.accessToken(c, tok, false), true
+}
+
+func (v *Vault) accessToken(c *models.Connection, tok string, refreshed bool) *AccessToken {
+	at := &AccessToken{ConnectionID: c.ID, Token: tok, InstanceURL: c.InstanceURL, Refreshed: refreshed}
+	if c.AccessTokenIssuedAt != nil {
+		at.IssuedAt = *c.AccessTokenIssuedAt
+	}
+	if c.AccessTokenExpiresAt != nil {
+		at.ExpiresAt = *c.AccessTokenExpiresAt
+	}
+	return at
+}
+
+func statusError(c *models.Connection) error {
+	switch c.Status {
+	case models.StatusActive:
+		return nil
+	case models.StatusNeedsReauth:
+		return &Error{Code: CodeReauthRequired, Message: "the connection must be re-authorized", Reason: c.ReauthReason}
+	case models.StatusRevoked:
+		return newErr(CodeRevoked, "the connection was revoked")
+	}
+	return newErr(CodeInternal, "connection has an unknown status")
+}
+
+func (v *Vault) load(ctx context.Context, id string) (*models.Connection, error) {
+	var c models.Connection
+	err := v.db.Gorm.WithContext(ctx).Where("id = ?", id).Take(&c).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, newErr(CodeNotFound, "no such connection")
+	}
+	if err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
+	}
+	return &c, nil
+}
+
+// Connection returns a connection record (sealed columns included; they are
+// useless without the key ring).
+func (v *Vault) Connection(ctx context.Context, id string) (*models.Connection, error) {
+	return v.load(ctx, id)
+}
+
+func (v *Vault) stripe(id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return &v.stripes[h.Sum32()%uint32(len(v.stripes))]
+}
+
+func adRefresh(id string) string { return id + "|refresh_token" }
+func adAccess(id string) string  { return id + "|access_token" }
+
+// SealRefresh and SealAccess seal tokens for a connection's columns.
+func (v *Vault) SealRefresh(id, tok string) (string, error) { return v.ring.Seal(tok, adRefresh(id)) }
+
+// SealAccess seals an access token for connection id.
+func (v *Vault) SealAccess(id, tok string) (string, error) { return v.ring.Seal(tok, adAccess(id)) }
+
+// OpenRefresh opens a connection's sealed refresh token.
+func (v *Vault) OpenRefresh(c *models.Connection) (string, error) {
+	return v.ring.Open(c.RefreshTokenSealed, adRefresh(c.ID))
+}
+
+func tokenHash(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+func newAttemptID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// NextWarm returns when a connection refreshed at t should be warmed again.
+func (v *Vault) NextWarm(t time.Time) time.Time {
+	return t.Add(v.jitter(v.cfg.WarmInterval, v.cfg.WarmJitter))
+}
+
+// jitter returns d ± frac·d, uniformly.
+func (v *Vault) jitter(d time.Duration, frac float64) time.Duration {
+	v.randMu.Lock()
+	f := v.rand.Float64()*2 - 1
+	v.randMu.Unlock()
+	return d + time.Duration(float64(d)*frac*f)
+}
+
+func (v *Vault) backoff(failures int, retryAfter time.Duration) time.Duration {
+	d := v.cfg.BackoffBase
+	for i := 1; i < failures && d < v.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, v.cfg.BackoffMax)
+	d = v.jitter(d, 0.2)
+	return max(d, retryAfter)
+}

@@ -1,0 +1,457 @@
+package vault_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/vault"
+)
+
+// Acceptance a (Postgres: 3 independent pools × 100 callers) and h (SQLite:
+// one process × 300 callers): a herd needing a refresh causes exactly one.
+func TestHerdCollapsesToOneRefresh(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		pools := 1
+		if dialect == models.Postgres {
+			pools = 3
+		}
+		var vaults []*vault.Vault
+		for range pools {
+			vaults = append(vaults, e.vault(vault.Config{}))
+		}
+		id := e.connect(vaults[0], "herd@example.com")
+		before, err := vaults[0].GetAccessToken(context.Background(), id, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Advance(sessionTimeout + time.Minute)
+		e.emu.ResetStats()
+
+		const perPool = 300
+		callers := perPool
+		if pools > 1 {
+			callers = 100
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		tokens := make(chan string, pools*callers)
+		errs := make(chan error, pools*callers)
+		for _, v := range vaults {
+			for range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					at, err := v.GetAccessToken(context.Background(), id, 5*time.Minute)
+					if err != nil {
+						errs <- err
+						return
+					}
+					tokens <- at.Token
+				}()
+			}
+		}
+		close(start)
+		wg.Wait()
+		close(tokens)
+		close(errs)
+		for err := range errs {
+			t.Fatalf("caller failed: %v", err)
+		}
+		seen := map[string]int{}
+		for tok := range tokens {
+			seen[tok]++
+		}
+		if len(seen) != 1 {
+			t.Fatalf("callers got %d different tokens, want 1", len(seen))
+		}
+		for tok, n := range seen {
+			if tok == before.Token {
+				t.Fatal("callers got the expired token")
+			}
+			if n != pools*callers {
+				t.Fatalf("%d callers got the token, want %d", n, pools*callers)
+			}
+		}
+		st := e.emu.Stats()
+		if st.Refreshes != 1 || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
+			t.Fatalf("emulator saw refreshes=%d stale=%d revoked=%d, want 1/0/0", st.Refreshes, st.StalePresentations, st.ChainsRevoked)
+		}
+		if got := e.storedRefreshToken(id); !e.emu.ChainAlive(got) {
+			t.Fatal("stored refresh token is not the live one")
+		}
+	})
+}
+
+// Acceptance b: 500 connections × 20 concurrent callers with access tokens
+// expiring at random: upstream refreshes equal the refreshes needed.
+func TestManyConnectionsRefreshExactlyWhatIsNeeded(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		vaults := []*vault.Vault{e.vault(vault.Config{})}
+		if dialect == models.Postgres {
+			vaults = append(vaults, e.vault(vault.Config{}))
+		}
+		const conns, callers = 500, 20
+		rng := rand.New(rand.NewPCG(1, 2))
+		ids := make([]string, conns)
+		for i := range ids {
+			// Issue times spread over the session timeout, so that at the
+			// moment of the herd a random part of the tokens has expired.
+			e.clk.Advance(time.Duration(rng.Int64N(int64(sessionTimeout / conns * 2))))
+			ids[i] = e.connect(vaults[0], "user"+itoa(i)+"@example.com")
+		}
+		e.clk.Advance(sessionTimeout / 2)
+		const minValidity = 5 * time.Minute
+		needed := 0
+		now := e.clk.Now()
+		for _, id := range ids {
+			if c := e.conn(id); c.AccessTokenExpiresAt.Sub(now) < minValidity {
+				needed++
+			}
+		}
+		if needed == 0 || needed == conns {
+			t.Fatalf("bad test setup: %d of %d need a refresh", needed, conns)
+		}
+		e.emu.ResetStats()
+
+		// Bounded so the race detector's goroutine limit holds: 200
+		// connections at a time, each with 20 concurrent callers.
+		sem := make(chan struct{}, 200)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var failures []error
+		for i, id := range ids {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				var inner sync.WaitGroup
+				for j := range callers {
+					inner.Add(1)
+					go func() {
+						defer inner.Done()
+						v := vaults[(i+j)%len(vaults)]
+						at, err := v.GetAccessToken(context.Background(), id, minValidity)
+						if err == nil && at.ExpiresAt.Sub(e.clk.Now()) < minValidity {
+							err = errors.New("token with too little validity")
+						}
+						if err != nil {
+							mu.Lock()
+							failures = append(failures, err)
+							mu.Unlock()
+						}
+					}()
+				}
+				inner.Wait()
+			}()
+		}
+		wg.Wait()
+		if len(failures) > 0 {
+			t.Fatalf("%d callers failed, first: %v", len(failures), failures[0])
+		}
+		st := e.emu.Stats()
+		if st.Refreshes != needed || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
+			t.Fatalf("refreshes=%d (needed %d) stale=%d revoked=%d", st.Refreshes, needed, st.StalePresentations, st.ChainsRevoked)
+		}
+	})
+}
+
+func itoa(i int) string {
+	const digits = "0123456789"
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{digits[i%10]}, b...)
+	}
+	return string(b)
+}
+
+func vaultCode(t *testing.T, err error) vault.Code {
+	t.Helper()
+	var ve *vault.Error
+	if !errors.As(err, &ve) {
+		t.Fatalf("error %v is not a *vault.Error", err)
+	}
+	return ve.Code
+}
+
+// Acceptance c: a dead token costs one upstream call, then nothing more.
+func TestDeadTokenMovesToNeedsReauth(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		v := e.vault(vault.Config{})
+		id := e.connect(v, "dead@example.com")
+		e.emu.ExpireChainOf(e.storedRefreshToken(id))
+		e.clk.Advance(sessionTimeout)
+		e.emu.ResetStats()
+
+		_, err := v.GetAccessToken(context.Background(), id, time.Minute)
+		var ve *vault.Error
+		if !errors.As(err, &ve) || ve.Code != vault.CodeReauthRequired || ve.Reason == "" {
+			t.Fatalf("err = %v, want reauth_required with a reason", err)
+		}
+		if calls := e.emu.Stats().TokenCalls; calls != 1 {
+			t.Fatalf("upstream calls = %d, want 1", calls)
+		}
+		c := e.conn(id)
+		if c.Status != models.StatusNeedsReauth || c.ReauthReason == "" {
+			t.Fatalf("status %q reason %q", c.Status, c.ReauthReason)
+		}
+		for _, force := range []bool{false, true} {
+			_, err := v.Access(context.Background(), id, vault.Request{Force: force, Cause: vault.CauseWarm})
+			if vaultCode(t, err) != vault.CodeReauthRequired {
+				t.Fatalf("later call: %v", err)
+			}
+		}
+		// A second process knows too, from the row alone.
+		if _, err := e.vault(vault.Config{}).GetAccessToken(context.Background(), id, 0); vaultCode(t, err) != vault.CodeReauthRequired {
+			t.Fatalf("other vault: %v", err)
+		}
+		st := e.emu.Stats()
+		if st.TokenCalls != 1 || st.CallsAfterDead != 0 {
+			t.Fatalf("calls=%d callsAfterDead=%d, want 1/0", st.TokenCalls, st.CallsAfterDead)
+		}
+		kinds := eventKinds(e.events(id))
+		if kinds[len(kinds)-1] != models.EventNeedsReauth {
+			t.Fatalf("events %v", kinds)
+		}
+	})
+}
+
+// Acceptance d: 503 and timeouts leave the connection active, record the
+// failure, respect the backoff, and the next success clears it.
+func TestTransientFailuresBackOff(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		v := e.vault(vault.Config{BackoffBase: time.Minute, UpstreamTimeout: 2 * time.Second})
+		id := e.connect(v, "flaky@example.com")
+		e.clk.Advance(sessionTimeout)
+		e.emu.ResetStats()
+
+		e.emu.FailNext(1, 503)
+		_, err := v.GetAccessToken(context.Background(), id, time.Minute)
+		var ve *vault.Error
+		if !errors.As(err, &ve) || ve.Code != vault.CodeUpstreamUnavailable || ve.RetryAfter <= 0 {
+			t.Fatalf("err = %v, want upstream_unavailable with Retry-After", err)
+		}
+		c := e.conn(id)
+		if c.Status != models.StatusActive || c.ConsecutiveFailures != 1 || c.LastErrorCode == "" || c.NextAttemptAt == nil {
+			t.Fatalf("after 503: status=%s failures=%d code=%q next=%v", c.Status, c.ConsecutiveFailures, c.LastErrorCode, c.NextAttemptAt)
+		}
+		// Inside the backoff: no upstream call.
+		_, err = v.GetAccessToken(context.Background(), id, time.Minute)
+		if vaultCode(t, err) != vault.CodeUpstreamUnavailable || e.emu.Stats().TokenCalls != 1 {
+			t.Fatalf("backoff not respected: err=%v calls=%d", err, e.emu.Stats().TokenCalls)
+		}
+
+		// A timeout: the emulator holds the request longer than our client
+		// waits, then the client gives up.
+		e.clk.Set(c.NextAttemptAt.Add(time.Second))
+		e.emu.SetLatency(func() time.Duration { return 3 * time.Second })
+		_, err = v.GetAccessToken(context.Background(), id, time.Minute)
+		if vaultCode(t, err) != vault.CodeUpstreamUnavailable {
+			t.Fatalf("timeout: %v", err)
+		}
+		e.emu.SetLatency(nil)
+		c = e.conn(id)
+		if c.Status != models.StatusActive || c.ConsecutiveFailures != 2 {
+			t.Fatalf("after timeout: status=%s failures=%d", c.Status, c.ConsecutiveFailures)
+		}
+		if c.NextAttemptAt.Sub(e.clk.Now()) < time.Minute {
+			t.Fatalf("second backoff %v is not longer than the first", c.NextAttemptAt.Sub(e.clk.Now()))
+		}
+
+		e.clk.Set(c.NextAttemptAt.Add(time.Second))
+		at, err := v.GetAccessToken(context.Background(), id, time.Minute)
+		if err != nil || !at.Refreshed {
+			t.Fatalf("recovery: %v", err)
+		}
+		c = e.conn(id)
+		if c.ConsecutiveFailures != 0 || c.NextAttemptAt != nil || c.LastErrorCode != "" {
+			t.Fatalf("success did not clear the failure: %+v", c)
+		}
+		st := e.emu.Stats()
+		if st.StalePresentations != 0 || st.ChainsRevoked != 0 {
+			t.Fatalf("stale=%d revoked=%d", st.StalePresentations, st.ChainsRevoked)
+		}
+	})
+}
+
+// Acceptance e: IP rejection and bad client credentials are configuration
+// errors, never dead tokens.
+func TestConfigurationErrorsKeepConnectionActive(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		v := e.vault(vault.Config{})
+		id := e.connect(v, "config@example.com")
+		e.clk.Advance(sessionTimeout)
+
+		e.emu.SetAllowedIPs([]string{"203.0.113.7/32"})
+		_, err := v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true, IgnoreBackoff: true})
+		if vaultCode(t, err) != vault.CodeUpstreamConfig {
+			t.Fatalf("IP rejection: %v", err)
+		}
+		e.emu.SetAllowedIPs(nil)
+		if c := e.conn(id); c.Status != models.StatusActive || c.LastErrorCode != "invalid_grant" {
+			t.Fatalf("after IP rejection: status=%s code=%s", c.Status, c.LastErrorCode)
+		}
+
+		bad := e.sfClient()
+		bad.ClientSecret = "wrong"
+		badVault := vault.New(e.dbs[0], e.ring, bad, e.clk, e.log, vault.Config{})
+		_, err = badVault.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true, IgnoreBackoff: true})
+		if vaultCode(t, err) != vault.CodeUpstreamConfig {
+			t.Fatalf("bad credentials: %v", err)
+		}
+		c := e.conn(id)
+		if c.Status != models.StatusActive {
+			t.Fatalf("status %s after configuration errors", c.Status)
+		}
+		if !e.emu.ChainAlive(e.storedRefreshToken(id)) {
+			t.Fatal("configuration errors damaged the chain")
+		}
+		at, err := v.Access(context.Background(), id, vault.Request{Cause: vault.CauseAdmin, Force: true, IgnoreBackoff: true})
+		if err != nil || !at.Refreshed {
+			t.Fatalf("refresh after fixing the configuration: %v", err)
+		}
+		n := 0
+		for _, ev := range e.events(id) {
+			if ev.Kind == models.EventConfigError {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Fatalf("%d config_error events, want 2", n)
+		}
+	})
+}
+
+// Acceptance f: the commit after a successful rotation fails; the result is
+// stored on retry and no stale token is ever presented.
+func TestCommitFailureAfterRotationIsRetried(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		v := e.vault(vault.Config{})
+		other := v
+		if dialect == models.Postgres {
+			other = e.vault(vault.Config{LockTimeout: 2 * time.Second})
+		}
+		id := e.connect(v, "commit@example.com")
+		e.clk.Advance(sessionTimeout)
+		e.emu.ResetStats()
+
+		otherDone := make(chan error, 1)
+		v.SetBeforeCommit(func(tx *gorm.DB, attempt int) error {
+			switch attempt {
+			case 0:
+				if dialect == models.Postgres {
+					// A real failure: our own connection dies under the
+					// transaction that holds the row lock.
+					tx.Exec("SELECT pg_terminate_backend(pg_backend_pid())")
+				}
+				// Another worker wants the connection while the result is
+				// unsaved; it must not present the old token.
+				go func() {
+					_, err := other.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true, IgnoreBackoff: true})
+					otherDone <- err
+				}()
+				return errors.New("injected commit failure")
+			case 1:
+				if dialect == models.Postgres {
+					// Let the other worker find the row or time out first.
+					if err := <-otherDone; vaultCode(t, err) != vault.CodeUpstreamUnavailable {
+						t.Errorf("other worker during the failure: %v", err)
+					}
+				}
+			}
+			return nil
+		})
+		at, err := v.GetAccessToken(context.Background(), id, time.Minute)
+		if err != nil || !at.Refreshed {
+			t.Fatalf("refresh with a failed first commit: %v", err)
+		}
+		if dialect == models.SQLite {
+			if err := <-otherDone; err != nil {
+				// On SQLite the other caller queues on the in-process lock
+				// and finds the stored result afterwards.
+				t.Fatalf("other caller: %v", err)
+			}
+		}
+		v.SetBeforeCommit(nil)
+		stored := e.storedRefreshToken(id)
+		if !e.emu.ChainAlive(stored) {
+			t.Fatal("the stored refresh token is not the live one")
+		}
+		kinds := eventKinds(e.events(id))
+		if !contains(kinds, models.EventCommitRetried) {
+			t.Fatalf("no commit_retried event: %v", kinds)
+		}
+		// And it keeps working afterwards.
+		e.clk.Advance(sessionTimeout)
+		if _, err := v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+		st := e.emu.Stats()
+		if st.Refreshes != 2 || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
+			t.Fatalf("refreshes=%d stale=%d revoked=%d", st.Refreshes, st.StalePresentations, st.ChainsRevoked)
+		}
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Herds of rejected-token reports collapse too, and a report of a token that
+// is no longer the stored one costs nothing.
+func TestRejectedTokenReportsCollapse(t *testing.T) {
+	e := newEnv(t, models.SQLite)
+	v := e.vault(vault.Config{})
+	id := e.connect(v, "rejected@example.com")
+	cur, err := v.GetAccessToken(context.Background(), id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.emu.ResetStats()
+	var wg sync.WaitGroup
+	got := make(chan string, 100)
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at, err := v.Access(context.Background(), id, vault.Request{RejectedToken: cur.Token})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got <- at.Token
+		}()
+	}
+	wg.Wait()
+	close(got)
+	for tok := range got {
+		if tok == cur.Token {
+			t.Fatal("a caller got the rejected token back")
+		}
+	}
+	if n := e.emu.Stats().Refreshes; n != 1 {
+		t.Fatalf("refreshes = %d, want 1", n)
+	}
+}
