@@ -37,7 +37,7 @@ func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesf
 		var existing models.Connection
 		q := tx.Where("org_id = ? AND user_id = ?", tok.OrgID, tok.UserID)
 		if v.db.Dialect == models.Postgres {
-			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+			q = q.Clauses(clause.Locking{Strength: "NO KEY UPDATE"})
 		}
 		err := q.Take(&existing).Error
 		found := err == nil

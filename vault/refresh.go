@@ -17,12 +17,16 @@ import (
 // lockedRow is a connection row held against other workers.
 type lockedRow struct {
 	conn    models.Connection
-	tx      *gorm.DB // Postgres: the transaction holding FOR UPDATE
+	tx      *gorm.DB // Postgres: the transaction holding the row lock
 	release func()
 }
 
-// lock takes the connection's row lock: FOR UPDATE on Postgres (callers in
-// other processes queue), the in-process stripe on SQLite.
+// lock takes the connection's row lock on Postgres (callers in other
+// processes queue), the in-process stripe on SQLite. The lock is FOR NO KEY
+// UPDATE, the strength Postgres itself takes to update non-key columns: it
+// excludes every other refresher like FOR UPDATE, but not the KEY SHARE lock
+// that the attempt marker's foreign key takes from its own connection while
+// we hold the row (FOR UPDATE would deadlock us against ourselves).
 func (v *Vault) lock(ctx context.Context, id string) (*lockedRow, error) {
 	if v.db.Dialect != models.Postgres {
 		mu := v.stripe(id)
@@ -52,7 +56,7 @@ func (v *Vault) lock(ctx context.Context, id string) (*lockedRow, error) {
 		return fail(err)
 	}
 	var c models.Connection
-	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Take(&c).Error
+	err := tx.Clauses(clause.Locking{Strength: "NO KEY UPDATE"}).Where("id = ?", id).Take(&c).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		tx.Rollback()
 		return nil, newErr(CodeNotFound, "no such connection")
@@ -101,7 +105,7 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 		return nil, err
 	}
 	if req.Force {
-		if !req.RefreshedBefore.IsZero() && !c.LastRefreshedAt.Before(req.RefreshedBefore) {
+		if !req.UnlessRefreshedAfter.IsZero() && c.LastRefreshedAt.After(req.UnlessRefreshedAfter) {
 			if at, ok := v.usable(c, Request{}); ok {
 				return at, nil
 			}
@@ -145,7 +149,9 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	}
 
 	start := time.Now()
-	tok, sfErr := v.sf.Refresh(ctx, c.LoginURL, refreshToken)
+	callCtx, cancelCall := context.WithTimeout(ctx, v.cfg.UpstreamTimeout)
+	tok, sfErr := v.sf.Refresh(callCtx, c.LoginURL, refreshToken)
+	cancelCall()
 	elapsed := time.Since(start)
 
 	update, evs, result, resErr := v.outcome(c, req, tok, sfErr)
@@ -313,7 +319,7 @@ func (v *Vault) persist(ctx context.Context, row *lockedRow, rotation int64, att
 			v.event(id, models.EventCommitRetried, "", 0, "", fmt.Sprintf("result stored on retry %d", attempt)))
 		err = v.inTx(ctx, func(tx *gorm.DB) error {
 			if v.db.Dialect == models.Postgres {
-				if err := tx.Exec("SELECT 1 FROM connections WHERE id = ? FOR UPDATE", id).Error; err != nil {
+				if err := tx.Exec("SELECT 1 FROM connections WHERE id = ? FOR NO KEY UPDATE", id).Error; err != nil {
 					return err
 				}
 			}

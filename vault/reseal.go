@@ -49,7 +49,7 @@ func resealOne(ctx context.Context, db *models.DB, ring *seal.Ring, active, id s
 	err := db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		q := tx.Where("id = ?", id)
 		if db.Dialect == models.Postgres {
-			q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+			q = q.Clauses(clause.Locking{Strength: "NO KEY UPDATE"})
 		}
 		var c models.Connection
 		if err := q.Take(&c).Error; err != nil {

@@ -2,7 +2,7 @@
 // through which every refresh happens (ARCHITECTURE.md, invariants I1-I5, I7).
 //
 // A refresh goes: per-connection singleflight in the process; the connection
-// row locked across processes (SELECT ... FOR UPDATE on Postgres, an
+// row locked across processes (SELECT ... FOR NO KEY UPDATE on Postgres, an
 // in-process lock on embedded SQLite, which is single-process); a second
 // look at the row once locked; an attempt marker committed before the token
 // is presented; one call to Salesforce; the classified result and its event
@@ -121,7 +121,7 @@ type Vault struct {
 	flights singleflight.Group
 	slots   chan struct{}
 	// stripes serialise refreshes of one connection on SQLite, where there
-	// is no row lock; Postgres uses FOR UPDATE instead.
+	// is no row lock; Postgres uses a row lock instead.
 	stripes [256]sync.Mutex
 
 	randMu sync.Mutex
@@ -176,10 +176,10 @@ type Request struct {
 	RejectedToken string
 	// Force refreshes even if the stored access token is fresh (warm, admin).
 	Force bool
-	// RefreshedBefore, with Force, skips the refresh when the connection was
-	// refreshed at or after this time by someone else (the warmer passes the
+	// UnlessRefreshedAfter, with Force, skips the refresh when someone
+	// refreshed the connection after this time (the warmer passes the
 	// last_refreshed_at it claimed).
-	RefreshedBefore time.Time
+	UnlessRefreshedAfter time.Time
 	// IgnoreBackoff lets an admin retry at once after a failure.
 	IgnoreBackoff bool
 }

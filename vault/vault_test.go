@@ -351,6 +351,7 @@ func TestCommitFailureAfterRotationIsRetried(t *testing.T) {
 		id := e.connect(v, "commit@example.com")
 		e.clk.Advance(sessionTimeout)
 		e.emu.ResetStats()
+		claimed := e.conn(id).LastRefreshedAt
 
 		otherDone := make(chan error, 1)
 		v.SetBeforeCommit(func(tx *gorm.DB, attempt int) error {
@@ -364,7 +365,9 @@ func TestCommitFailureAfterRotationIsRetried(t *testing.T) {
 				// Another worker wants the connection while the result is
 				// unsaved; it must not present the old token.
 				go func() {
-					_, err := other.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true, IgnoreBackoff: true})
+					// As the warmer asks: refresh unless someone refreshed
+					// since it claimed the connection.
+					_, err := other.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true, UnlessRefreshedAfter: claimed})
 					otherDone <- err
 				}()
 				return errors.New("injected commit failure")
