@@ -21,8 +21,11 @@ func Reseal(ctx context.Context, db *models.DB, ring *seal.Ring, log *slog.Logge
 	rewritten, after := 0, ""
 	for {
 		var ids []string
-		if err := db.Gorm.WithContext(ctx).Model(&models.Connection{}).Where("id > ?", after).
-			Order("id").Limit(batch).Pluck("id", &ids).Error; err != nil {
+		q := db.Gorm.WithContext(ctx).Model(&models.Connection{}).Order("id").Limit(batch)
+		if after != "" {
+			q = q.Where("id > ?", after)
+		}
+		if err := q.Pluck("id", &ids).Error; err != nil {
 			return rewritten, err
 		}
 		if len(ids) == 0 {
