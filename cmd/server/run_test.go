@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenwarm/tokenwarm/models"
 )
 
 type lockedBuffer struct {
@@ -175,5 +178,29 @@ func TestServerStartsWithNoConfiguration(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "GENERATED A DEVELOPMENT SEAL KEY") {
 		t.Errorf("no loud warning about the generated key:\n%s", stderr.String())
+	}
+}
+
+func TestMigrateSubcommandOnSQLite(t *testing.T) {
+	dir := t.TempDir()
+	env := envFrom(map[string]string{"TOKENWARM_DATA_DIR": dir})
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"migrate"}, env, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	all, _ := models.Migrations(models.SQLite)
+	if !strings.Contains(out.String(), fmt.Sprintf("applied %d migration(s)", len(all))) {
+		t.Fatalf("first migrate: %q", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"migrate"}, env, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "applied 0 migration(s)") {
+		t.Fatalf("second migrate: %q", out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"reseal"}, env, &out, io.Discard); err != nil || !strings.Contains(out.String(), "resealed 0 connection(s)") {
+		t.Fatalf("reseal on an empty database: %v %q", err, out.String())
 	}
 }
