@@ -1,0 +1,157 @@
+package pkce
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/seal"
+)
+
+// Purpose binds a pending authorization to what it was started for.
+type Purpose string
+
+// Purposes of an authorization.
+const (
+	PurposeConnect Purpose = "connect"
+	PurposeReauth  Purpose = "reauth"
+)
+
+// ErrStateInvalid is returned for a state that is unknown, already used or
+// expired. The three are not told apart, to the caller or to an attacker.
+var ErrStateInvalid = errors.New("pkce: authorization state is unknown, used or expired")
+
+// Pending is an authorization in progress.
+type Pending struct {
+	Purpose Purpose
+	// ConnectionID is the connection being re-authorized (PurposeReauth).
+	ConnectionID string
+	// Verifier is tokenwarm's own PKCE verifier for Salesforce.
+	Verifier string
+	LoginURL string
+	// The app's side: where to send the handoff code, the app's S256
+	// challenge for it, and the app's own opaque state.
+	AppRedirectURI string
+	AppChallenge   string
+	AppState       string
+}
+
+// pendingRow is the stored form: the state only as its hash, the verifier
+// sealed.
+type pendingRow struct {
+	StateHash      string `gorm:"primaryKey"`
+	Purpose        string
+	ConnectionID   *string
+	VerifierSealed string
+	LoginURL       string
+	AppRedirectURI string
+	AppChallenge   string
+	AppState       string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	UsedAt         *time.Time
+}
+
+func (pendingRow) TableName() string { return "pending_authorizations" }
+
+// Store keeps pending authorizations: single use, expiring.
+type Store struct {
+	db    *models.DB
+	ring  *seal.Ring
+	clock clock.Clock
+	ttl   time.Duration
+}
+
+// NewStore returns a store whose states expire after ttl (10 minutes if 0).
+func NewStore(db *models.DB, ring *seal.Ring, clk clock.Clock, ttl time.Duration) *Store {
+	if ttl <= 0 {
+		ttl = 10 * time.Minute
+	}
+	if clk == nil {
+		clk = clock.System{}
+	}
+	return &Store{db: db, ring: ring, clock: clk, ttl: ttl}
+}
+
+// Create stores p and returns its state: 256 random bits, base64url.
+func (s *Store) Create(ctx context.Context, p Pending) (string, error) {
+	if p.Purpose != PurposeConnect && p.Purpose != PurposeReauth {
+		return "", errors.New("pkce: unknown purpose")
+	}
+	if (p.Purpose == PurposeReauth) != (p.ConnectionID != "") {
+		return "", errors.New("pkce: a re-authorization names its connection, and only it does")
+	}
+	if err := ValidVerifier(p.Verifier); err != nil {
+		return "", err
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	state := base64.RawURLEncoding.EncodeToString(b)
+	h := stateHash(state)
+	sealed, err := s.ring.Seal(p.Verifier, "pending_verifier|"+h)
+	if err != nil {
+		return "", err
+	}
+	now := s.clock.Now().UTC()
+	row := pendingRow{StateHash: h, Purpose: string(p.Purpose), VerifierSealed: sealed, LoginURL: p.LoginURL,
+		AppRedirectURI: p.AppRedirectURI, AppChallenge: p.AppChallenge, AppState: p.AppState,
+		CreatedAt: now, ExpiresAt: now.Add(s.ttl)}
+	if p.ConnectionID != "" {
+		row.ConnectionID = &p.ConnectionID
+	}
+	if err := s.db.Gorm.WithContext(ctx).Create(&row).Error; err != nil {
+		return "", err
+	}
+	return state, nil
+}
+
+// Take consumes a state: the first caller gets the pending authorization,
+// every later one (and any caller after expiry) gets ErrStateInvalid.
+func (s *Store) Take(ctx context.Context, state string) (*Pending, error) {
+	if state == "" || len(state) > 256 {
+		return nil, ErrStateInvalid
+	}
+	h := stateHash(state)
+	now := s.clock.Now().UTC()
+	g := s.db.Gorm.WithContext(ctx)
+	res := g.Model(&pendingRow{}).Where("state_hash = ? AND used_at IS NULL AND expires_at > ?", h, now).Update("used_at", now)
+	if res.Error != nil {
+		return nil, res.Error
+	}
+	if res.RowsAffected != 1 {
+		return nil, ErrStateInvalid
+	}
+	var row pendingRow
+	if err := g.Where("state_hash = ?", h).Take(&row).Error; err != nil {
+		return nil, err
+	}
+	verifier, err := s.ring.Open(row.VerifierSealed, "pending_verifier|"+h)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pending{Purpose: Purpose(row.Purpose), Verifier: verifier, LoginURL: row.LoginURL,
+		AppRedirectURI: row.AppRedirectURI, AppChallenge: row.AppChallenge, AppState: row.AppState}
+	if row.ConnectionID != nil {
+		p.ConnectionID = *row.ConnectionID
+	}
+	return p, nil
+}
+
+// Purge deletes pending authorizations that expired before cutoff.
+func (s *Store) Purge(ctx context.Context, cutoff time.Time) (int64, error) {
+	res := s.db.Gorm.WithContext(ctx).Where("expires_at < ?", cutoff.UTC()).Delete(&pendingRow{})
+	return res.RowsAffected, res.Error
+}
+
+func stateHash(state string) string {
+	sum := sha256.Sum256([]byte(state))
+	return hex.EncodeToString(sum[:])
+}
