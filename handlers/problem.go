@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -21,8 +22,18 @@ type Problem struct {
 	Code     string `json:"code"`
 	// Reason says why a connection needs re-authorization.
 	Reason string `json:"reason,omitempty"`
+	// ReauthURL is where a human re-authorizes a dead connection.
+	ReauthURL string `json:"reauth_url,omitempty"`
 	// RetryAfter mirrors the Retry-After header, in seconds.
 	RetryAfter int `json:"retry_after,omitempty"`
+	// Errors names the offending fields of a bad request.
+	Errors []FieldError `json:"errors,omitempty"`
+}
+
+// FieldError says what is wrong with one parameter.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
 }
 
 // problemError is an error that already knows its problem body.
@@ -67,9 +78,11 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 		if p.RetryAfter > 0 {
 			c.Response().Header().Set("Retry-After", strconv.Itoa(p.RetryAfter))
 		}
-		c.Response().Header().Set(echo.HeaderContentType, "application/problem+json")
-		c.Response().WriteHeader(p.Status)
-		_ = c.JSON(p.Status, p)
+		if p.Status == http.StatusUnauthorized {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="tokenwarm", error="invalid_token"`)
+		}
+		body, _ := json.Marshal(p)
+		_ = c.Blob(p.Status, "application/problem+json", body)
 	}
 }
 

@@ -21,6 +21,8 @@ type Readiness interface {
 type Deps struct {
 	Log   *slog.Logger
 	Ready Readiness
+	// API is the mobile API and OAuth flow; nil serves health only.
+	API *API
 	// Mount adds routes served by other handlers (e.g. the built-in
 	// emulator in demo mode) under a path prefix.
 	Mount map[string]http.Handler
@@ -32,10 +34,26 @@ func New(d Deps) *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(d.Log)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
-	e.Use(middleware.BodyLimit("1M"))
+	e.Use(middleware.BodyLimit("64K"))
 
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", readyz(d.Ready))
+	if a := d.API; a != nil {
+		e.GET("/v1/oauth/authorize", a.authorize)
+		e.GET("/v1/oauth/callback", a.callback)
+		e.POST("/v1/device/token", a.deviceToken)
+		e.POST("/v1/device/revoke", a.deviceRevoke)
+		e.GET("/.well-known/jwks.json", a.jwks)
+		dev := e.Group("/v1/connections", a.requireDevice)
+		dev.GET("", a.listConnections)
+		dev.GET("/:id", a.getConnection)
+		dev.GET("/:id/access-token", a.getAccessToken)
+		if a.cfg.Demo {
+			e.GET("/", a.demoHome)
+			e.GET("/demo/start", a.demoStart)
+			e.GET("/demo/done", a.demoDone)
+		}
+	}
 	for prefix, h := range d.Mount {
 		e.Any(prefix+"/*", echo.WrapHandler(http.StripPrefix(prefix, h)))
 	}

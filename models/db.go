@@ -35,11 +35,14 @@ type DB struct {
 
 // Options tunes Open.
 type Options struct {
-	// MaxOpenConns bounds the Postgres pool (default 20). SQLite always uses
-	// one connection: it has a single writer anyway, and one connection
-	// rules out "database is locked" between our own goroutines.
+	// MaxOpenConns bounds the Postgres pool (default 20). SQLite uses
+	// sqliteConns: readers run beside the single writer (WAL), and every
+	// transaction starts IMMEDIATE, so writers queue on SQLite's lock
+	// (busy_timeout) instead of failing on a read-to-write upgrade.
 	MaxOpenConns int
 }
+
+const sqliteConns = 4
 
 // Open connects to Postgres when databaseURL is set, else to the embedded
 // SQLite file tokenwarm.db under dataDir. It does not migrate.
@@ -71,7 +74,7 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	path := filepath.Join(dataDir, "tokenwarm.db")
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+	dsn := "file:" + path + "?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	g, err := gorm.Open(sqlite.Open(dsn), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite at %s: %w", path, err)
@@ -80,7 +83,8 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	sqlDB.SetMaxOpenConns(1)
+	sqlDB.SetMaxOpenConns(sqliteConns)
+	sqlDB.SetMaxIdleConns(sqliteConns)
 	return &DB{Gorm: g, Dialect: SQLite, Where: path}, nil
 }
 

@@ -80,15 +80,23 @@ func isLockTimeout(err error) bool {
 
 // refresh is the one refresh path. It runs inside a singleflight.
 func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessToken, error) {
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.LockTimeout+v.cfg.UpstreamTimeout+v.cfg.CommitRetryBudget+10*time.Second)
-	defer cancel()
-
+	// Waiting for a slot is bounded like waiting for a lock; nothing has
+	// been presented yet, so giving up here is safe.
+	slotWait := time.NewTimer(v.cfg.LockTimeout)
 	select {
 	case v.slots <- struct{}{}:
+		slotWait.Stop()
 		defer func() { <-v.slots }()
+	case <-slotWait.C:
+		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "too many refreshes in flight", RetryAfter: time.Second}
 	case <-ctx.Done():
-		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "too many refreshes in flight", RetryAfter: time.Second, cause: ctx.Err()}
+		slotWait.Stop()
+		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "gave up waiting for a refresh slot", RetryAfter: time.Second, cause: ctx.Err()}
 	}
+	// The work budget starts once we may work: time spent queueing must not
+	// eat the time needed to store a rotation.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LockTimeout+v.cfg.UpstreamTimeout+v.cfg.CommitRetryBudget+10*time.Second)
+	defer cancel()
 	row, err := v.lock(ctx, id)
 	if err != nil {
 		return nil, err
@@ -305,6 +313,10 @@ func (v *Vault) persist(ctx context.Context, row *lockedRow, rotation int64, att
 	} else {
 		err = v.inTx(ctx, func(tx *gorm.DB) error { return commit(tx, 0, events) })
 	}
+	// Retries get their own budget, whatever the first try used up.
+	retryCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.CommitRetryBudget+5*time.Second)
+	defer cancel()
+	ctx = retryCtx
 	deadline := time.Now().Add(v.cfg.CommitRetryBudget)
 	delay := 50 * time.Millisecond
 	for attempt := 1; err != nil && time.Now().Before(deadline); attempt++ {

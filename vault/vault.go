@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,6 +121,7 @@ type Vault struct {
 	cfg   Config
 
 	flights singleflight.Group
+	reads   singleflight.Group
 	slots   chan struct{}
 	// stripes serialise refreshes of one connection on SQLite, where there
 	// is no row lock; Postgres uses a row lock instead.
@@ -174,6 +177,9 @@ type Request struct {
 	// RejectedToken is an access token an app saw Salesforce refuse: refresh
 	// only if it is still the stored one.
 	RejectedToken string
+	// RejectedTokenSHA256 is the hex SHA-256 of such a token, for apps that
+	// would rather not send the token itself.
+	RejectedTokenSHA256 string
 	// Force refreshes even if the stored access token is fresh (warm, admin).
 	Force bool
 	// UnlessRefreshedAfter, with Force, skips the refresh when someone
@@ -197,10 +203,13 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 		req.Cause = CausePull
 	}
 	if !req.Force {
-		c, err := v.load(ctx, connectionID)
+		// A herd shares one read of the row, so it costs one database
+		// connection, not a pool's worth.
+		res, err, _ := v.reads.Do(connectionID, func() (any, error) { return v.load(context.WithoutCancel(ctx), connectionID) })
 		if err != nil {
 			return nil, err
 		}
+		c := res.(*models.Connection)
 		if err := statusError(c); err != nil {
 			return nil, err
 		}
@@ -208,9 +217,12 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 			return at, nil
 		}
 	}
-	key := connectionID
 	if req.RejectedToken != "" {
-		key += "|rejected|" + tokenHash(req.RejectedToken)
+		req.RejectedTokenSHA256, req.RejectedToken = tokenHash(req.RejectedToken), ""
+	}
+	key := connectionID
+	if req.RejectedTokenSHA256 != "" {
+		key += "|rejected|" + req.RejectedTokenSHA256
 	}
 	if req.Force {
 		key += "|force|" + req.Cause
@@ -247,6 +259,9 @@ func (v *Vault) usable(c *models.Connection, req Request) (*AccessToken, bool) {
 		return nil, false
 	}
 	if req.RejectedToken != "" && tok == req.RejectedToken {
+		return nil, false
+	}
+	if req.RejectedTokenSHA256 != "" && subtle.ConstantTimeCompare([]byte(tokenHash(tok)), []byte(strings.ToLower(req.RejectedTokenSHA256))) == 1 {
 		return nil, false
 	}
 	return v.accessToken(c, tok, false), true
@@ -345,4 +360,14 @@ func (v *Vault) backoff(failures int, retryAfter time.Duration) time.Duration {
 	d = min(d, v.cfg.BackoffMax)
 	d = v.jitter(d, 0.2)
 	return max(d, retryAfter)
+}
+
+// ConnectionsOf lists the connections of an owner, oldest first.
+func (v *Vault) ConnectionsOf(ctx context.Context, owner string) ([]models.Connection, error) {
+	var cs []models.Connection
+	err := v.db.Gorm.WithContext(ctx).Where("owner = ?", owner).Order("created_at, id").Find(&cs).Error
+	if err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
+	}
+	return cs, nil
 }

@@ -30,6 +30,9 @@ type Config struct {
 	WarmInterval    time.Duration
 	WarmJitter      float64
 	ShutdownTimeout time.Duration
+	AppRedirectURIs []string
+	DeviceTokenTTL  time.Duration
+	DeviceIdleTTL   time.Duration
 	LogLevel        string
 	LogFormat       string
 }
@@ -124,6 +127,22 @@ var settings = []setting{
 			c.WarmJitter = f
 			return nil
 		}},
+	{env: "TOKENWARM_APP_REDIRECT_URIS", help: "comma-separated allowlist of app redirect URIs (exact match) that may receive handoff codes, e.g. com.acme.app:/oauth",
+		set: func(c *Config, v string) error {
+			for _, u := range strings.Split(v, ",") {
+				u = strings.TrimSpace(u)
+				p, err := url.Parse(u)
+				if u == "" || err != nil || p.Scheme == "" || p.Fragment != "" {
+					return fmt.Errorf("want absolute URIs without fragments, comma-separated")
+				}
+				c.AppRedirectURIs = append(c.AppRedirectURIs, u)
+			}
+			return nil
+		}},
+	{env: "TOKENWARM_DEVICE_TOKEN_TTL", def: "15m", help: "lifetime of a device session JWT",
+		set: dur(func(c *Config) *time.Duration { return &c.DeviceTokenTTL })},
+	{env: "TOKENWARM_DEVICE_IDLE_TTL", def: "2160h", help: "a device refresh token unused this long expires (default 90 days)",
+		set: dur(func(c *Config) *time.Duration { return &c.DeviceIdleTTL })},
 	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "30s", help: "how long shutdown waits for in-flight requests and refreshes",
 		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",

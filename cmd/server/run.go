@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/emulator"
 	"github.com/tokenwarm/tokenwarm/handlers"
 	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/vault"
@@ -185,9 +187,19 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
 		MaxConcurrentRefreshes: max(1, cfg.DBMaxConns/2-1),
 	})
-	_ = v
+	dev := devices.New(db, ring, clock.System{}, devices.Config{Issuer: cfg.PublicURL,
+		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL})
+	if err := dev.EnsureSigningKey(ctx); err != nil {
+		return fmt.Errorf("device signing key: %w", err)
+	}
+	redirects := cfg.AppRedirectURIs
+	if cfg.Demo() {
+		redirects = append(redirects, cfg.PublicURL+handlers.DemoRedirectPath)
+	}
+	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, AppRedirectURIs: redirects,
+		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo()}, log, v, dev, pkce.NewStore(db, ring, clock.System{}, 0), sf, ring, nil)
 
-	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, Mount: mounts})
+	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Mount: mounts})
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 1)
@@ -199,6 +211,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	fmt.Fprintf(stdout, "  health:    %s/healthz\n", base)
 	if cfg.Demo() {
 		fmt.Fprintf(stdout, "  demo mode: the built-in Salesforce emulator answers at %s\n", loginURL)
+		fmt.Fprintf(stdout, "  open %s/ in a browser to walk through the connect flow\n", cfg.PublicURL)
 	}
 
 	select {

@@ -1,0 +1,119 @@
+// Package devices holds the sessions of mobile devices with tokenwarm
+// (ARCHITECTURE.md, "Mobile API"). A device never sees a Salesforce refresh
+// token: it holds a short-lived access JWT signed with tokenwarm's own
+// Ed25519 keys and an opaque device refresh token that rotates on every use.
+//
+// A session is one token family. Every refresh token it ever had stays
+// recorded (only its SHA-256), so presenting one that was already rotated is
+// recognised as reuse and revokes the whole family: either the thief or the
+// owner is then holding a dead token, and the owner signs in again. Rotation
+// is decided by a row lock on the session (Postgres) and a conditional update
+// of the token, so of two racing presentations of one token exactly one wins.
+//
+// The one-time handoff code that ends the browser part of the login also
+// lives here: it is bound to the app's PKCE challenge and burns on first
+// use, even a failed one.
+package devices
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/seal"
+)
+
+// Config tunes device sessions. Zero values take the defaults.
+type Config struct {
+	// Issuer is the "iss" of access tokens, e.g. tokenwarm's public URL.
+	// Default "tokenwarm".
+	Issuer string
+	// Audience is the "aud" of access tokens. Default "tokenwarm-device".
+	Audience string
+	// AccessTTL is the lifetime of an access token. Default 15m.
+	AccessTTL time.Duration
+	// RefreshIdleTTL ends a session that has not refreshed for this long;
+	// each refresh slides it. Default 90 days.
+	RefreshIdleTTL time.Duration
+	// HandoffTTL is the lifetime of a handoff code. Default 2m.
+	HandoffTTL time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Issuer == "" {
+		c.Issuer = "tokenwarm"
+	}
+	if c.Audience == "" {
+		c.Audience = "tokenwarm-device"
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.AccessTTL, 15*time.Minute)
+	def(&c.RefreshIdleTTL, 90*24*time.Hour)
+	def(&c.HandoffTTL, 2*time.Minute)
+}
+
+// Service issues, rotates, verifies and revokes device sessions.
+type Service struct {
+	db    *models.DB
+	ring  *seal.Ring
+	clock clock.Clock
+	cfg   Config
+
+	// keys is the cached key set; loadMu lets one goroutine load at a time.
+	keys   atomic.Pointer[keySet]
+	loadMu sync.Mutex
+}
+
+// New returns a Service. The database must be migrated; call
+// EnsureSigningKey once at start-up before issuing tokens.
+func New(db *models.DB, ring *seal.Ring, clk clock.Clock, cfg Config) *Service {
+	cfg.defaults()
+	return &Service{db: db, ring: ring, clock: clk, cfg: cfg}
+}
+
+// now is the injected time in UTC at the precision both databases keep.
+func (s *Service) now() time.Time {
+	return s.clock.Now().UTC().Truncate(time.Microsecond)
+}
+
+// Token formats: a prefix that tells what a leaked string is, then 256
+// random bits in base64url.
+const (
+	refreshPrefix = "twr_"
+	handoffPrefix = "twh_"
+	randomBytes   = 32
+)
+
+var randomLen = base64.RawURLEncoding.EncodedLen(randomBytes)
+
+func newSecret(prefix string) string {
+	b := make([]byte, randomBytes)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (it crashes the program instead)
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// wellFormed reports whether s looks like a secret of newSecret(prefix);
+// anything else is rejected without a database round trip.
+func wellFormed(s, prefix string) bool {
+	if len(s) != len(prefix)+randomLen || s[:len(prefix)] != prefix {
+		return false
+	}
+	_, err := base64.RawURLEncoding.Strict().DecodeString(s[len(prefix):])
+	return err == nil
+}
+
+// hashSecret is what the database keeps instead of a secret.
+func hashSecret(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,87 @@
+package handlers
+
+import (
+	"context"
+	"log/slog"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/devices"
+	"github.com/tokenwarm/tokenwarm/pkce"
+	"github.com/tokenwarm/tokenwarm/salesforce"
+	"github.com/tokenwarm/tokenwarm/seal"
+	"github.com/tokenwarm/tokenwarm/vault"
+)
+
+// Salesforce is what the OAuth flow needs from Salesforce's token endpoint.
+type Salesforce interface {
+	Exchange(ctx context.Context, loginURL, code, verifier string) (*salesforce.Token, error)
+	Revoke(ctx context.Context, loginURL, token string) error
+}
+
+// APIConfig holds the settings of the mobile API and the OAuth flow.
+type APIConfig struct {
+	PublicURL string
+	// LoginURL is the default Salesforce login host.
+	LoginURL string
+	// AppRedirectURIs is the exact-match allowlist of app redirect URIs.
+	AppRedirectURIs []string
+	// ReauthLinkTTL is how long a re-authorization link works (7 days if 0).
+	ReauthLinkTTL time.Duration
+	// AllowAnyLoginHost accepts non-Salesforce login hosts (the emulator).
+	AllowAnyLoginHost bool
+	// Demo serves the walk-through pages at / and /demo/.
+	Demo bool
+}
+
+// API is the mobile API and the OAuth flow.
+type API struct {
+	cfg     APIConfig
+	log     *slog.Logger
+	vault   *vault.Vault
+	devices *devices.Service
+	pending *pkce.Store
+	sf      Salesforce
+	reauth  *reauthTokens
+	now     func() time.Time
+}
+
+// NewAPI wires the mobile API.
+func NewAPI(cfg APIConfig, log *slog.Logger, v *vault.Vault, d *devices.Service, p *pkce.Store, sf Salesforce, ring *seal.Ring, now func() time.Time) *API {
+	if cfg.ReauthLinkTTL <= 0 {
+		cfg.ReauthLinkTTL = 7 * 24 * time.Hour
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &API{cfg: cfg, log: log, vault: v, devices: d, pending: p, sf: sf,
+		reauth: &reauthTokens{ring: ring, ttl: cfg.ReauthLinkTTL, now: now}, now: now}
+}
+
+// ReauthURL returns a signed, expiring link that re-authorizes a connection.
+func (a *API) ReauthURL(connectionID string) string {
+	return a.reauth.url(a.cfg.PublicURL, connectionID)
+}
+
+func (a *API) redirectAllowed(uri string) bool {
+	return uri != "" && slices.Contains(a.cfg.AppRedirectURIs, uri)
+}
+
+// withQuery appends parameters to a URI that may already have a query.
+func withQuery(uri string, params url.Values) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return uri
+	}
+	q := u.Query()
+	for k, vs := range params {
+		for _, v := range vs {
+			if v != "" {
+				q.Add(k, v)
+			}
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}

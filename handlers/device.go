@@ -1,0 +1,164 @@
+package handlers
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tokenwarm/tokenwarm/devices"
+)
+
+// oauthError is an RFC 6749 error body; the OAuth endpoints answer these
+// instead of problem details.
+type oauthError struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description,omitempty"`
+}
+
+func oauthFail(c echo.Context, status int, code, desc string) error {
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(status, oauthError{Error: code, ErrorDescription: desc})
+}
+
+type deviceTokenResponse struct {
+	AccessToken   string   `json:"access_token"`
+	TokenType     string   `json:"token_type"`
+	ExpiresIn     int      `json:"expires_in"`
+	RefreshToken  string   `json:"refresh_token"`
+	SessionID     string   `json:"session_id"`
+	ConnectionIDs []string `json:"connection_ids"`
+}
+
+// deviceToken trades a handoff code (with the app's PKCE verifier) or a
+// device refresh token for a device session.
+func (a *API) deviceToken(c echo.Context) error {
+	if ct := c.Request().Header.Get(echo.HeaderContentType); !strings.HasPrefix(ct, echo.MIMEApplicationForm) {
+		return oauthFail(c, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
+	}
+	form, err := c.FormParams()
+	if err != nil {
+		var he *echo.HTTPError
+		if errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+			return err
+		}
+		return oauthFail(c, http.StatusBadRequest, "invalid_request", "the form body cannot be parsed")
+	}
+	for k, v := range form {
+		if len(v) > 1 {
+			return oauthFail(c, http.StatusBadRequest, "invalid_request", "parameter "+k+" is repeated")
+		}
+	}
+	ctx := c.Request().Context()
+	var toks *devices.Tokens
+	switch gt := form.Get("grant_type"); gt {
+	case "handoff_code":
+		code, verifier := form.Get("code"), form.Get("code_verifier")
+		if code == "" || verifier == "" {
+			return oauthFail(c, http.StatusBadRequest, "invalid_request", "code and code_verifier are required")
+		}
+		label := form.Get("device_label")
+		if len(label) > 128 {
+			return oauthFail(c, http.StatusBadRequest, "invalid_request", "device_label is longer than 128 characters")
+		}
+		h, err := a.devices.RedeemHandoff(ctx, code, verifier)
+		if err != nil {
+			return a.deviceGrantError(c, err)
+		}
+		toks, err = a.devices.CreateSession(ctx, h.Owner, label)
+		if err != nil {
+			return err
+		}
+	case "refresh_token":
+		rt := form.Get("refresh_token")
+		if rt == "" {
+			return oauthFail(c, http.StatusBadRequest, "invalid_request", "refresh_token is required")
+		}
+		toks, err = a.devices.Refresh(ctx, rt)
+		if err != nil {
+			return a.deviceGrantError(c, err)
+		}
+	case "":
+		return oauthFail(c, http.StatusBadRequest, "invalid_request", "grant_type is required")
+	default:
+		return oauthFail(c, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be handoff_code or refresh_token")
+	}
+	conns, err := a.vault.ConnectionsOf(ctx, toks.Owner)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, 0, len(conns))
+	for _, cn := range conns {
+		ids = append(ids, cn.ID)
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	c.Response().Header().Set("Pragma", "no-cache")
+	return c.JSON(http.StatusOK, deviceTokenResponse{AccessToken: toks.AccessToken, TokenType: "Bearer", ExpiresIn: toks.ExpiresIn,
+		RefreshToken: toks.RefreshToken, SessionID: toks.SessionID, ConnectionIDs: ids})
+}
+
+func (a *API) deviceGrantError(c echo.Context, err error) error {
+	if errors.Is(err, devices.ErrInvalidGrant) || errors.Is(err, devices.ErrRefreshReuse) {
+		return oauthFail(c, http.StatusBadRequest, "invalid_grant", safeMessage(err))
+	}
+	return err
+}
+
+// safeMessage is the message of a devices error: built to carry no token.
+func safeMessage(err error) string {
+	var de *devices.Error
+	if errors.As(err, &de) {
+		return de.Error()
+	}
+	return "the grant is invalid"
+}
+
+// deviceRevoke revokes a device refresh token and its session (RFC 7009:
+// an unknown token is not an error).
+func (a *API) deviceRevoke(c echo.Context) error {
+	form, err := c.FormParams()
+	if err != nil || form.Get("token") == "" {
+		return oauthFail(c, http.StatusBadRequest, "invalid_request", "token is required")
+	}
+	if err := a.devices.RevokeByRefreshToken(c.Request().Context(), form.Get("token")); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{})
+}
+
+func (a *API) jwks(c echo.Context) error {
+	set, err := a.devices.JWKS(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "public, max-age=300")
+	return c.JSON(http.StatusOK, set)
+}
+
+const claimsKey = "device_claims"
+
+// requireDevice checks the device JWT; every failure is the same 401.
+func (a *API) requireDevice(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		auth := c.Request().Header.Get("Authorization")
+		scheme, tok, ok := strings.Cut(auth, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+			return newProblem(http.StatusUnauthorized, "unauthorized", "a device bearer token is required")
+		}
+		claims, err := a.devices.Verify(c.Request().Context(), strings.TrimSpace(tok))
+		if err != nil {
+			return newProblem(http.StatusUnauthorized, "unauthorized", "the device token is invalid, expired or revoked")
+		}
+		c.Set(claimsKey, claims)
+		return next(c)
+	}
+}
+
+func deviceOwner(c echo.Context) string {
+	claims, _ := c.Get(claimsKey).(*devices.Claims)
+	if claims == nil {
+		return ""
+	}
+	return claims.Subject
+}

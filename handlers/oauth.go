@@ -1,0 +1,241 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/tokenwarm/tokenwarm/pkce"
+	"github.com/tokenwarm/tokenwarm/salesforce"
+)
+
+const (
+	productionLoginURL = "https://login.salesforce.com"
+	sandboxLoginURL    = "https://test.salesforce.com"
+	// salesforceScope always asks for a refresh token.
+	salesforceScope = "api refresh_token"
+)
+
+// authorize starts the web-server flow: it checks the app's request, keeps
+// a pending authorization with tokenwarm's own PKCE verifier, and sends the
+// browser to Salesforce.
+func (a *API) authorize(c echo.Context) error {
+	q := c.QueryParams()
+	ctx := c.Request().Context()
+	p := pkce.Pending{Purpose: pkce.PurposeConnect, LoginURL: a.cfg.LoginURL}
+
+	if tok := q.Get("reauth_token"); tok != "" {
+		id, err := a.reauth.check(tok)
+		if err != nil {
+			return newProblem(http.StatusBadRequest, "invalid_reauth_token", "the re-authorization link is invalid or has expired; ask for a new one")
+		}
+		conn, err := a.vault.Connection(ctx, id)
+		if err != nil {
+			return newProblem(http.StatusBadRequest, "invalid_reauth_token", "the connection of this re-authorization link no longer exists")
+		}
+		p.Purpose, p.ConnectionID, p.LoginURL = pkce.PurposeReauth, conn.ID, conn.LoginURL
+	}
+
+	appRedirect := q.Get("app_redirect_uri")
+	switch {
+	case appRedirect != "":
+		if !a.redirectAllowed(appRedirect) {
+			return newProblem(http.StatusBadRequest, "redirect_uri_not_allowed", "app_redirect_uri is not on this server's allowlist (exact match)")
+		}
+		if m := q.Get("code_challenge_method"); m != pkce.MethodS256 {
+			return newProblem(http.StatusBadRequest, "unsupported_challenge_method", "code_challenge_method must be S256")
+		}
+		if err := pkce.ValidChallenge(q.Get("code_challenge"), pkce.MethodS256); err != nil {
+			return badRequest("invalid_request", "code_challenge", "must be the 43-character base64url SHA-256 of the app's code_verifier")
+		}
+		p.AppRedirectURI, p.AppChallenge = appRedirect, q.Get("code_challenge")
+	case p.Purpose == pkce.PurposeConnect:
+		return badRequest("invalid_request", "app_redirect_uri", "is required")
+	}
+	if s := q.Get("state"); len(s) > 512 {
+		return badRequest("invalid_request", "state", "is longer than 512 characters")
+	} else {
+		p.AppState = s
+	}
+	hint := q.Get("login_hint")
+	if len(hint) > 256 {
+		return badRequest("invalid_request", "login_hint", "is longer than 256 characters")
+	}
+	if host := q.Get("login_host"); host != "" {
+		login, err := a.loginURL(host)
+		if err != nil {
+			return newProblem(http.StatusBadRequest, "invalid_login_host", err.Error())
+		}
+		p.LoginURL = login
+	}
+
+	p.Verifier = pkce.NewVerifier()
+	state, err := a.pending.Create(ctx, p)
+	if err != nil {
+		return err
+	}
+	target := withQuery(strings.TrimRight(p.LoginURL, "/")+"/services/oauth2/authorize", url.Values{
+		"response_type":         {"code"},
+		"client_id":             {a.sfClientID()},
+		"redirect_uri":          {a.cfg.PublicURL + "/v1/oauth/callback"},
+		"state":                 {state},
+		"scope":                 {salesforceScope},
+		"code_challenge":        {pkce.S256(p.Verifier)},
+		"code_challenge_method": {pkce.MethodS256},
+		"login_hint":            {hint},
+	})
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.Redirect(http.StatusFound, target)
+}
+
+func (a *API) sfClientID() string {
+	if cl, ok := a.sf.(*salesforce.Client); ok {
+		return cl.ClientID
+	}
+	return ""
+}
+
+// loginURL resolves login_host: production, sandbox, or a My Domain URL.
+func (a *API) loginURL(host string) (string, error) {
+	switch host {
+	case "production":
+		return productionLoginURL, nil
+	case "sandbox":
+		return sandboxLoginURL, nil
+	}
+	u, err := url.Parse(host)
+	if err != nil || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return "", errors.New("login_host must be production, sandbox or an https URL such as https://acme.my.salesforce.com")
+	}
+	if a.cfg.AllowAnyLoginHost {
+		if err := salesforce.ValidateLoginURL(host); err != nil {
+			return "", err
+		}
+		return strings.TrimRight(host, "/"), nil
+	}
+	h := strings.ToLower(u.Hostname())
+	if u.Scheme != "https" || !(strings.HasSuffix(h, ".salesforce.com") || strings.HasSuffix(h, ".force.com") || strings.HasSuffix(h, ".cloudforce.com")) {
+		return "", errors.New("login_host must be an https URL on a Salesforce domain (e.g. https://acme.my.salesforce.com)")
+	}
+	return "https://" + u.Host, nil
+}
+
+var oauthErrorCode = regexp.MustCompile(`^[a-z_]{1,64}$`)
+
+// callback completes the flow: single-use state, code exchange with the
+// verifier, upsert by (org, user), revocation of the replaced token, then a
+// handoff code to the app (or a page when no app is waiting).
+func (a *API) callback(c echo.Context) error {
+	q := c.QueryParams()
+	ctx := c.Request().Context()
+	p, err := a.pending.Take(ctx, q.Get("state"))
+	if errors.Is(err, pkce.ErrStateInvalid) {
+		return newProblem(http.StatusBadRequest, "invalid_state", "this sign-in link is unknown, was already used or has expired; start again from the app")
+	}
+	if err != nil {
+		return err
+	}
+	if e := q.Get("error"); e != "" {
+		if !oauthErrorCode.MatchString(e) {
+			e = "server_error"
+		}
+		return a.finish(c, p, "", e, truncate(q.Get("error_description"), 200))
+	}
+	code := q.Get("code")
+	if code == "" {
+		return a.finish(c, p, "", "invalid_request", "Salesforce returned neither a code nor an error")
+	}
+	tok, err := a.sf.Exchange(ctx, p.LoginURL, code, p.Verifier)
+	if err != nil {
+		a.log.Warn("authorization code exchange failed", "err", err)
+		return a.finish(c, p, "", "server_error", "the code exchange with Salesforce failed")
+	}
+	if p.Purpose == pkce.PurposeReauth {
+		conn, err := a.vault.Connection(ctx, p.ConnectionID)
+		if err != nil || conn.OrgID != tok.OrgID || conn.UserID != tok.UserID {
+			a.revokeQuietly(p.LoginURL, tok.RefreshToken)
+			return a.finish(c, p, "", "access_denied", "signed in as a different Salesforce user than the one of this connection")
+		}
+	}
+	res, err := a.vault.Connect(ctx, p.LoginURL, ownerOf(tok), tok)
+	if err != nil {
+		a.revokeQuietly(p.LoginURL, tok.RefreshToken)
+		return a.finish(c, p, "", "server_error", "the connection could not be stored")
+	}
+	if old := res.ReplacedRefreshToken; old != "" && old != tok.RefreshToken {
+		// Salesforce allows five approvals per user and app: free the old
+		// one now that the new token is committed.
+		a.revokeQuietly(res.Connection.LoginURL, old)
+	}
+	return a.finish(c, p, res.Connection.ID, "", "")
+}
+
+func (a *API) revokeQuietly(loginURL, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.sf.Revoke(ctx, loginURL, token); err != nil {
+		a.log.Warn("revoking a replaced Salesforce token failed", "err", err)
+	}
+}
+
+// finish ends the flow: to the app's redirect URI with a handoff code or an
+// error, or on a page when the flow had no app (a re-authorization link).
+func (a *API) finish(c echo.Context, p *pkce.Pending, connectionID, errCode, errDesc string) error {
+	if p.AppRedirectURI == "" {
+		status := http.StatusOK
+		if errCode != "" {
+			status = http.StatusBadRequest
+		}
+		return renderPage(c, status, "done", map[string]any{"Error": errCode, "Description": errDesc, "Reauth": p.Purpose == pkce.PurposeReauth})
+	}
+	params := url.Values{"state": {p.AppState}}
+	if errCode != "" {
+		params.Set("error", errCode)
+		params.Set("error_description", errDesc)
+	} else {
+		owner := ""
+		if conn, err := a.vault.Connection(c.Request().Context(), connectionID); err == nil {
+			owner = conn.Owner
+		}
+		code, err := a.devices.IssueHandoff(c.Request().Context(), connectionID, owner, p.AppChallenge, p.AppRedirectURI)
+		if err != nil {
+			return err
+		}
+		params.Set("code", code)
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.Redirect(http.StatusFound, withQuery(p.AppRedirectURI, params))
+}
+
+// ownerOf names the app user a Salesforce identity belongs to: today the
+// identity itself, so every device of one Salesforce user shares one
+// connection and one approval.
+func ownerOf(tok *salesforce.Token) string { return tok.OrgID + "/" + tok.UserID }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+func badRequest(code, field, msg string) error { return newFieldProblem(code, field, msg) }
+
+func renderPage(c echo.Context, status int, name string, data any) error {
+	var b strings.Builder
+	if err := pages.ExecuteTemplate(&b, name, data); err != nil {
+		return err
+	}
+	h := c.Response().Header()
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	return c.HTML(status, b.String())
+}
