@@ -36,7 +36,7 @@ const appRedirect = "com.acme.app:/oauth/done"
 // clocks, so Salesforce time can jump past token expiry while device JWTs
 // stay valid.
 type world struct {
-	t         *testing.T
+	t         testing.TB
 	srv       *httptest.Server
 	emuSrv    *httptest.Server
 	emu       *emulator.Server
@@ -49,7 +49,7 @@ type world struct {
 	http      *http.Client
 }
 
-func newWorld(t *testing.T, dialect models.Dialect) *world {
+func newWorld(t testing.TB, dialect models.Dialect) *world {
 	t.Helper()
 	w := &world{t: t, sfClock: clock.NewFake(time.Now().UTC()), devClock: clock.NewFake(time.Now().UTC())}
 	pgURL := ""
@@ -148,7 +148,7 @@ func (w *world) do(req *http.Request) (*http.Response, []byte) {
 	return resp, body
 }
 
-func decode[T any](t *testing.T, body []byte) T {
+func decode[T any](t testing.TB, body []byte) T {
 	t.Helper()
 	var v T
 	if err := json.NewDecoder(bytes.NewReader(body)).Decode(&v); err != nil {

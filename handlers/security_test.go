@@ -1,12 +1,16 @@
 package handlers_test
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
@@ -121,11 +125,35 @@ func TestFlowAndDeviceAttacks(t *testing.T) {
 		dt := w.session(code, verifier)
 		parts := strings.Split(dt.AccessToken, ".")
 		tampered := parts[0] + "." + parts[1] + "x." + parts[2]
-		for name, bearer := range map[string]string{"none": "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + parts[1] + ".", "tampered": tampered, "garbage": "abc", "empty": ""} {
+		// HMAC confusion: an HS256 token keyed with our published public key.
+		_, body := w.get("/.well-known/jwks.json", "")
+		jwks := decode[struct {
+			Keys []struct{ Kid, X string }
+		}](t, body)
+		pub, _ := base64.RawURLEncoding.DecodeString(jwks.Keys[0].X)
+		payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		var claims jwt.MapClaims
+		_ = json.Unmarshal(payload, &claims)
+		hs := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+		hs.Header["kid"] = jwks.Keys[0].Kid
+		confused, err := hs.SignedString(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := map[string]string{"none": "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0." + parts[1] + ".", "tampered": tampered,
+			"HS256 keyed with the public key": confused, "garbage": "abc", "empty": ""}
+		for name, bearer := range bad {
 			resp, body := w.get("/v1/connections", bearer)
 			if resp.StatusCode != 401 || decode[problem](t, body).Code != "unauthorized" {
 				t.Fatalf("%s: %d %s", name, resp.StatusCode, body)
 			}
+		}
+		if resp, _ := w.get("/v1/connections", dt.AccessToken); resp.StatusCode != 200 {
+			t.Fatalf("the untouched token: %d", resp.StatusCode)
+		}
+		w.devClock.Advance(16 * time.Minute)
+		if resp, body := w.get("/v1/connections", dt.AccessToken); resp.StatusCode != 401 || decode[problem](t, body).Code != "unauthorized" {
+			t.Fatalf("expired JWT: %d %s", resp.StatusCode, body)
 		}
 	})
 	t.Run("malformed and oversized bodies", func(t *testing.T) {
