@@ -80,6 +80,10 @@ type Config struct {
 	// Postgres each holds two pool connections for a moment (the row lock and
 	// the attempt marker), so keep it at most half the pool. Default 8.
 	MaxConcurrentRefreshes int
+	// RevalidateAfter is the fraction of an access token's life after which
+	// a pull that can still be answered also starts a background refresh.
+	// Default 0.8.
+	RevalidateAfter float64
 	// Worker names this replica on events. Default host-pid.
 	Worker string
 }
@@ -99,6 +103,9 @@ func (c *Config) defaults() {
 	def(&c.BackoffBase, 30*time.Second)
 	def(&c.BackoffMax, time.Hour)
 	def(&c.ConfigErrorBackoff, 5*time.Minute)
+	if c.RevalidateAfter <= 0 || c.RevalidateAfter > 1 {
+		c.RevalidateAfter = 0.8
+	}
 	if c.MaxConcurrentRefreshes <= 0 {
 		c.MaxConcurrentRefreshes = 8
 	}
@@ -120,8 +127,9 @@ type Vault struct {
 	log   *slog.Logger
 	cfg   Config
 
-	flights singleflight.Group
-	reads   singleflight.Group
+	flights    singleflight.Group
+	reads      singleflight.Group
+	background sync.WaitGroup
 	slots   chan struct{}
 	// stripes serialise refreshes of one connection on SQLite, where there
 	// is no row lock; Postgres uses a row lock instead.
@@ -214,6 +222,9 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 			return nil, err
 		}
 		if at, ok := v.usable(c, req); ok {
+			if req.Cause == CausePull && v.pastRevalidation(c) {
+				v.revalidate(c)
+			}
 			return at, nil
 		}
 	}
@@ -242,6 +253,47 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 		return &at, nil
 	case <-ctx.Done():
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "gave up waiting for the refresh", RetryAfter: time.Second, cause: ctx.Err()}
+	}
+}
+
+// pastRevalidation reports whether a stored access token has used up the
+// part of its life after which a pull refreshes it in the background.
+func (v *Vault) pastRevalidation(c *models.Connection) bool {
+	if c.AccessTokenIssuedAt == nil || c.AccessTokenExpiresAt == nil {
+		return false
+	}
+	life := c.AccessTokenExpiresAt.Sub(*c.AccessTokenIssuedAt)
+	return life > 0 && v.clock.Now().Sub(*c.AccessTokenIssuedAt) >= time.Duration(float64(life)*v.cfg.RevalidateAfter)
+}
+
+// revalidate starts one background refresh of a connection whose token is
+// still good but ageing (stale-while-revalidate): the caller is answered at
+// once. Concurrent pulls share one; a refresh by anyone else since the row
+// was read makes it a no-op.
+func (v *Vault) revalidate(c *models.Connection) {
+	req := Request{Cause: CausePull, Force: true, UnlessRefreshedAfter: c.LastRefreshedAt}
+	id := c.ID
+	v.background.Add(1)
+	go func() {
+		defer v.background.Done()
+		_, err, _ := v.flights.Do(id+"|revalidate", func() (any, error) {
+			return v.refresh(context.Background(), id, req)
+		})
+		if err != nil {
+			v.log.Info("background refresh did not complete", "connection_id", id, "code", ErrorCode(err))
+		}
+	}()
+}
+
+// Wait blocks until background refreshes have finished or ctx ends.
+func (v *Vault) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { v.background.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -96,9 +96,12 @@ func TestHerdCollapsesToOneRefresh(t *testing.T) {
 func TestManyConnectionsRefreshExactlyWhatIsNeeded(t *testing.T) {
 	dialects(t, func(t *testing.T, dialect models.Dialect) {
 		e := newEnv(t, dialect)
-		vaults := []*vault.Vault{e.vault(vault.Config{})}
+		// Background revalidation off: this test counts exactly the
+		// refreshes that expiry makes necessary.
+		noSWR := vault.Config{RevalidateAfter: 1}
+		vaults := []*vault.Vault{e.vault(noSWR)}
 		if dialect == models.Postgres {
-			vaults = append(vaults, e.vault(vault.Config{}))
+			vaults = append(vaults, e.vault(noSWR))
 		}
 		const conns, callers = 500, 20
 		rng := rand.New(rand.NewPCG(1, 2))
@@ -457,4 +460,54 @@ func TestRejectedTokenReportsCollapse(t *testing.T) {
 	if n := e.emu.Stats().Refreshes; n != 1 {
 		t.Fatalf("refreshes = %d, want 1", n)
 	}
+}
+
+// Stale-while-revalidate: pulls of a token past 80% of its life that still
+// has the requested validity are answered at once with it, and exactly one
+// background refresh follows.
+func TestStaleWhileRevalidate(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		v := e.vault(vault.Config{})
+		id := e.connect(v, "swr@example.com")
+		cur, err := v.GetAccessToken(context.Background(), id, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Advance(sessionTimeout * 85 / 100)
+		e.emu.ResetStats()
+		// The emulator is slow: answers that waited for it would show.
+		e.emu.SetLatency(func() time.Duration { return 300 * time.Millisecond })
+		var wg sync.WaitGroup
+		got := make(chan *vault.AccessToken, 50)
+		for range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				at, err := v.GetAccessToken(context.Background(), id, 10*time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got <- at
+			}()
+		}
+		wg.Wait()
+		close(got)
+		for at := range got {
+			if at.Token != cur.Token || at.Refreshed {
+				t.Fatal("a pull waited for a refresh instead of getting the current token")
+			}
+		}
+		if err := v.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.emu.Stats().Refreshes; n != 1 {
+			t.Fatalf("background refreshes = %d, want 1", n)
+		}
+		at, err := v.GetAccessToken(context.Background(), id, 10*time.Minute)
+		if err != nil || at.Token == cur.Token {
+			t.Fatalf("after revalidation: %v, same token %v", err, at != nil && at.Token == cur.Token)
+		}
+	})
 }

@@ -225,6 +225,10 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	// Background refreshes hold rotations that must reach the database.
+	if err := v.Wait(sctx); err != nil {
+		return fmt.Errorf("shutdown: background refreshes still running: %w", err)
+	}
 	return nil
 }
 
