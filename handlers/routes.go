@@ -21,6 +21,8 @@ type Readiness interface {
 type Deps struct {
 	Log   *slog.Logger
 	Ready Readiness
+	// Metrics serves /metrics when set.
+	Metrics http.Handler
 	// API is the mobile API and OAuth flow; nil serves health only.
 	API *API
 	// Mount adds routes served by other handlers (e.g. the built-in
@@ -38,6 +40,9 @@ func New(d Deps) *echo.Echo {
 
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", readyz(d.Ready))
+	if d.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(d.Metrics))
+	}
 	if a := d.API; a != nil {
 		e.GET("/v1/oauth/authorize", a.authorize)
 		e.GET("/v1/oauth/callback", a.callback)

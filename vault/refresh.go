@@ -161,6 +161,9 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	tok, sfErr := v.sf.Refresh(callCtx, c.LoginURL, refreshToken)
 	cancelCall()
 	elapsed := time.Since(start)
+	if v.cfg.Observe != nil {
+		v.cfg.Observe(req.Cause, outcomeClass(sfErr).String(), elapsed)
+	}
 
 	update, evs, result, resErr := v.outcome(c, req, tok, sfErr)
 	events = append(events, evs...)

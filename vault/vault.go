@@ -84,6 +84,9 @@ type Config struct {
 	// a pull that can still be answered also starts a background refresh.
 	// Default 0.8.
 	RevalidateAfter float64
+	// Observe, when set, is told of every refresh that reached Salesforce:
+	// its cause, outcome class and upstream duration (for metrics).
+	Observe func(cause, outcome string, upstream time.Duration)
 	// Worker names this replica on events. Default host-pid.
 	Worker string
 }
@@ -130,7 +133,7 @@ type Vault struct {
 	flights    singleflight.Group
 	reads      singleflight.Group
 	background sync.WaitGroup
-	slots   chan struct{}
+	slots      chan struct{}
 	// stripes serialise refreshes of one connection on SQLite, where there
 	// is no row lock; Postgres uses a row lock instead.
 	stripes [256]sync.Mutex

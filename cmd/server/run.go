@@ -17,6 +17,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/emulator"
 	"github.com/tokenwarm/tokenwarm/handlers"
+	"github.com/tokenwarm/tokenwarm/metrics"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
@@ -182,7 +183,9 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		RedirectURI: cfg.PublicURL + "/v1/oauth/callback", Timeout: cfg.UpstreamTimeout,
 		SessionTimeout: cfg.SessionTimeout, UseIntrospection: cfg.Introspect, Clock: clock.System{},
 	}
+	met := metrics.New(db, clock.System{}, log)
 	v := vault.New(db, ring, sf, clock.System{}, log, vault.Config{
+		Observe:     met.ObserveRefresh,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
 		MaxConcurrentRefreshes: max(1, cfg.DBMaxConns/2-1),
@@ -199,7 +202,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, AppRedirectURIs: redirects,
 		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo()}, log, v, dev, pkce.NewStore(db, ring, clock.System{}, 0), sf, ring, nil)
 
-	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Mount: mounts})
+	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts})
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 1)

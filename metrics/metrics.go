@@ -1,0 +1,137 @@
+// Package metrics exposes tokenwarm's Prometheus metrics. Labels are small
+// fixed sets (cause, outcome class, status): never a token, never an ID.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+// idleTTL is Salesforce's sliding idle lifetime of a refresh token.
+const idleTTL = 30 * 24 * time.Hour
+
+// Metrics holds the instruments and the registry that serves them.
+type Metrics struct {
+	Registry      *prometheus.Registry
+	refreshes     *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	PassDuration  prometheus.Histogram
+	IdleRisk      prometheus.Counter
+	ConfigPaused  prometheus.Gauge
+	WarmClaimed   prometheus.Counter
+	scrapeTimeout time.Duration
+}
+
+// New registers every metric. db feeds the gauges read at scrape time.
+func New(db *models.DB, clk clock.Clock, log *slog.Logger) *Metrics {
+	if clk == nil {
+		clk = clock.System{}
+	}
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenwarm_refreshes_total",
+			Help: "Refresh attempts that reached Salesforce, by cause (pull, warm, admin) and outcome class.",
+		}, []string{"cause", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tokenwarm_refresh_upstream_seconds",
+			Help:    "Duration of Salesforce refresh calls, by outcome class.",
+			Buckets: []float64{.025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10, 15},
+		}, []string{"outcome"}),
+		PassDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokenwarm_warm_pass_seconds",
+			Help:    "Duration of warmer passes.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
+		}),
+		IdleRisk: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenwarm_idle_expiry_risk_total",
+			Help: "Connections whose idle budget fell under the risk threshold.",
+		}),
+		ConfigPaused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokenwarm_warm_paused",
+			Help: "1 while warming is paused by an app-wide configuration error (IP allowlist, client credentials).",
+		}),
+		WarmClaimed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenwarm_warm_claimed_total",
+			Help: "Connections claimed by warmer passes.",
+		}),
+		scrapeTimeout: 3 * time.Second,
+	}
+	reg.MustRegister(m.refreshes, m.latency, m.PassDuration, m.IdleRisk, m.ConfigPaused, m.WarmClaimed,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&dbCollector{db: db, clock: clk, log: log, timeout: m.scrapeTimeout})
+	return m
+}
+
+// ObserveRefresh records one refresh that reached Salesforce.
+func (m *Metrics) ObserveRefresh(cause, outcome string, upstream time.Duration) {
+	m.refreshes.WithLabelValues(cause, outcome).Inc()
+	m.latency.WithLabelValues(outcome).Observe(upstream.Seconds())
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+var (
+	connectionsDesc = prometheus.NewDesc("tokenwarm_connections", "Connections by status.", []string{"status"}, nil)
+	idleBudgetDesc  = prometheus.NewDesc("tokenwarm_min_idle_budget_seconds",
+		"Smallest remaining idle budget among active connections: time until Salesforce's 30-day idle TTL would kill the most neglected refresh token.", nil, nil)
+	backlogDesc = prometheus.NewDesc("tokenwarm_warm_backlog", "Active connections due for warming and not yet warmed.", nil, nil)
+)
+
+// dbCollector reads fleet gauges from the database at scrape time, so every
+// replica reports the same fleet-wide truth.
+type dbCollector struct {
+	db      *models.DB
+	clock   clock.Clock
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connectionsDesc
+	ch <- idleBudgetDesc
+	ch <- backlogDesc
+}
+
+func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	g := c.db.Gorm.WithContext(ctx)
+	var rows []struct {
+		Status string
+		N      int64
+	}
+	if err := g.Raw("SELECT status, count(*) AS n FROM connections GROUP BY status").Scan(&rows).Error; err != nil {
+		c.log.Warn("metrics: cannot read connection counts", "err", err)
+		return
+	}
+	counts := map[string]int64{models.StatusActive: 0, models.StatusNeedsReauth: 0, models.StatusRevoked: 0}
+	for _, r := range rows {
+		counts[r.Status] = r.N
+	}
+	for status, n := range counts {
+		ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(n), status)
+	}
+	now := c.clock.Now().UTC()
+	var oldest []time.Time
+	if err := g.Table("connections").Where("status = ?", models.StatusActive).Order("last_refreshed_at").Limit(1).Pluck("last_refreshed_at", &oldest).Error; err == nil && len(oldest) == 1 {
+		ch <- prometheus.MustNewConstMetric(idleBudgetDesc, prometheus.GaugeValue, oldest[0].Add(idleTTL).Sub(now).Seconds())
+	}
+	var due int64
+	if err := g.Table("connections").Where("status = ? AND next_warm_at <= ?", models.StatusActive, now).Count(&due).Error; err == nil {
+		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(due))
+	}
+}

@@ -1,0 +1,64 @@
+package metrics_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/metrics"
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+func TestFleetGaugesAndRefreshCounters(t *testing.T) {
+	db, err := models.Open("", t.TempDir(), models.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(now)
+	add := func(id, status string, lastRefresh, nextWarm time.Time) {
+		c := models.Connection{ID: id, Owner: "o", OrgID: "00D", UserID: id, LoginURL: "https://login.salesforce.com",
+			Status: status, LastRefreshedAt: lastRefresh, NextWarmAt: nextWarm, CreatedAt: now, UpdatedAt: now}
+		if err := db.Gorm.Create(&c).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("11111111-1111-1111-1111-111111111111", models.StatusActive, now.Add(-20*24*time.Hour), now.Add(-time.Hour))
+	add("22222222-2222-2222-2222-222222222222", models.StatusActive, now.Add(-time.Hour), now.Add(71*time.Hour))
+	add("33333333-3333-3333-3333-333333333333", models.StatusNeedsReauth, now.Add(-40*24*time.Hour), now.Add(-time.Hour))
+
+	m := metrics.New(db, clk, slog.New(slog.DiscardHandler))
+	m.ObserveRefresh("warm", "ok", 120*time.Millisecond)
+	m.ObserveRefresh("pull", "transient", 2*time.Second)
+
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	out := string(body)
+	for _, want := range []string{
+		`tokenwarm_connections{status="active"} 2`,
+		`tokenwarm_connections{status="needs_reauth"} 1`,
+		`tokenwarm_connections{status="revoked"} 0`,
+		`tokenwarm_warm_backlog 1`,
+		`tokenwarm_min_idle_budget_seconds 864000`,
+		`tokenwarm_refreshes_total{cause="warm",outcome="ok"} 1`,
+		`tokenwarm_refreshes_total{cause="pull",outcome="transient"} 1`,
+		`tokenwarm_refresh_upstream_seconds_count{outcome="ok"} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(out, "11111111-1111") {
+		t.Error("a connection ID appears in the metrics")
+	}
+}
