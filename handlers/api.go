@@ -25,6 +25,8 @@ type APIConfig struct {
 	PublicURL string
 	// LoginURL is the default Salesforce login host.
 	LoginURL string
+	// ClientID is the connected app's consumer key.
+	ClientID string
 	// AppRedirectURIs is the exact-match allowlist of app redirect URIs.
 	AppRedirectURIs []string
 	// ReauthLinkTTL is how long a re-authorization link works (7 days if 0).

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,7 +77,19 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { router.ServeHTTP(rw, r) }))
 	t.Cleanup(w.srv.Close)
 
-	log := slog.New(slog.DiscardHandler)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		// No Salesforce token, code or verifier the emulator issued may
+		// appear in tokenwarm's logs.
+		out := logs.String()
+		for _, tok := range w.emu.IssuedTokens() {
+			if strings.Contains(out, tok) {
+				t.Errorf("a Salesforce token appears in the logs")
+				return
+			}
+		}
+	})
 	sf := &salesforce.Client{HTTP: &http.Client{}, ClientID: "cid", ClientSecret: "csecret",
 		RedirectURI: w.srv.URL + "/v1/oauth/callback", Timeout: 5 * time.Second, SessionTimeout: 2 * time.Hour, Clock: w.sfClock}
 	w.vault = vault.New(db, ring, sf, w.sfClock, log, vault.Config{})
@@ -84,7 +97,7 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 	if err := dev.EnsureSigningKey(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, AppRedirectURIs: []string{appRedirect},
+	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect},
 		AllowAnyLoginHost: true}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api})
 
@@ -94,6 +107,23 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 		Transport:     &onlyHost{host: strings.TrimPrefix(w.srv.URL, "http://"), validated: w.validator.Transport(t, http.DefaultTransport), plain: http.DefaultTransport},
 	}
 	return w
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 type readyAlways struct{}

@@ -82,7 +82,7 @@ func (a *API) authorize(c echo.Context) error {
 	}
 	target := withQuery(strings.TrimRight(p.LoginURL, "/")+"/services/oauth2/authorize", url.Values{
 		"response_type":         {"code"},
-		"client_id":             {a.sfClientID()},
+		"client_id":             {a.cfg.ClientID},
 		"redirect_uri":          {a.cfg.PublicURL + "/v1/oauth/callback"},
 		"state":                 {state},
 		"scope":                 {salesforceScope},
@@ -92,13 +92,6 @@ func (a *API) authorize(c echo.Context) error {
 	})
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.Redirect(http.StatusFound, target)
-}
-
-func (a *API) sfClientID() string {
-	if cl, ok := a.sf.(*salesforce.Client); ok {
-		return cl.ClientID
-	}
-	return ""
 }
 
 // loginURL resolves login_host: production, sandbox, or a My Domain URL.

@@ -199,7 +199,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	if cfg.Demo() {
 		redirects = append(redirects, cfg.PublicURL+handlers.DemoRedirectPath)
 	}
-	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, AppRedirectURIs: redirects,
+	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects,
 		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo()}, log, v, dev, pkce.NewStore(db, ring, clock.System{}, 0), sf, ring, nil)
 
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts})
