@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
 
 	"github.com/tokenwarm/tokenwarm/client"
 	"github.com/tokenwarm/tokenwarm/clock"
@@ -47,6 +48,7 @@ type world struct {
 	vault     *vault.Vault
 	api       *handlers.API
 	validator *apitest.Validator
+	router    *echo.Echo
 	http      *http.Client
 }
 
@@ -99,7 +101,8 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 	}
 	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect},
 		AllowAnyLoginHost: true}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
-	router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api})
+	w.router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api, Metrics: http.NotFoundHandler()})
+	router = w.router
 
 	w.validator = apitest.New(t)
 	w.http = &http.Client{

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/warmer"
 )
 
 // idleTTL is Salesforce's sliding idle lifetime of a refresh token.
@@ -24,10 +25,6 @@ type Metrics struct {
 	Registry      *prometheus.Registry
 	refreshes     *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
-	PassDuration  prometheus.Histogram
-	IdleRisk      prometheus.Counter
-	ConfigPaused  prometheus.Gauge
-	WarmClaimed   prometheus.Counter
 	scrapeTimeout time.Duration
 }
 
@@ -48,29 +45,33 @@ func New(db *models.DB, clk clock.Clock, log *slog.Logger) *Metrics {
 			Help:    "Duration of Salesforce refresh calls, by outcome class.",
 			Buckets: []float64{.025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10, 15},
 		}, []string{"outcome"}),
-		PassDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "tokenwarm_warm_pass_seconds",
-			Help:    "Duration of warmer passes.",
-			Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
-		}),
-		IdleRisk: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tokenwarm_idle_expiry_risk_total",
-			Help: "Connections whose idle budget fell under the risk threshold.",
-		}),
-		ConfigPaused: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tokenwarm_warm_paused",
-			Help: "1 while warming is paused by an app-wide configuration error (IP allowlist, client credentials).",
-		}),
-		WarmClaimed: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tokenwarm_warm_claimed_total",
-			Help: "Connections claimed by warmer passes.",
-		}),
 		scrapeTimeout: 3 * time.Second,
 	}
-	reg.MustRegister(m.refreshes, m.latency, m.PassDuration, m.IdleRisk, m.ConfigPaused, m.WarmClaimed,
+	reg.MustRegister(m.refreshes, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&dbCollector{db: db, clock: clk, log: log, timeout: m.scrapeTimeout})
 	return m
+}
+
+// WatchWarmer exports a warmer's counters and last-pass gauges.
+func (m *Metrics) WatchWarmer(stats func() warmer.Stats) {
+	m.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenwarm_warm_passes_total", Help: "Warm passes run by this replica."},
+			func() float64 { return float64(stats().Passes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenwarm_warm_claimed_total", Help: "Connections claimed by this replica's warm passes."},
+			func() float64 { return float64(stats().Claimed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tokenwarm_idle_expiry_risk_total", Help: "Connections whose idle budget fell under the risk threshold."},
+			func() float64 { return float64(stats().IdleRiskEvents) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tokenwarm_warm_last_pass_seconds", Help: "Duration of this replica's last warm pass."},
+			func() float64 { return stats().LastPassDuration.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tokenwarm_warm_paused", Help: "1 while warming is paused by an app-wide configuration error (IP allowlist, client credentials)."},
+			func() float64 {
+				if stats().Paused {
+					return 1
+				}
+				return 0
+			}),
+	)
 }
 
 // ObserveRefresh records one refresh that reached Salesforce.

@@ -12,6 +12,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/metrics"
 	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/warmer"
 )
 
 func TestFleetGaugesAndRefreshCounters(t *testing.T) {
@@ -37,6 +38,9 @@ func TestFleetGaugesAndRefreshCounters(t *testing.T) {
 	add("33333333-3333-3333-3333-333333333333", models.StatusNeedsReauth, now.Add(-40*24*time.Hour), now.Add(-time.Hour))
 
 	m := metrics.New(db, clk, slog.New(slog.DiscardHandler))
+	m.WatchWarmer(func() warmer.Stats {
+		return warmer.Stats{Passes: 3, Claimed: 7, IdleRiskEvents: 2, Paused: true, LastPassDuration: 1500 * time.Millisecond}
+	})
 	m.ObserveRefresh("warm", "ok", 120*time.Millisecond)
 	m.ObserveRefresh("pull", "transient", 2*time.Second)
 
@@ -53,6 +57,11 @@ func TestFleetGaugesAndRefreshCounters(t *testing.T) {
 		`tokenwarm_refreshes_total{cause="warm",outcome="ok"} 1`,
 		`tokenwarm_refreshes_total{cause="pull",outcome="transient"} 1`,
 		`tokenwarm_refresh_upstream_seconds_count{outcome="ok"} 1`,
+		`tokenwarm_warm_passes_total 3`,
+		`tokenwarm_warm_claimed_total 7`,
+		`tokenwarm_idle_expiry_risk_total 2`,
+		`tokenwarm_warm_paused 1`,
+		`tokenwarm_warm_last_pass_seconds 1.5`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)

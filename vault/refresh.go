@@ -114,9 +114,13 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	}
 	if req.Force {
 		if !req.UnlessRefreshedAfter.IsZero() && c.LastRefreshedAt.After(req.UnlessRefreshedAfter) {
+			// Someone refreshed since the caller looked: the refresh token
+			// is warm, which is all such a caller wants. The access token
+			// comes along only if it is still usable.
 			if at, ok := v.usable(c, Request{}); ok {
 				return at, nil
 			}
+			return &AccessToken{ConnectionID: c.ID, InstanceURL: c.InstanceURL}, nil
 		}
 	} else if at, ok := v.usable(c, req); ok {
 		return at, nil

@@ -195,7 +195,8 @@ type Request struct {
 	Force bool
 	// UnlessRefreshedAfter, with Force, skips the refresh when someone
 	// refreshed the connection after this time (the warmer passes the
-	// last_refreshed_at it claimed).
+	// last_refreshed_at it claimed). The result then carries no token if
+	// the stored access token is no longer usable.
 	UnlessRefreshedAfter time.Time
 	// IgnoreBackoff lets an admin retry at once after a failure.
 	IgnoreBackoff bool

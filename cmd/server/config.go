@@ -9,6 +9,10 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/tokenwarm/tokenwarm/warmer"
 )
 
 // Config is every setting of tokenwarm, read from environment variables.
@@ -29,6 +33,11 @@ type Config struct {
 	DBMaxConns      int
 	WarmInterval    time.Duration
 	WarmJitter      float64
+	WarmSchedule    string
+	WarmConcurrency int
+	WarmBatch       int
+	WarmRetryBudget time.Duration
+	IdleRiskBefore  time.Duration
 	ShutdownTimeout time.Duration
 	AppRedirectURIs []string
 	DeviceTokenTTL  time.Duration
@@ -55,6 +64,17 @@ func dur(dst func(*Config) *time.Duration) func(*Config, string) error {
 			return fmt.Errorf("want a positive duration such as 90s or 2h")
 		}
 		*dst(c) = d
+		return nil
+	}
+}
+
+func posInt(min int, dst func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < min {
+			return fmt.Errorf("want an integer >= %d", min)
+		}
+		*dst(c) = n
 		return nil
 	}
 }
@@ -107,7 +127,7 @@ var settings = []setting{
 		set: str(func(c *Config) *string { return &c.SealKeys })},
 	{env: "TOKENWARM_LOCK_TIMEOUT", def: "30s", help: "longest wait for another replica's refresh of the same connection",
 		set: dur(func(c *Config) *time.Duration { return &c.LockTimeout })},
-	{env: "TOKENWARM_DB_MAX_CONNS", def: "20", help: "Postgres connection pool size",
+	{env: "TOKENWARM_DB_MAX_CONNS", def: "32", help: "Postgres connection pool size",
 		set: func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 4 {
@@ -121,8 +141,8 @@ var settings = []setting{
 	{env: "TOKENWARM_WARM_JITTER", def: "0.15", help: "spread of the warm interval, as a fraction (0.15 = ±15%)",
 		set: func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 || f >= 1 {
-				return fmt.Errorf("want a fraction in [0, 1)")
+			if err != nil || f < 0.01 || f >= 1 {
+				return fmt.Errorf("want a fraction from 0.01 to below 1")
 			}
 			c.WarmJitter = f
 			return nil
@@ -143,6 +163,22 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.DeviceTokenTTL })},
 	{env: "TOKENWARM_DEVICE_IDLE_TTL", def: "2160h", help: "a device refresh token unused this long expires (default 90 days)",
 		set: dur(func(c *Config) *time.Duration { return &c.DeviceIdleTTL })},
+	{env: "TOKENWARM_WARM_SCHEDULE", def: "@every 1m", help: "how often each replica runs a warm pass (robfig/cron syntax)",
+		set: func(c *Config, v string) error {
+			if _, err := cron.ParseStandard(v); err != nil {
+				return fmt.Errorf("want a cron spec such as @every 1m or */5 * * * *")
+			}
+			c.WarmSchedule = v
+			return nil
+		}},
+	{env: "TOKENWARM_WARM_CONCURRENCY", def: "8", help: "refreshes a warm pass runs at once in this replica (at most TOKENWARM_DB_MAX_CONNS/2 - 4)",
+		set: posInt(1, func(c *Config) *int { return &c.WarmConcurrency })},
+	{env: "TOKENWARM_WARM_BATCH", def: "100", help: "due connections claimed per batch by a warm pass",
+		set: posInt(1, func(c *Config) *int { return &c.WarmBatch })},
+	{env: "TOKENWARM_WARM_RETRY_BUDGET", def: "168h", help: "longest span of failing warm attempts tolerated; interval·(1+jitter) plus this must stay under Salesforce's 30-day idle TTL",
+		set: dur(func(c *Config) *time.Duration { return &c.WarmRetryBudget })},
+	{env: "TOKENWARM_IDLE_RISK_THRESHOLD", def: "168h", help: "an active connection with less idle budget than this raises an idle_expiry_risk event",
+		set: dur(func(c *Config) *time.Duration { return &c.IdleRiskBefore })},
 	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "30s", help: "how long shutdown waits for in-flight requests and refreshes",
 		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",
@@ -193,8 +229,11 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	if c.UpstreamTimeout >= c.LockTimeout {
 		errs = append(errs, errors.New("SALESFORCE_TIMEOUT must be shorter than TOKENWARM_LOCK_TIMEOUT"))
 	}
-	if c.WarmInterval > 0 && time.Duration(float64(c.WarmInterval)*(1+c.WarmJitter)) >= 20*24*time.Hour {
-		errs = append(errs, errors.New("TOKENWARM_WARM_INTERVAL with its jitter must stay under 20 days, well inside Salesforce's 30-day idle TTL"))
+	if err := warmer.ValidateConfig(c.WarmInterval, c.WarmJitter, c.WarmRetryBudget); err != nil {
+		errs = append(errs, fmt.Errorf("TOKENWARM_WARM_INTERVAL, TOKENWARM_WARM_JITTER, TOKENWARM_WARM_RETRY_BUDGET: %w", err))
+	}
+	if c.WarmConcurrency > c.DBMaxConns/2-4 {
+		errs = append(errs, errors.New("TOKENWARM_WARM_CONCURRENCY must leave refresh slots for mobile pulls: at most TOKENWARM_DB_MAX_CONNS/2 - 4 (each refresh briefly holds two connections)"))
 	}
 	return c, errors.Join(errs...)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/vault"
+	"github.com/tokenwarm/tokenwarm/warmer"
 )
 
 // demoClientID and demoClientSecret are the built-in emulator's connected
@@ -188,8 +189,13 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		Observe:     met.ObserveRefresh,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
-		MaxConcurrentRefreshes: max(1, cfg.DBMaxConns/2-1),
+		// Half the pool: each refresh briefly holds two connections. Warm
+		// concurrency is capped below this so pulls always find slots.
+		MaxConcurrentRefreshes: cfg.DBMaxConns / 2,
 	})
+	warm := warmer.New(v, clock.System{}, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
+		RiskThreshold: cfg.IdleRiskBefore})
+	met.WatchWarmer(warm.Stats)
 	dev := devices.New(db, ring, clock.System{}, devices.Config{Issuer: cfg.PublicURL,
 		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL})
 	if err := dev.EnsureSigningKey(ctx); err != nil {
@@ -207,6 +213,9 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if err := warm.Start(cfg.WarmSchedule); err != nil {
+		return fmt.Errorf("warmer: %w", err)
+	}
 
 	log.Info("tokenwarm started", "listen", ln.Addr().String(), "public_url", cfg.PublicURL,
 		"database", db.Where, "salesforce", loginURL, "seal_key", ring.ActiveKeyID())
@@ -225,8 +234,16 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// Stop new warm passes first, then HTTP; in-flight refreshes finish and
+	// are stored (never abandoned between Salesforce's answer and commit).
+	warmDone := warm.Stop()
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	select {
+	case <-warmDone.Done():
+	case <-sctx.Done():
+		return errors.New("shutdown: warm refreshes still running at the shutdown timeout")
 	}
 	// Background refreshes hold rotations that must reach the database.
 	if err := v.Wait(sctx); err != nil {

@@ -29,6 +29,7 @@ func TestSpecIsValidAndHasEveryOperation(t *testing.T) {
 		"getConnection":   "GET /v1/connections/{id}",
 		"getAccessToken":  "GET /v1/connections/{id}/access-token",
 		"getJWKS":         "GET /.well-known/jwks.json",
+		"getMetrics":      "GET /metrics",
 	}
 	got := map[string]string{}
 	for path, item := range doc.Paths.Map() {

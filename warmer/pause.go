@@ -1,0 +1,191 @@
+package warmer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"gorm.io/gorm"
+
+	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/salesforce"
+	"github.com/tokenwarm/tokenwarm/vault"
+)
+
+// Event kinds the warmer records. App-level events have no connection.
+const (
+	// EventIdleExpiryRisk: a connection's idle budget fell under
+	// Config.RiskThreshold without a successful refresh. One per crossing.
+	EventIdleExpiryRisk = "idle_expiry_risk"
+	// EventAppPaused: Salesforce refused tokenwarm's configuration (IP
+	// allowlist, client credentials); warming is paused for the whole app.
+	EventAppPaused = "config_error_app_paused"
+	// EventAppResumed: a probe succeeded after a pause.
+	EventAppResumed = "config_error_app_resumed"
+)
+
+// Advisory lock keys (models uses 7216000001 for migrations).
+const (
+	pauseLockKey = 7216000101
+	riskLockKey  = 7216000102
+)
+
+// The pause is app-wide, so it lives in the database as the latest app
+// event: a replica that sees the configuration error records the pause,
+// the others adopt it at their next pass instead of finding out with a
+// batch of failed refreshes each, and a probe that succeeds anywhere
+// resumes everyone.
+
+// syncPause adopts the app's pause state recorded by any replica.
+func (w *Warmer) syncPause(ctx context.Context) error {
+	// Read under the lock, so a pause or resume of this process being
+	// recorded right now is not undone by a state read just before it.
+	w.pauseMu.Lock()
+	defer w.pauseMu.Unlock()
+	latest, err := latestAppEvent(w.db.Gorm.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("read pause state: %w", err)
+	}
+	paused := latest == EventAppPaused
+	if paused == w.paused.Load() {
+		return nil
+	}
+	if paused {
+		w.log.Warn("warming is paused: another replica saw Salesforce refuse tokenwarm's configuration; probing one connection per interval",
+			"probe_interval", w.cfg.ProbeInterval)
+		w.lastProbe = w.clock.Now()
+	} else {
+		w.log.Info("warming resumed: another replica's probe succeeded")
+	}
+	w.paused.Store(paused)
+	return nil
+}
+
+// pause stops warming for the whole app after a configuration error. Only
+// the first replica to see it records the event and raises the alert.
+func (w *Warmer) pause(ctx context.Context, cause error) {
+	w.pauseMu.Lock()
+	defer w.pauseMu.Unlock()
+	if w.paused.Load() {
+		return
+	}
+	w.paused.Store(true)
+	w.lastProbe = w.clock.Now()
+
+	status, code, desc := upstreamDetail(cause)
+	ev := w.event(nil, EventAppPaused, status, code, truncate("warming paused for the app: "+desc, 300))
+	recorded, err := w.recordAppEvent(ctx, ev, func(latest string) bool { return latest != EventAppPaused })
+	switch {
+	case err != nil:
+		w.log.Error("ALERT: Salesforce refused tokenwarm's configuration; warming is paused (the pause event could not be stored)",
+			"error_code", code, "detail", desc, "err", err)
+	case recorded:
+		w.log.Error("ALERT: Salesforce refused tokenwarm's configuration (IP allowlist or client credentials); warming is paused for the whole app, connections stay active, one connection is probed per interval until it works again",
+			"error_code", code, "http_status", status, "detail", desc, "probe_interval", w.cfg.ProbeInterval)
+	default:
+		w.log.Warn("warming is paused: Salesforce refused tokenwarm's configuration (already reported)", "error_code", code)
+	}
+}
+
+// resume restarts warming after a successful probe.
+func (w *Warmer) resume(ctx context.Context) {
+	w.pauseMu.Lock()
+	defer w.pauseMu.Unlock()
+	if !w.paused.Load() {
+		return
+	}
+	w.paused.Store(false)
+	ev := w.event(nil, EventAppResumed, 0, "", "a probe refresh succeeded; warming resumed")
+	if _, err := w.recordAppEvent(ctx, ev, func(latest string) bool { return latest == EventAppPaused }); err != nil {
+		w.log.Error("could not store the resume event", "err", err)
+	}
+	w.log.Info("warming resumed: a probe refresh succeeded")
+}
+
+// probe refreshes the earliest due connection, at most once per
+// ProbeInterval, and resumes warming if Salesforce took it.
+func (w *Warmer) probe(ctx context.Context, p *pass) (resumed bool, err error) {
+	now := w.clock.Now()
+	w.pauseMu.Lock()
+	if now.Before(w.lastProbe.Add(w.cfg.ProbeInterval)) {
+		w.pauseMu.Unlock()
+		return false, nil
+	}
+	w.lastProbe = now
+	w.pauseMu.Unlock()
+
+	batch, err := w.claim(ctx, 1)
+	if err != nil || len(batch) == 0 {
+		return false, err
+	}
+	w.addClaimed(p, 1)
+	p.Probed = true
+	w.statsMu.Lock()
+	w.stats.Probes++
+	w.statsMu.Unlock()
+	if o, _ := w.refresh(ctx, batch[0], p); o != outcomeOK {
+		return false, nil
+	}
+	w.resume(ctx)
+	return true, nil
+}
+
+// recordAppEvent stores ev if want(kind of the latest app event) holds,
+// atomically across replicas, and reports whether it did.
+func (w *Warmer) recordAppEvent(ctx context.Context, ev models.Event, want func(latest string) bool) (bool, error) {
+	recorded := false
+	err := w.db.Gorm.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
+		if w.db.Dialect == models.Postgres {
+			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", pauseLockKey).Error; err != nil {
+				return err
+			}
+		}
+		latest, err := latestAppEvent(tx)
+		if err != nil || !want(latest) {
+			return err
+		}
+		recorded = true
+		return tx.Create(&ev).Error
+	})
+	return recorded && err == nil, err
+}
+
+// latestAppEvent returns the kind of the newest pause or resume event, or "".
+func latestAppEvent(db *gorm.DB) (string, error) {
+	var kinds []string
+	err := db.Model(&models.Event{}).Where("connection_id IS NULL AND kind IN ?", []string{EventAppPaused, EventAppResumed}).
+		Order("id DESC").Limit(1).Pluck("kind", &kinds).Error
+	if err != nil || len(kinds) == 0 {
+		return "", err
+	}
+	return kinds[0], nil
+}
+
+func (w *Warmer) event(connectionID *string, kind string, status int, code, detail string) models.Event {
+	return models.Event{ConnectionID: connectionID, Kind: kind, Cause: vault.CauseWarm, Worker: w.cfg.Worker,
+		HTTPStatus: status, ErrorCode: code, Detail: detail, CreatedAt: w.clock.Now().UTC()}
+}
+
+// upstreamDetail digs Salesforce's answer out of a vault error. Codes and
+// descriptions never hold tokens.
+func upstreamDetail(err error) (status int, code, desc string) {
+	var se *salesforce.Error
+	if errors.As(err, &se) {
+		desc = se.Code
+		if se.Description != "" {
+			desc += ": " + se.Description
+		}
+		return se.HTTPStatus, se.Code, desc
+	}
+	if err != nil {
+		return 0, string(vault.ErrorCode(err)), err.Error()
+	}
+	return 0, "", ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
