@@ -14,9 +14,11 @@ import (
 	"github.com/tokenwarm/tokenwarm/salesforce"
 )
 
-// lockedRow is a connection row held against other workers.
+// lockedRow is a connection row held against other workers, with the
+// attempt marker found for it, if any.
 type lockedRow struct {
 	conn    models.Connection
+	prior   *models.RefreshAttempt
 	tx      *gorm.DB // Postgres: the transaction holding the row lock
 	release func()
 }
@@ -36,7 +38,17 @@ func (v *Vault) lock(ctx context.Context, id string) (*lockedRow, error) {
 			mu.Unlock()
 			return nil, err
 		}
-		return &lockedRow{conn: *c, release: mu.Unlock}, nil
+		var prior models.RefreshAttempt
+		err = v.db.Gorm.WithContext(ctx).Where("connection_id = ?", id).Limit(1).Find(&prior).Error
+		if err != nil {
+			mu.Unlock()
+			return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
+		}
+		row := &lockedRow{conn: *c, release: mu.Unlock}
+		if prior.ConnectionID != "" {
+			row.prior = &prior
+		}
+		return row, nil
 	}
 	tx := v.db.Gorm.WithContext(ctx).Begin()
 	if tx.Error != nil {
@@ -49,28 +61,42 @@ func (v *Vault) lock(ctx context.Context, id string) (*lockedRow, error) {
 		}
 		return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
 	}
-	if err := tx.Exec(fmt.Sprintf("SET LOCAL lock_timeout = %d", v.cfg.LockTimeout.Milliseconds())).Error; err != nil {
+	// One round trip for both transaction-local timeouts.
+	if err := tx.Exec("SELECT set_config('lock_timeout', ?, true), set_config('idle_in_transaction_session_timeout', ?, true)",
+		fmt.Sprint(v.cfg.LockTimeout.Milliseconds()), fmt.Sprint(v.cfg.IdleInTransactionTimeout.Milliseconds())).Error; err != nil {
 		return fail(err)
 	}
-	if err := tx.Exec(fmt.Sprintf("SET LOCAL idle_in_transaction_session_timeout = %d", v.cfg.IdleInTransactionTimeout.Milliseconds())).Error; err != nil {
-		return fail(err)
+	// The row and its attempt marker in one round trip; only the row is
+	// locked.
+	var rows []struct {
+		models.Connection `gorm:"embedded"`
+		AttemptWorker     *string
+		AttemptStartedAt  *time.Time
+		AttemptLeaseUntil *time.Time
 	}
-	var c models.Connection
-	err := tx.Clauses(clause.Locking{Strength: "NO KEY UPDATE"}).Where("id = ?", id).Take(&c).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		tx.Rollback()
-		return nil, newErr(CodeNotFound, "no such connection")
-	}
+	err := tx.Raw(`SELECT c.*, a.worker AS attempt_worker, a.started_at AS attempt_started_at, a.lease_until AS attempt_lease_until
+		FROM connections c LEFT JOIN refresh_attempts a ON a.connection_id = c.id
+		WHERE c.id = ? FOR NO KEY UPDATE OF c`, id).Scan(&rows).Error
 	if err != nil {
 		return fail(err)
 	}
+	if len(rows) == 0 {
+		tx.Rollback()
+		return nil, newErr(CodeNotFound, "no such connection")
+	}
+	r := rows[0]
+	row := &lockedRow{conn: r.Connection, tx: tx}
+	if r.AttemptWorker != nil {
+		row.prior = &models.RefreshAttempt{ConnectionID: id, Worker: *r.AttemptWorker, StartedAt: *r.AttemptStartedAt, LeaseUntil: *r.AttemptLeaseUntil}
+	}
 	done := false
-	return &lockedRow{conn: c, tx: tx, release: func() {
+	row.release = func() {
 		if !done {
 			done = true
 			tx.Rollback()
 		}
-	}}, nil
+	}
+	return row, nil
 }
 
 func isLockTimeout(err error) bool {
@@ -133,18 +159,14 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	// token and never stored the outcome. While its lease runs, that worker
 	// may still be retrying its commit; after, the outcome is unknown.
 	var events []models.Event
-	var prior models.RefreshAttempt
-	err = v.db.Gorm.WithContext(ctx).Where("connection_id = ?", id).Take(&prior).Error
-	switch {
-	case err == nil && prior.LeaseUntil.After(now):
+	switch prior := row.prior; {
+	case prior != nil && prior.LeaseUntil.After(now):
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "an earlier refresh of this connection is still settling", RetryAfter: prior.LeaseUntil.Sub(now)}
-	case err == nil:
+	case prior != nil:
 		v.log.Warn("refresh attempt was interrupted: outcome unknown; presenting the only refresh token we have",
 			"connection_id", id, "attempt_worker", prior.Worker, "attempt_started_at", prior.StartedAt)
 		events = append(events, v.event(id, models.EventUnknownOutcome, req.Cause, 0, "attempt_interrupted",
 			fmt.Sprintf("attempt by %s started %s never stored its outcome", prior.Worker, prior.StartedAt.Format(time.RFC3339))))
-	case !errors.Is(err, gorm.ErrRecordNotFound):
-		return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
 	}
 
 	refreshToken, err := v.OpenRefresh(c)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -26,16 +27,22 @@ import (
 //	./scripts/test -run '^$' -bench WarmThroughput -benchtime 3x ./warmer/
 func BenchmarkWarmThroughput(b *testing.B) {
 	const latency = 150 * time.Millisecond
-	for _, c := range []int{8, 32} {
+	for _, c := range []int{8, 16, 32} {
 		b.Run(fmt.Sprintf("C=%d", c), func(b *testing.B) {
 			e := newEnv(b, models.Postgres)
-			ids := e.connectMany(c * 10)
+			ids := e.connectMany(c * 40)
 			db, err := models.Open(e.pgURL, "", models.Options{MaxOpenConns: 2*c + 8})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer db.Close()
-			v := e.vaultOn(db, vault.Config{Worker: "bench", MaxConcurrentRefreshes: c})
+			// As in production (cmd/server): keep a connection per concurrent
+			// refresh alive instead of net/http's default two per host.
+			sf := e.sfClient()
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.MaxIdleConnsPerHost = c
+			sf.HTTP = &http.Client{Transport: tr}
+			v := vault.New(db, e.ring, sf, e.clk, e.log, vault.Config{Worker: "bench", MaxConcurrentRefreshes: c})
 			w := warmer.New(v, e.clk, e.log, warmer.Config{Concurrency: c, BatchSize: 100})
 			defer func() { <-w.Stop().Done() }()
 			e.emu.SetLatency(func() time.Duration { return latency })

@@ -254,6 +254,9 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 func salesforceTransport(cfg *Config) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	// One kept-alive connection per concurrent refresh: a TLS handshake
+	// through the egress proxy per refresh would cost more than the refresh.
+	t.MaxIdleConnsPerHost = cfg.DBMaxConns / 2
 	// Only the configured proxy: an ambient HTTPS_PROXY would send refresh
 	// tokens somewhere the IP allowlist does not know.
 	t.Proxy = nil
