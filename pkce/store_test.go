@@ -87,6 +87,9 @@ func TestPendingAuthorizationsAreSingleUseAndExpire(t *testing.T) {
 			if _, err := s.Take(ctx, "made-up"); !errors.Is(err, pkce.ErrStateInvalid) {
 				t.Fatalf("unknown state: %v", err)
 			}
+			if n, err := s.Purge(ctx, clk.Now()); err != nil || n != 2 {
+				t.Fatalf("Purge removed %d (%v), want the 2 expired ones", n, err)
+			}
 			if _, err := s.Create(ctx, pkce.Pending{Purpose: pkce.PurposeReauth, Verifier: verifier}); err == nil {
 				t.Fatal("re-authorization without a connection accepted")
 			}

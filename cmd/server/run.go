@@ -205,8 +205,10 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	if cfg.Demo() {
 		redirects = append(redirects, cfg.PublicURL+handlers.DemoRedirectPath)
 	}
+	pending := pkce.NewStore(db, ring, clock.System{}, 0)
+	go purgePending(ctx, pending, log)
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects,
-		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo()}, log, v, dev, pkce.NewStore(db, ring, clock.System{}, 0), sf, ring, nil)
+		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo()}, log, v, dev, pending, sf, ring, nil)
 
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts})
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
@@ -250,6 +252,23 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		return fmt.Errorf("shutdown: background refreshes still running: %w", err)
 	}
 	return nil
+}
+
+// purgePending deletes abandoned sign-ins (expired pending authorizations)
+// every few minutes until ctx ends.
+func purgePending(ctx context.Context, pending *pkce.Store, log *slog.Logger) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := pending.Purge(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
+				log.Warn("purging expired pending authorizations failed", "err", err)
+			}
+		}
+	}
 }
 
 func salesforceTransport(cfg *Config) http.RoundTripper {
