@@ -89,6 +89,11 @@ func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesf
 		if err := tx.Create(&ev).Error; err != nil {
 			return err
 		}
+		if v.cfg.OnEvents != nil {
+			if err := v.cfg.OnEvents(tx, []models.Event{ev}); err != nil {
+				return err
+			}
+		}
 		out.Connection, out.Reauthorized = &c, found
 		return nil
 	})

@@ -323,6 +323,11 @@ func (v *Vault) persist(ctx context.Context, row *lockedRow, rotation int64, att
 			if err := tx.Create(&events).Error; err != nil {
 				return err
 			}
+			if v.cfg.OnEvents != nil {
+				if err := v.cfg.OnEvents(tx, events); err != nil {
+					return err
+				}
+			}
 		}
 		if err := tx.Where("connection_id = ? AND attempt_id = ?", id, attemptID).Delete(&models.RefreshAttempt{}).Error; err != nil {
 			return err

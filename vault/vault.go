@@ -84,6 +84,10 @@ type Config struct {
 	// a pull that can still be answered also starts a background refresh.
 	// Default 0.8.
 	RevalidateAfter float64
+	// OnEvents, when set, runs inside the transaction that stores events
+	// (refresh results, connects, re-authorizations), so that what it
+	// writes (a webhook outbox) commits or rolls back with them.
+	OnEvents func(tx *gorm.DB, events []models.Event) error
 	// Observe, when set, is told of every refresh that reached Salesforce:
 	// its cause, outcome class and upstream duration (for metrics).
 	Observe func(cause, outcome string, upstream time.Duration)

@@ -511,3 +511,29 @@ func TestStaleWhileRevalidate(t *testing.T) {
 		}
 	})
 }
+
+// OnEvents sees the events of connects and refresh results, inside the
+// transactions that store them.
+func TestOnEventsRunsInTheStoringTransaction(t *testing.T) {
+	e := newEnv(t, models.SQLite)
+	var seen []string
+	v := e.vault(vault.Config{OnEvents: func(tx *gorm.DB, evs []models.Event) error {
+		var stored int64
+		if err := tx.Model(&models.Event{}).Where("kind = ?", evs[0].Kind).Count(&stored).Error; err != nil || stored == 0 {
+			t.Errorf("event %s not visible in the hook's transaction (%v)", evs[0].Kind, err)
+		}
+		for _, ev := range evs {
+			seen = append(seen, ev.Kind)
+		}
+		return nil
+	}})
+	id := e.connect(v, "hooks@example.com")
+	e.emu.ExpireChainOf(e.storedRefreshToken(id))
+	e.clk.Advance(sessionTimeout)
+	if _, err := v.GetAccessToken(context.Background(), id, time.Minute); vaultCode(t, err) != vault.CodeReauthRequired {
+		t.Fatal(err)
+	}
+	if !contains(seen, models.EventConnected) || !contains(seen, models.EventNeedsReauth) {
+		t.Fatalf("OnEvents saw %v", seen)
+	}
+}
