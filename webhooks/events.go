@@ -1,0 +1,54 @@
+package webhooks
+
+import (
+	"fmt"
+
+	"gorm.io/gorm"
+
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+// eventTypes maps audit-event kinds to the webhook types they announce.
+var eventTypes = map[string]string{
+	models.EventNeedsReauth:   TypeNeedsReauth,
+	models.EventReauthorized:  TypeReauthorized,
+	models.EventRevoked:       TypeRevoked,
+	"idle_expiry_risk":        TypeIdleExpiryRisk,
+	"config_error_app_paused": TypeConfigError,
+}
+
+// FromEvents returns a hook for the transactions that store audit events
+// (vault.Config.OnEvents): each event that admins must hear about is put in
+// the outbox in the same transaction. The idempotency ID derives from the
+// event row, so it is stable whatever retries the caller makes.
+func FromEvents(endpoints []Endpoint) func(tx *gorm.DB, events []models.Event) error {
+	return func(tx *gorm.DB, events []models.Event) error {
+		if len(endpoints) == 0 {
+			return nil
+		}
+		for _, ev := range events {
+			typ, ok := eventTypes[ev.Kind]
+			if !ok {
+				continue
+			}
+			data := map[string]any{}
+			if ev.ErrorCode != "" {
+				data["error_code"] = ev.ErrorCode
+			}
+			if ev.Detail != "" {
+				data["reason"] = ev.Detail
+			}
+			if ev.Cause != "" {
+				data["cause"] = ev.Cause
+			}
+			out := Event{ID: fmt.Sprintf("evt_%d_%s", ev.ID, typ), Type: typ, CreatedAt: ev.CreatedAt, Data: data}
+			if ev.ConnectionID != nil {
+				out.ConnectionID = *ev.ConnectionID
+			}
+			if err := Enqueue(tx, endpoints, out, ev.CreatedAt); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
