@@ -145,7 +145,10 @@ func (w *Warmer) recordAppEvent(ctx context.Context, ev models.Event, want func(
 			return err
 		}
 		recorded = true
-		return tx.Create(&ev).Error
+		if err := tx.Create(&ev).Error; err != nil {
+			return err
+		}
+		return w.onEvents(tx, []models.Event{ev})
 	})
 	return recorded && err == nil, err
 }
@@ -188,4 +191,11 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+func (w *Warmer) onEvents(tx *gorm.DB, evs []models.Event) error {
+	if w.cfg.OnEvents == nil {
+		return nil
+	}
+	return w.cfg.OnEvents(tx, evs)
 }

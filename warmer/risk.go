@@ -41,7 +41,10 @@ func (w *Warmer) sweepIdleRisk(ctx context.Context, p *pass) error {
 				evs[i] = w.event(&id, EventIdleExpiryRisk, 0, "",
 					fmt.Sprintf("idle budget %s left: last successful refresh %s", budget.Round(time.Minute), c.LastRefreshedAt.UTC().Format(time.RFC3339)))
 			}
-			return tx.Create(&evs).Error
+			if err := tx.Create(&evs).Error; err != nil {
+				return err
+			}
+			return w.onEvents(tx, evs)
 		})
 		if err != nil {
 			return fmt.Errorf("idle risk sweep: %w", err)

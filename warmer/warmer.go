@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+	"gorm.io/gorm"
 
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -55,6 +56,9 @@ type Config struct {
 	ProbeInterval time.Duration
 	// Worker names this replica on events. Default the vault's worker name.
 	Worker string
+	// OnEvents, when set, runs in the transaction that stores the warmer's
+	// events (idle risk, app pause and resume): the webhook outbox.
+	OnEvents func(tx *gorm.DB, events []models.Event) error
 }
 
 func (c *Config) defaults(v *vault.Vault) {

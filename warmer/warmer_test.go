@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/vault"
 	"github.com/tokenwarm/tokenwarm/warmer"
@@ -423,10 +425,26 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 	const connections = 30
 	e := newEnv(t, dialect)
 	ids := e.connectMany(connections)
-	rs := []replica{e.replica("w1", warmer.Config{})}
+	// The app-level events reach OnEvents (the webhook outbox) in the
+	// transaction that stores them.
+	var hooked sync.Map
+	hookCfg := warmer.Config{OnEvents: func(tx *gorm.DB, evs []models.Event) error {
+		for _, ev := range evs {
+			hooked.Store(ev.Kind, true)
+		}
+		return nil
+	}}
+	rs := []replica{e.replica("w1", hookCfg)}
 	if dialect == models.Postgres {
-		rs = append(rs, e.replica("w2", warmer.Config{}))
+		rs = append(rs, e.replica("w2", hookCfg))
 	}
+	defer func() {
+		for _, kind := range []string{warmer.EventAppPaused, warmer.EventAppResumed} {
+			if _, ok := hooked.Load(kind); !ok && !t.Failed() {
+				t.Errorf("OnEvents never saw %s", kind)
+			}
+		}
+	}()
 	probeInterval := rs[0].warmer.Config().ProbeInterval
 
 	e.clk.Advance(4 * day)
