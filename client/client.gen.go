@@ -32,6 +32,27 @@ func (e AccessTokenTokenType) Valid() bool {
 	}
 }
 
+// Defines values for AdminConnectionStatus.
+const (
+	AdminConnectionStatusActive      AdminConnectionStatus = "active"
+	AdminConnectionStatusNeedsReauth AdminConnectionStatus = "needs_reauth"
+	AdminConnectionStatusRevoked     AdminConnectionStatus = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the AdminConnectionStatus enum.
+func (e AdminConnectionStatus) Valid() bool {
+	switch e {
+	case AdminConnectionStatusActive:
+		return true
+	case AdminConnectionStatusNeedsReauth:
+		return true
+	case AdminConnectionStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ConnectionStatus.
 const (
 	ConnectionStatusActive      ConnectionStatus = "active"
@@ -203,6 +224,27 @@ func (e ReadyStatus) Valid() bool {
 	}
 }
 
+// Defines values for AdminListConnectionsParamsStatus.
+const (
+	AdminListConnectionsParamsStatusActive      AdminListConnectionsParamsStatus = "active"
+	AdminListConnectionsParamsStatusNeedsReauth AdminListConnectionsParamsStatus = "needs_reauth"
+	AdminListConnectionsParamsStatusRevoked     AdminListConnectionsParamsStatus = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the AdminListConnectionsParamsStatus enum.
+func (e AdminListConnectionsParamsStatus) Valid() bool {
+	switch e {
+	case AdminListConnectionsParamsStatusActive:
+		return true
+	case AdminListConnectionsParamsStatusNeedsReauth:
+		return true
+	case AdminListConnectionsParamsStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AuthorizeParamsCodeChallengeMethod.
 const (
 	AuthorizeParamsCodeChallengeMethodS256 AuthorizeParamsCodeChallengeMethod = "S256"
@@ -241,6 +283,117 @@ type AccessToken struct {
 
 // AccessTokenTokenType defines model for AccessToken.TokenType.
 type AccessTokenTokenType string
+
+// AdminConnection A connection as operators see it. Never contains a token.
+type AdminConnection struct {
+	ConsecutiveFailures int                `json:"consecutive_failures"`
+	CreatedAt           time.Time          `json:"created_at"`
+	Id                  openapi_types.UUID `json:"id"`
+
+	// IdleBudgetSeconds Seconds until `idle_expires_at` (0 when past).
+	IdleBudgetSeconds int64 `json:"idle_budget_seconds"`
+
+	// IdleExpiresAt When Salesforce's 30-day idle TTL ends if the connection is not refreshed again.
+	IdleExpiresAt time.Time `json:"idle_expires_at"`
+
+	// InstanceUrl Example: https://acme.my.salesforce.com
+	InstanceUrl string `json:"instance_url"`
+
+	// LastErrorCode Salesforce's error code of the last failed refresh, if any since the last success.
+	LastErrorCode   *string   `json:"last_error_code,omitempty"`
+	LastRefreshedAt time.Time `json:"last_refreshed_at"`
+
+	// LoginUrl Example: https://login.salesforce.com
+	LoginUrl string `json:"login_url"`
+
+	// NextWarmAt When the warmer plans the next refresh.
+	NextWarmAt time.Time `json:"next_warm_at"`
+
+	// OrgId Example: 00D5g000004Xyz1EAC
+	OrgId string `json:"org_id"`
+
+	// Owner The device user the connection belongs to.
+	Owner string `json:"owner"`
+
+	// ReauthReason Why the connection needs re-authorization (with `needs_reauth`).
+	ReauthReason *string               `json:"reauth_reason,omitempty"`
+	Status       AdminConnectionStatus `json:"status"`
+
+	// UserId Example: 0055g00000AbcDeAAJ
+	UserId string `json:"user_id"`
+}
+
+// AdminConnectionStatus defines model for AdminConnection.Status.
+type AdminConnectionStatus string
+
+// AdminConnectionDetail defines model for AdminConnectionDetail.
+type AdminConnectionDetail struct {
+	// Connection A connection as operators see it. Never contains a token.
+	Connection AdminConnection `json:"connection"`
+
+	// Events The 50 most recent events, newest first.
+	Events []AdminEvent `json:"events"`
+}
+
+// AdminConnectionPage defines model for AdminConnectionPage.
+type AdminConnectionPage struct {
+	Connections []AdminConnection `json:"connections"`
+
+	// NextCursor Pass as `cursor` for the next page; absent on the last page.
+	NextCursor *string `json:"next_cursor,omitempty"`
+}
+
+// AdminEvent One line of a connection's audit trail.
+type AdminEvent struct {
+	// Cause Why (`pull`, `warm`, `admin`, …).
+	//
+	// Example: warm
+	Cause *string `json:"cause,omitempty"`
+
+	// ConnectionId The connection (in the summary, where events of many connections mix).
+	ConnectionId *openapi_types.UUID `json:"connection_id,omitempty"`
+	CreatedAt    time.Time           `json:"created_at"`
+
+	// Detail Human-readable detail; for admin actions it names the admin key (never the key itself).
+	Detail *string `json:"detail,omitempty"`
+
+	// ErrorCode Salesforce's error code, if any.
+	ErrorCode *string `json:"error_code,omitempty"`
+
+	// HttpStatus Salesforce's HTTP status, when Salesforce answered.
+	HttpStatus *int `json:"http_status,omitempty"`
+
+	// Kind What happened, e.g. `connected`, `refreshed`, `transient_failure`,
+	// `config_error`, `needs_reauth`, `reauthorized`, `revoked`,
+	// `admin_refresh`, `admin_reauth_link`. New kinds may be added.
+	//
+	//
+	// Example: refreshed
+	Kind string `json:"kind"`
+
+	// Worker The replica that recorded it.
+	Worker *string `json:"worker,omitempty"`
+}
+
+// AdminSummary defines model for AdminSummary.
+type AdminSummary struct {
+	// ByStatus Connection count per status.
+	ByStatus struct {
+		Active      int64 `json:"active"`
+		NeedsReauth int64 `json:"needs_reauth"`
+		Revoked     int64 `json:"revoked"`
+	} `json:"by_status"`
+
+	// IdleBudgetUnder7Days Active connections with less than 7 days of idle budget left.
+	IdleBudgetUnder7Days int64 `json:"idle_budget_under_7_days"`
+
+	// MinIdleBudgetSeconds Smallest idle budget of an active connection; absent when there is none.
+	MinIdleBudgetSeconds *int64 `json:"min_idle_budget_seconds,omitempty"`
+
+	// RecentConfigErrors Configuration errors of the last 7 days, newest first (at most 20).
+	RecentConfigErrors []AdminEvent `json:"recent_config_errors"`
+	Total              int64        `json:"total"`
+}
 
 // Connection One Salesforce grant (org × user × connected app).
 type Connection struct {
@@ -478,11 +631,44 @@ type Ready struct {
 // ReadyStatus defines model for Ready.Status.
 type ReadyStatus string
 
+// ReauthLink defines model for ReauthLink.
+type ReauthLink struct {
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// Url Open in a browser to re-authorize the connection.
+	Url string `json:"url"`
+}
+
 // RevokeResult An empty JSON object.
 type RevokeResult = map[string]interface{}
 
 // ConnectionId defines model for ConnectionId.
 type ConnectionId = openapi_types.UUID
+
+// AdminBadParameter RFC 9457 problem details, with a stable machine-readable `code`.
+// Clients branch on `code` (and `status`), never on `title` or
+// `detail`, which are for humans and may change.
+type AdminBadParameter = Problem
+
+// AdminConflict RFC 9457 problem details, with a stable machine-readable `code`.
+// Clients branch on `code` (and `status`), never on `title` or
+// `detail`, which are for humans and may change.
+type AdminConflict = Problem
+
+// AdminNotFound RFC 9457 problem details, with a stable machine-readable `code`.
+// Clients branch on `code` (and `status`), never on `title` or
+// `detail`, which are for humans and may change.
+type AdminNotFound = Problem
+
+// AdminUnauthorized RFC 9457 problem details, with a stable machine-readable `code`.
+// Clients branch on `code` (and `status`), never on `title` or
+// `detail`, which are for humans and may change.
+type AdminUnauthorized = Problem
+
+// AdminUpstream RFC 9457 problem details, with a stable machine-readable `code`.
+// Clients branch on `code` (and `status`), never on `title` or
+// `detail`, which are for humans and may change.
+type AdminUpstream = Problem
 
 // BodyTooLarge RFC 9457 problem details, with a stable machine-readable `code`.
 // Clients branch on `code` (and `status`), never on `title` or
@@ -498,6 +684,30 @@ type NotFound = Problem
 // Clients branch on `code` (and `status`), never on `title` or
 // `detail`, which are for humans and may change.
 type Unauthorized = Problem
+
+// AdminListConnectionsParams defines parameters for AdminListConnections.
+type AdminListConnectionsParams struct {
+	// Status Only connections in this status.
+	Status *AdminListConnectionsParamsStatus `form:"status,omitempty" json:"status,omitempty"`
+
+	// OrgId Only connections of this Salesforce organization.
+	OrgId *string `form:"org_id,omitempty" json:"org_id,omitempty"`
+
+	// Owner Only connections of this owner (the device user).
+	Owner *string `form:"owner,omitempty" json:"owner,omitempty"`
+
+	// IdleBudgetBelowDays Only connections whose idle budget (time left before Salesforce's 30-day idle TTL) is below this many days.
+	IdleBudgetBelowDays *int `form:"idle_budget_below_days,omitempty" json:"idle_budget_below_days,omitempty"`
+
+	// Limit Page size.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor `next_cursor` of the previous page; omit for the first page.
+	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// AdminListConnectionsParamsStatus defines parameters for AdminListConnections.
+type AdminListConnectionsParamsStatus string
 
 // GetAccessTokenParams defines parameters for GetAccessToken.
 type GetAccessTokenParams struct {
@@ -652,6 +862,63 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 	GetJWKS(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminListConnections List all connections (admin)
+	//
+	// Every connection of every user, oldest first, in pages. Pages are
+	// ordered by (`created_at`, `id`) and `cursor` is the position after
+	// the last item of the previous page, so connections created while
+	// paging show up on later pages and none is skipped or repeated. Never
+	// contains a token.
+	//
+	// Corresponds with GET /admin/v1/connections (the `AdminListConnections` operationId).
+	AdminListConnections(ctx context.Context, params *AdminListConnectionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminGetConnection Get a connection and its recent events (admin)
+	//
+	// The connection with its 50 most recent events, newest first.
+	//
+	// Corresponds with GET /admin/v1/connections/{id} (the `AdminGetConnection` operationId).
+	AdminGetConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminCreateReauthLink Make a re-authorization link (admin)
+	//
+	// A signed, expiring link that re-authorizes the connection in a
+	// browser (the user still signs in to Salesforce as themselves); send
+	// it to the user. Recorded as an event naming the admin key.
+	//
+	// Corresponds with POST /admin/v1/connections/{id}/reauth-link (the `AdminCreateReauthLink` operationId).
+	AdminCreateReauthLink(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminRefreshConnection Force a refresh (admin)
+	//
+	// Refreshes the connection with Salesforce now, through the same
+	// single-flight path as every other refresh, ignoring any backoff after
+	// earlier failures. Answers the updated connection, never the token.
+	// Recorded as an event with cause `admin` naming the admin key.
+	//
+	// Corresponds with POST /admin/v1/connections/{id}/refresh (the `AdminRefreshConnection` operationId).
+	AdminRefreshConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminRevokeConnection Revoke a connection (admin)
+	//
+	// Revokes the connection's refresh token at Salesforce, then marks the
+	// connection `revoked` and deletes its stored tokens. Idempotent:
+	// revoking a revoked connection answers the same view and contacts
+	// nobody. If Salesforce does not confirm, nothing changes (503; retry).
+	// Recorded as a `revoked` event naming the admin key.
+	//
+	// Corresponds with POST /admin/v1/connections/{id}/revoke (the `AdminRevokeConnection` operationId).
+	AdminRevokeConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminSummary Fleet summary (admin)
+	//
+	// Connection counts by status, the smallest idle budget of an active
+	// connection, how many active connections have less than 7 days of
+	// idle budget left, and configuration errors of the last 7 days.
+	//
+	// Corresponds with GET /admin/v1/summary (the `AdminSummary` operationId).
+	AdminSummary(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetHealth Liveness probe
 	//
@@ -855,6 +1122,123 @@ type ClientInterface interface {
 // Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 func (c *Client) GetJWKS(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetJWKSRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminListConnections List all connections (admin)
+//
+// Every connection of every user, oldest first, in pages. Pages are
+// ordered by (`created_at`, `id`) and `cursor` is the position after
+// the last item of the previous page, so connections created while
+// paging show up on later pages and none is skipped or repeated. Never
+// contains a token.
+//
+// Corresponds with GET /admin/v1/connections (the `AdminListConnections` operationId).
+func (c *Client) AdminListConnections(ctx context.Context, params *AdminListConnectionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListConnectionsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminGetConnection Get a connection and its recent events (admin)
+//
+// The connection with its 50 most recent events, newest first.
+//
+// Corresponds with GET /admin/v1/connections/{id} (the `AdminGetConnection` operationId).
+func (c *Client) AdminGetConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminGetConnectionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminCreateReauthLink Make a re-authorization link (admin)
+//
+// A signed, expiring link that re-authorizes the connection in a
+// browser (the user still signs in to Salesforce as themselves); send
+// it to the user. Recorded as an event naming the admin key.
+//
+// Corresponds with POST /admin/v1/connections/{id}/reauth-link (the `AdminCreateReauthLink` operationId).
+func (c *Client) AdminCreateReauthLink(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminCreateReauthLinkRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminRefreshConnection Force a refresh (admin)
+//
+// Refreshes the connection with Salesforce now, through the same
+// single-flight path as every other refresh, ignoring any backoff after
+// earlier failures. Answers the updated connection, never the token.
+// Recorded as an event with cause `admin` naming the admin key.
+//
+// Corresponds with POST /admin/v1/connections/{id}/refresh (the `AdminRefreshConnection` operationId).
+func (c *Client) AdminRefreshConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminRefreshConnectionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminRevokeConnection Revoke a connection (admin)
+//
+// Revokes the connection's refresh token at Salesforce, then marks the
+// connection `revoked` and deletes its stored tokens. Idempotent:
+// revoking a revoked connection answers the same view and contacts
+// nobody. If Salesforce does not confirm, nothing changes (503; retry).
+// Recorded as a `revoked` event naming the admin key.
+//
+// Corresponds with POST /admin/v1/connections/{id}/revoke (the `AdminRevokeConnection` operationId).
+func (c *Client) AdminRevokeConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminRevokeConnectionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminSummary Fleet summary (admin)
+//
+// Connection counts by status, the smallest idle budget of an active
+// connection, how many active connections have less than 7 days of
+// idle budget left, and configuration errors of the last 7 days.
+//
+// Corresponds with GET /admin/v1/summary (the `AdminSummary` operationId).
+func (c *Client) AdminSummary(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminSummaryRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1187,6 +1571,283 @@ func NewGetJWKSRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/.well-known/jwks.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminListConnectionsRequest constructs an http.Request for the AdminListConnections method
+func NewAdminListConnectionsRequest(server string, params *AdminListConnectionsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/connections")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Status != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "status", *params.Status, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.OrgId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "org_id", *params.OrgId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Owner != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "owner", *params.Owner, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.IdleBudgetBelowDays != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "idle_budget_below_days", *params.IdleBudgetBelowDays, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminGetConnectionRequest constructs an http.Request for the AdminGetConnection method
+func NewAdminGetConnectionRequest(server string, id ConnectionId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/connections/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminCreateReauthLinkRequest constructs an http.Request for the AdminCreateReauthLink method
+func NewAdminCreateReauthLinkRequest(server string, id ConnectionId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/connections/%s/reauth-link", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminRefreshConnectionRequest constructs an http.Request for the AdminRefreshConnection method
+func NewAdminRefreshConnectionRequest(server string, id ConnectionId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/connections/%s/refresh", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminRevokeConnectionRequest constructs an http.Request for the AdminRevokeConnection method
+func NewAdminRevokeConnectionRequest(server string, id ConnectionId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/connections/%s/revoke", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminSummaryRequest constructs an http.Request for the AdminSummary method
+func NewAdminSummaryRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/summary")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -1782,6 +2443,75 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 	GetJWKSWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetJWKSResponse, error)
 
+	// AdminListConnectionsWithResponse List all connections (admin)
+	//
+	// Every connection of every user, oldest first, in pages. Pages are
+	// ordered by (`created_at`, `id`) and `cursor` is the position after
+	// the last item of the previous page, so connections created while
+	// paging show up on later pages and none is skipped or repeated. Never
+	// contains a token.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /admin/v1/connections (the `AdminListConnections` operationId).
+	AdminListConnectionsWithResponse(ctx context.Context, params *AdminListConnectionsParams, reqEditors ...RequestEditorFn) (*AdminListConnectionsResponse, error)
+
+	// AdminGetConnectionWithResponse Get a connection and its recent events (admin)
+	//
+	// The connection with its 50 most recent events, newest first.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /admin/v1/connections/{id} (the `AdminGetConnection` operationId).
+	AdminGetConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminGetConnectionResponse, error)
+
+	// AdminCreateReauthLinkWithResponse Make a re-authorization link (admin)
+	//
+	// A signed, expiring link that re-authorizes the connection in a
+	// browser (the user still signs in to Salesforce as themselves); send
+	// it to the user. Recorded as an event naming the admin key.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/v1/connections/{id}/reauth-link (the `AdminCreateReauthLink` operationId).
+	AdminCreateReauthLinkWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminCreateReauthLinkResponse, error)
+
+	// AdminRefreshConnectionWithResponse Force a refresh (admin)
+	//
+	// Refreshes the connection with Salesforce now, through the same
+	// single-flight path as every other refresh, ignoring any backoff after
+	// earlier failures. Answers the updated connection, never the token.
+	// Recorded as an event with cause `admin` naming the admin key.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/v1/connections/{id}/refresh (the `AdminRefreshConnection` operationId).
+	AdminRefreshConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminRefreshConnectionResponse, error)
+
+	// AdminRevokeConnectionWithResponse Revoke a connection (admin)
+	//
+	// Revokes the connection's refresh token at Salesforce, then marks the
+	// connection `revoked` and deletes its stored tokens. Idempotent:
+	// revoking a revoked connection answers the same view and contacts
+	// nobody. If Salesforce does not confirm, nothing changes (503; retry).
+	// Recorded as a `revoked` event naming the admin key.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/v1/connections/{id}/revoke (the `AdminRevokeConnection` operationId).
+	AdminRevokeConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminRevokeConnectionResponse, error)
+
+	// AdminSummaryWithResponse Fleet summary (admin)
+	//
+	// Connection counts by status, the smallest idle budget of an active
+	// connection, how many active connections have less than 7 days of
+	// idle budget left, and configuration errors of the last 7 days.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /admin/v1/summary (the `AdminSummary` operationId).
+	AdminSummaryWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminSummaryResponse, error)
+
 	// GetHealthWithResponse Liveness probe
 	//
 	// Answers 200 as long as the process is up and serving HTTP. It checks nothing else.
@@ -2026,6 +2756,420 @@ func (r GetJWKSResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetJWKSResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminListConnectionsResponse401Headers the declared response headers of an HTTP 401 response for AdminListConnections
+type AdminListConnectionsResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+type AdminListConnectionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminConnectionPage
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *AdminBadParameter
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminListConnectionsResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminListConnectionsResponse) GetJSON200() *AdminConnectionPage {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AdminListConnectionsResponse) GetApplicationproblemJSON400() *AdminBadParameter {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminListConnectionsResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminListConnectionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminListConnectionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminListConnectionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminListConnectionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminGetConnectionResponse401Headers the declared response headers of an HTTP 401 response for AdminGetConnection
+type AdminGetConnectionResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+type AdminGetConnectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminConnectionDetail
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *AdminNotFound
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminGetConnectionResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminGetConnectionResponse) GetJSON200() *AdminConnectionDetail {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminGetConnectionResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AdminGetConnectionResponse) GetApplicationproblemJSON404() *AdminNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminGetConnectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminGetConnectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminGetConnectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminGetConnectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminCreateReauthLinkResponse200Headers the declared response headers of an HTTP 200 response for AdminCreateReauthLink
+type AdminCreateReauthLinkResponse200Headers struct {
+	CacheControl string
+}
+
+// AdminCreateReauthLinkResponse401Headers the declared response headers of an HTTP 401 response for AdminCreateReauthLink
+type AdminCreateReauthLinkResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+type AdminCreateReauthLinkResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ReauthLink
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *AdminNotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *AdminConflict
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *AdminCreateReauthLinkResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminCreateReauthLinkResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminCreateReauthLinkResponse) GetJSON200() *ReauthLink {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSON404() *AdminNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSON409() *AdminConflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminCreateReauthLinkResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminCreateReauthLinkResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminCreateReauthLinkResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminCreateReauthLinkResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminRefreshConnectionResponse401Headers the declared response headers of an HTTP 401 response for AdminRefreshConnection
+type AdminRefreshConnectionResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+// AdminRefreshConnectionResponse503Headers the declared response headers of an HTTP 503 response for AdminRefreshConnection
+type AdminRefreshConnectionResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminRefreshConnectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminConnection
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *AdminNotFound
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *AdminConflict
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminUpstream
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminRefreshConnectionResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminRefreshConnectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminRefreshConnectionResponse) GetJSON200() *AdminConnection {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminRefreshConnectionResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AdminRefreshConnectionResponse) GetApplicationproblemJSON404() *AdminNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r AdminRefreshConnectionResponse) GetApplicationproblemJSON409() *AdminConflict {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminRefreshConnectionResponse) GetApplicationproblemJSON503() *AdminUpstream {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminRefreshConnectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminRefreshConnectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminRefreshConnectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminRefreshConnectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminRevokeConnectionResponse401Headers the declared response headers of an HTTP 401 response for AdminRevokeConnection
+type AdminRevokeConnectionResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+// AdminRevokeConnectionResponse503Headers the declared response headers of an HTTP 503 response for AdminRevokeConnection
+type AdminRevokeConnectionResponse503Headers struct {
+	RetryAfter *int
+}
+
+type AdminRevokeConnectionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminConnection
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *AdminNotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminUpstream
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminRevokeConnectionResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminRevokeConnectionResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminRevokeConnectionResponse) GetJSON200() *AdminConnection {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminRevokeConnectionResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AdminRevokeConnectionResponse) GetApplicationproblemJSON404() *AdminNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminRevokeConnectionResponse) GetApplicationproblemJSON503() *AdminUpstream {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminRevokeConnectionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminRevokeConnectionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminRevokeConnectionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminRevokeConnectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminSummaryResponse401Headers the declared response headers of an HTTP 401 response for AdminSummary
+type AdminSummaryResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+type AdminSummaryResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminSummary
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminSummaryResponse401Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminSummaryResponse) GetJSON200() *AdminSummary {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminSummaryResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminSummaryResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminSummaryResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminSummaryResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminSummaryResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -2599,6 +3743,111 @@ func (c *ClientWithResponses) GetJWKSWithResponse(ctx context.Context, reqEditor
 	return ParseGetJWKSResponse(rsp)
 }
 
+// AdminListConnectionsWithResponse List all connections (admin)
+//
+// Every connection of every user, oldest first, in pages. Pages are
+// ordered by (`created_at`, `id`) and `cursor` is the position after
+// the last item of the previous page, so connections created while
+// paging show up on later pages and none is skipped or repeated. Never
+// contains a token.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /admin/v1/connections (the `AdminListConnections` operationId).
+func (c *ClientWithResponses) AdminListConnectionsWithResponse(ctx context.Context, params *AdminListConnectionsParams, reqEditors ...RequestEditorFn) (*AdminListConnectionsResponse, error) {
+	rsp, err := c.AdminListConnections(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminListConnectionsResponse(rsp)
+}
+
+// AdminGetConnectionWithResponse Get a connection and its recent events (admin)
+//
+// The connection with its 50 most recent events, newest first.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /admin/v1/connections/{id} (the `AdminGetConnection` operationId).
+func (c *ClientWithResponses) AdminGetConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminGetConnectionResponse, error) {
+	rsp, err := c.AdminGetConnection(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminGetConnectionResponse(rsp)
+}
+
+// AdminCreateReauthLinkWithResponse Make a re-authorization link (admin)
+//
+// A signed, expiring link that re-authorizes the connection in a
+// browser (the user still signs in to Salesforce as themselves); send
+// it to the user. Recorded as an event naming the admin key.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/v1/connections/{id}/reauth-link (the `AdminCreateReauthLink` operationId).
+func (c *ClientWithResponses) AdminCreateReauthLinkWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminCreateReauthLinkResponse, error) {
+	rsp, err := c.AdminCreateReauthLink(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminCreateReauthLinkResponse(rsp)
+}
+
+// AdminRefreshConnectionWithResponse Force a refresh (admin)
+//
+// Refreshes the connection with Salesforce now, through the same
+// single-flight path as every other refresh, ignoring any backoff after
+// earlier failures. Answers the updated connection, never the token.
+// Recorded as an event with cause `admin` naming the admin key.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/v1/connections/{id}/refresh (the `AdminRefreshConnection` operationId).
+func (c *ClientWithResponses) AdminRefreshConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminRefreshConnectionResponse, error) {
+	rsp, err := c.AdminRefreshConnection(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminRefreshConnectionResponse(rsp)
+}
+
+// AdminRevokeConnectionWithResponse Revoke a connection (admin)
+//
+// Revokes the connection's refresh token at Salesforce, then marks the
+// connection `revoked` and deletes its stored tokens. Idempotent:
+// revoking a revoked connection answers the same view and contacts
+// nobody. If Salesforce does not confirm, nothing changes (503; retry).
+// Recorded as a `revoked` event naming the admin key.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/v1/connections/{id}/revoke (the `AdminRevokeConnection` operationId).
+func (c *ClientWithResponses) AdminRevokeConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminRevokeConnectionResponse, error) {
+	rsp, err := c.AdminRevokeConnection(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminRevokeConnectionResponse(rsp)
+}
+
+// AdminSummaryWithResponse Fleet summary (admin)
+//
+// Connection counts by status, the smallest idle budget of an active
+// connection, how many active connections have less than 7 days of
+// idle budget left, and configuration errors of the last 7 days.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /admin/v1/summary (the `AdminSummary` operationId).
+func (c *ClientWithResponses) AdminSummaryWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminSummaryResponse, error) {
+	rsp, err := c.AdminSummary(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminSummaryResponse(rsp)
+}
+
 // GetHealthWithResponse Liveness probe
 //
 // Answers 200 as long as the process is up and serving HTTP. It checks nothing else.
@@ -2900,6 +4149,375 @@ func ParseGetJWKSResponse(rsp *http.Response) (*GetJWKSResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	}
+
+	return response, nil
+}
+
+// ParseAdminListConnectionsResponse parses an HTTP response from a AdminListConnectionsWithResponse call
+func ParseAdminListConnectionsResponse(rsp *http.Response) (*AdminListConnectionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminListConnectionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminConnectionPage
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest AdminBadParameter
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers AdminListConnectionsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminGetConnectionResponse parses an HTTP response from a AdminGetConnectionWithResponse call
+func ParseAdminGetConnectionResponse(rsp *http.Response) (*AdminGetConnectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminGetConnectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminConnectionDetail
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest AdminNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers AdminGetConnectionResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminCreateReauthLinkResponse parses an HTTP response from a AdminCreateReauthLinkWithResponse call
+func ParseAdminCreateReauthLinkResponse(rsp *http.Response) (*AdminCreateReauthLinkResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminCreateReauthLinkResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ReauthLink
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest AdminNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest AdminConflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers AdminCreateReauthLinkResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers AdminCreateReauthLinkResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminRefreshConnectionResponse parses an HTTP response from a AdminRefreshConnectionWithResponse call
+func ParseAdminRefreshConnectionResponse(rsp *http.Response) (*AdminRefreshConnectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminRefreshConnectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminConnection
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest AdminNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest AdminConflict
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminUpstream
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers AdminRefreshConnectionResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminRefreshConnectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminRevokeConnectionResponse parses an HTTP response from a AdminRevokeConnectionWithResponse call
+func ParseAdminRevokeConnectionResponse(rsp *http.Response) (*AdminRevokeConnectionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminRevokeConnectionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminConnection
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest AdminNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminUpstream
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers AdminRevokeConnectionResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminRevokeConnectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminSummaryResponse parses an HTTP response from a AdminSummaryWithResponse call
+func ParseAdminSummaryResponse(rsp *http.Response) (*AdminSummaryResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminSummaryResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminSummary
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers AdminSummaryResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
 	}
 
 	return response, nil

@@ -7,7 +7,10 @@ import (
 	"slices"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/tokenwarm/tokenwarm/devices"
+	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/seal"
@@ -35,6 +38,9 @@ type APIConfig struct {
 	AllowAnyLoginHost bool
 	// Demo serves the walk-through pages at / and /demo/.
 	Demo bool
+	// OnEvents runs in the transaction that stores an admin action's event
+	// (the webhook outbox).
+	OnEvents func(tx *gorm.DB, events []models.Event) error
 }
 
 // API is the mobile API and the OAuth flow.

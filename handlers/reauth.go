@@ -26,9 +26,11 @@ type reauthClaims struct {
 
 const reauthAD = "reauth_token"
 
-func (r *reauthTokens) mint(connectionID string) (string, error) {
-	b, _ := json.Marshal(reauthClaims{ConnectionID: connectionID, Exp: r.now().Add(r.ttl).Unix()})
-	return r.ring.Seal(string(b), reauthAD)
+func (r *reauthTokens) mint(connectionID string) (string, time.Time, error) {
+	exp := time.Unix(r.now().Add(r.ttl).Unix(), 0).UTC()
+	b, _ := json.Marshal(reauthClaims{ConnectionID: connectionID, Exp: exp.Unix()})
+	tok, err := r.ring.Seal(string(b), reauthAD)
+	return tok, exp, err
 }
 
 var errReauthToken = errors.New("invalid or expired re-authorization token")
@@ -47,9 +49,18 @@ func (r *reauthTokens) check(tok string) (string, error) {
 
 // url returns the link into the authorize endpoint for a connection.
 func (r *reauthTokens) url(publicURL, connectionID string) string {
-	tok, err := r.mint(connectionID)
+	link, _, err := r.link(publicURL, connectionID)
 	if err != nil {
 		return ""
 	}
-	return publicURL + "/v1/oauth/authorize?" + url.Values{"reauth_token": {tok}}.Encode()
+	return link
+}
+
+// link returns the link into the authorize endpoint and when it expires.
+func (r *reauthTokens) link(publicURL, connectionID string) (string, time.Time, error) {
+	tok, exp, err := r.mint(connectionID)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return publicURL + "/v1/oauth/authorize?" + url.Values{"reauth_token": {tok}}.Encode(), exp, nil
 }

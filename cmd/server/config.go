@@ -34,6 +34,8 @@ type Config struct {
 	WarmInterval    time.Duration
 	WarmJitter      float64
 	WarmSchedule    string
+	WebhookURLs     []string
+	WebhookSecret   string
 	WarmConcurrency int
 	WarmBatch       int
 	WarmRetryBudget time.Duration
@@ -179,6 +181,20 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.WarmRetryBudget })},
 	{env: "TOKENWARM_IDLE_RISK_THRESHOLD", def: "168h", help: "an active connection with less idle budget than this raises an idle_expiry_risk event",
 		set: dur(func(c *Config) *time.Duration { return &c.IdleRiskBefore })},
+	{env: "TOKENWARM_WEBHOOK_URLS", help: "comma-separated https URLs that receive connection.needs_reauth, connection.reauthorized, connection.revoked, connection.idle_expiry_risk and app.config_error events",
+		set: func(c *Config, v string) error {
+			for _, u := range strings.Split(v, ",") {
+				u = strings.TrimSpace(u)
+				p, err := url.Parse(u)
+				if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+					return fmt.Errorf("want absolute http(s) URLs, comma-separated")
+				}
+				c.WebhookURLs = append(c.WebhookURLs, u)
+			}
+			return nil
+		}},
+	{env: "TOKENWARM_WEBHOOK_SECRET", help: "HMAC-SHA256 key that signs webhook deliveries (Tokenwarm-Signature: t=<unix>,v1=<hex HMAC of \"<t>.<body>\">); required with TOKENWARM_WEBHOOK_URLS", secret: true,
+		set: str(func(c *Config) *string { return &c.WebhookSecret })},
 	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "30s", help: "how long shutdown waits for in-flight requests and refreshes",
 		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",
@@ -229,6 +245,9 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	if c.UpstreamTimeout >= c.LockTimeout {
 		errs = append(errs, errors.New("SALESFORCE_TIMEOUT must be shorter than TOKENWARM_LOCK_TIMEOUT"))
 	}
+	if len(c.WebhookURLs) > 0 && len(c.WebhookSecret) < 16 {
+		errs = append(errs, errors.New("TOKENWARM_WEBHOOK_SECRET of at least 16 characters is required with TOKENWARM_WEBHOOK_URLS"))
+	}
 	if err := warmer.ValidateConfig(c.WarmInterval, c.WarmJitter, c.WarmRetryBudget); err != nil {
 		errs = append(errs, fmt.Errorf("TOKENWARM_WARM_INTERVAL, TOKENWARM_WARM_JITTER, TOKENWARM_WARM_RETRY_BUDGET: %w", err))
 	}
@@ -272,6 +291,8 @@ Usage:
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
   tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS
+  tokenwarm admin-key create NAME | revoke NAME | list
+                       manage admin API keys (create prints the key once)
   tokenwarm --help     this text
 
 Environment:

@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"text/tabwriter"
 	"time"
 
+	"github.com/tokenwarm/tokenwarm/adminkeys"
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/emulator"
@@ -24,6 +26,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/vault"
 	"github.com/tokenwarm/tokenwarm/warmer"
+	"github.com/tokenwarm/tokenwarm/webhooks"
 )
 
 // demoClientID and demoClientSecret are the built-in emulator's connected
@@ -55,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "emulator":
 		return runEmulator(ctx, args, stdout)
-	case "serve", "migrate", "reseal":
+	case "serve", "migrate", "reseal", "admin-key":
 	default:
 		printUsage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -90,8 +93,57 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprintf(stdout, "resealed %d connection(s) under key %q\n", n, ring.ActiveKeyID())
 		return nil
+	case "admin-key":
+		if _, err := db.Migrate(ctx); err != nil {
+			return err
+		}
+		return adminKey(ctx, adminkeys.New(db, nil), args, stdout, stderr)
 	}
 	return serve(ctx, cfg, db, ring, log, stdout)
+}
+
+// adminKey runs `admin-key create NAME`, `admin-key revoke NAME` and
+// `admin-key list`. The key goes to stdout alone, so scripts can capture it;
+// the warning goes to stderr.
+func adminKey(ctx context.Context, keys *adminkeys.Store, args []string, stdout, stderr io.Writer) error {
+	usage := errors.New("usage: tokenwarm admin-key create NAME | revoke NAME | list")
+	if len(args) == 0 {
+		return usage
+	}
+	switch {
+	case args[0] == "create" && len(args) == 2:
+		key, err := keys.Create(ctx, args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, key)
+		fmt.Fprintf(stderr, "admin key %q created. Store it now: it is not kept and will not be shown again.\n", args[1])
+		return nil
+	case args[0] == "revoke" && len(args) == 2:
+		if err := keys.Revoke(ctx, args[1]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "admin key %q revoked\n", args[1])
+		return nil
+	case args[0] == "list" && len(args) == 1:
+		list, err := keys.List(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tPREFIX\tCREATED\tLAST USED\tREVOKED")
+		when := func(t *time.Time) string {
+			if t == nil {
+				return "-"
+			}
+			return t.UTC().Format(time.RFC3339)
+		}
+		for _, k := range list {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.Name, k.Prefix, k.CreatedAt.UTC().Format(time.RFC3339), when(k.LastUsedAt), when(k.RevokedAt))
+		}
+		return tw.Flush()
+	}
+	return usage
 }
 
 func newLogger(w io.Writer, cfg *Config) *slog.Logger {
@@ -185,6 +237,11 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		SessionTimeout: cfg.SessionTimeout, UseIntrospection: cfg.Introspect, Clock: clock.System{},
 	}
 	met := metrics.New(db, clock.System{}, log)
+	var endpoints []webhooks.Endpoint
+	for _, u := range cfg.WebhookURLs {
+		endpoints = append(endpoints, webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret})
+	}
+	announce := webhooks.FromEvents(endpoints)
 	v := vault.New(db, ring, sf, clock.System{}, log, vault.Config{
 		Observe:     met.ObserveRefresh,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
@@ -194,7 +251,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		MaxConcurrentRefreshes: cfg.DBMaxConns / 2,
 	})
 	warm := warmer.New(v, clock.System{}, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
-		RiskThreshold: cfg.IdleRiskBefore})
+		RiskThreshold: cfg.IdleRiskBefore, OnEvents: announce})
 	met.WatchWarmer(warm.Stats)
 	dev := devices.New(db, ring, clock.System{}, devices.Config{Issuer: cfg.PublicURL,
 		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL})
@@ -208,13 +265,20 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	pending := pkce.NewStore(db, ring, clock.System{}, 0)
 	go purgePending(ctx, pending, log)
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects,
-		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo()}, log, v, dev, pending, sf, ring, nil)
+		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), OnEvents: announce}, log, v, dev, pending, sf, ring, nil)
 
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts})
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	dispatchCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		webhooks.NewDispatcher(db, endpoints, clock.System{}, nil, log, webhooks.Config{}).Run(dispatchCtx, 5*time.Second)
+	}()
+	defer func() { stopDispatch(); <-dispatched }()
 	if err := warm.Start(cfg.WarmSchedule); err != nil {
 		return fmt.Errorf("warmer: %w", err)
 	}

@@ -30,6 +30,13 @@ func TestSpecIsValidAndHasEveryOperation(t *testing.T) {
 		"getAccessToken":  "GET /v1/connections/{id}/access-token",
 		"getJWKS":         "GET /.well-known/jwks.json",
 		"getMetrics":      "GET /metrics",
+
+		"adminListConnections":   "GET /admin/v1/connections",
+		"adminGetConnection":     "GET /admin/v1/connections/{id}",
+		"adminRefreshConnection": "POST /admin/v1/connections/{id}/refresh",
+		"adminCreateReauthLink":  "POST /admin/v1/connections/{id}/reauth-link",
+		"adminRevokeConnection":  "POST /admin/v1/connections/{id}/revoke",
+		"adminSummary":           "GET /admin/v1/summary",
 	}
 	got := map[string]string{}
 	for path, item := range doc.Paths.Map() {

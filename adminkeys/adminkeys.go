@@ -1,0 +1,211 @@
+// Package adminkeys issues and checks the API keys of the admin API. Only a
+// SHA-256 of each key is stored: a key is 256 random bits, so a plain hash
+// is enough (nothing to brute-force), and looking a key up by its hash
+// never compares secret bytes one by one.
+package adminkeys
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+// KeyPrefix starts every admin key, so scanners and humans recognise one.
+const KeyPrefix = "twa_"
+
+// lastUsedGranularity limits last_used_at writes to one a minute per key.
+const lastUsedGranularity = time.Minute
+
+// Code is a stable, machine-readable error code.
+type Code string
+
+// Error codes of the package.
+const (
+	// CodeInvalidKey: the key is missing, unknown or revoked. Callers must
+	// not tell these apart to the presenter.
+	CodeInvalidKey Code = "invalid_key"
+	CodeNotFound   Code = "not_found"
+	CodeNameTaken  Code = "name_taken"
+	CodeBadName    Code = "invalid_name"
+	CodeInternal   Code = "internal"
+)
+
+// Error is a failure with a code and a message safe to show anyone.
+type Error struct {
+	Code    Code
+	Message string
+	cause   error
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+func (e *Error) Unwrap() error { return e.cause }
+
+// ErrorCode returns the code of an adminkeys error, or CodeInternal.
+func ErrorCode(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+func dbErr(err error) error { return &Error{Code: CodeInternal, Message: "database error", cause: err} }
+
+// Key is an admin key as stored: never the key itself.
+type Key struct {
+	ID   string
+	Name string
+	// Prefix is the key's first 8 characters, to tell keys apart.
+	Prefix     string
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
+}
+
+type record struct {
+	ID         string `gorm:"primaryKey"`
+	Name       string
+	KeyHash    string
+	Prefix     string
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
+}
+
+func (record) TableName() string { return "admin_keys" }
+
+func (r *record) key() *Key {
+	return &Key{ID: r.ID, Name: r.Name, Prefix: r.Prefix, CreatedAt: r.CreatedAt, LastUsedAt: r.LastUsedAt, RevokedAt: r.RevokedAt}
+}
+
+// Store keeps admin keys in the database.
+type Store struct {
+	db  *models.DB
+	now func() time.Time
+}
+
+// New returns a store; now may be nil (wall clock).
+func New(db *models.DB, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{db: db, now: now}
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Create makes a key named name and returns it. It is the only time the key
+// exists outside the caller's hands.
+func (s *Store) Create(ctx context.Context, name string) (string, error) {
+	if !validName.MatchString(name) {
+		return "", &Error{Code: CodeBadName, Message: "a key name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"}
+	}
+	var secret [32]byte
+	if _, err := rand.Read(secret[:]); err != nil {
+		return "", &Error{Code: CodeInternal, Message: "no randomness", cause: err}
+	}
+	key := KeyPrefix + base64.RawURLEncoding.EncodeToString(secret[:])
+	r := record{ID: uuid.NewString(), Name: name, KeyHash: hash(key), Prefix: key[:8], CreatedAt: s.now().UTC()}
+	err := s.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var n int64
+		if err := tx.Model(&record{}).Where("name = ?", name).Count(&n).Error; err != nil {
+			return dbErr(err)
+		}
+		if n > 0 {
+			return &Error{Code: CodeNameTaken, Message: fmt.Sprintf("an admin key named %q exists (revoked keys keep their name)", name)}
+		}
+		if err := tx.Create(&r).Error; err != nil {
+			return dbErr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// Authenticate returns the live key that key is. Missing, malformed,
+// unknown and revoked keys all fail with CodeInvalidKey.
+func (s *Store) Authenticate(ctx context.Context, key string) (*Key, error) {
+	invalid := &Error{Code: CodeInvalidKey, Message: "invalid admin key"}
+	if !strings.HasPrefix(key, KeyPrefix) || len(key) > 128 {
+		return nil, invalid
+	}
+	h := hash(key)
+	var r record
+	err := s.db.Gorm.WithContext(ctx).Where("key_hash = ?", h).Take(&r).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, invalid
+	}
+	if err != nil {
+		return nil, dbErr(err)
+	}
+	if subtle.ConstantTimeCompare([]byte(r.KeyHash), []byte(h)) != 1 || r.RevokedAt != nil {
+		return nil, invalid
+	}
+	now := s.now().UTC()
+	if r.LastUsedAt == nil || now.Sub(*r.LastUsedAt) >= lastUsedGranularity {
+		// Conditioned, so a burst of requests writes once.
+		err := s.db.Gorm.WithContext(ctx).Model(&record{}).
+			Where("id = ? AND (last_used_at IS NULL OR last_used_at <= ?)", r.ID, now.Add(-lastUsedGranularity)).
+			Update("last_used_at", now).Error
+		if err != nil {
+			return nil, dbErr(err)
+		}
+		r.LastUsedAt = &now
+	}
+	return r.key(), nil
+}
+
+// Revoke ends the key named name. Revoking a revoked key is not an error.
+func (s *Store) Revoke(ctx context.Context, name string) error {
+	res := s.db.Gorm.WithContext(ctx).Model(&record{}).Where("name = ? AND revoked_at IS NULL", name).
+		Update("revoked_at", s.now().UTC())
+	if res.Error != nil {
+		return dbErr(res.Error)
+	}
+	if res.RowsAffected > 0 {
+		return nil
+	}
+	var n int64
+	if err := s.db.Gorm.WithContext(ctx).Model(&record{}).Where("name = ?", name).Count(&n).Error; err != nil {
+		return dbErr(err)
+	}
+	if n == 0 {
+		return &Error{Code: CodeNotFound, Message: fmt.Sprintf("no admin key named %q", name)}
+	}
+	return nil
+}
+
+// List returns every key, revoked ones included, oldest first.
+func (s *Store) List(ctx context.Context) ([]Key, error) {
+	var rs []record
+	if err := s.db.Gorm.WithContext(ctx).Order("created_at, name").Find(&rs).Error; err != nil {
+		return nil, dbErr(err)
+	}
+	out := make([]Key, 0, len(rs))
+	for i := range rs {
+		out = append(out, *rs[i].key())
+	}
+	return out, nil
+}
+
+func hash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}

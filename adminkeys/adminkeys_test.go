@@ -1,0 +1,110 @@
+package adminkeys_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/adminkeys"
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+func open(t *testing.T, dialect models.Dialect) *models.DB {
+	t.Helper()
+	pgURL := ""
+	if dialect == models.Postgres {
+		pgURL = pgtest.NewDatabase(t)
+	}
+	db, err := models.Open(pgURL, t.TempDir(), models.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func TestKeyLifecycle(t *testing.T) {
+	for _, dialect := range []models.Dialect{models.SQLite, models.Postgres} {
+		t.Run(string(dialect), func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, dialect)
+			clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+			s := adminkeys.New(db, clk.Now)
+
+			key, err := s.Create(ctx, "ops-alice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(key, "twa_") || len(key) != 4+43 {
+				t.Fatalf("key %q", key)
+			}
+			var stored []map[string]any
+			db.Gorm.Raw("SELECT key_hash, prefix FROM admin_keys").Scan(&stored)
+			for _, row := range stored {
+				for _, v := range row {
+					if s, _ := v.(string); strings.Contains(s, key[4:]) {
+						t.Fatal("the key is stored in the clear")
+					}
+				}
+			}
+			if _, err := s.Create(ctx, "ops-alice"); adminkeys.ErrorCode(err) != adminkeys.CodeNameTaken {
+				t.Fatalf("duplicate name: %v", err)
+			}
+			if _, err := s.Create(ctx, "bad name!"); adminkeys.ErrorCode(err) != adminkeys.CodeBadName {
+				t.Fatalf("bad name: %v", err)
+			}
+
+			k, err := s.Authenticate(ctx, key)
+			if err != nil || k.Name != "ops-alice" || k.Prefix != key[:8] {
+				t.Fatalf("authenticate: %+v %v", k, err)
+			}
+			for _, wrong := range []string{"", "twa_", key + "x", key[:len(key)-1] + "A", strings.TrimPrefix(key, "twa_")} {
+				if _, err := s.Authenticate(ctx, wrong); adminkeys.ErrorCode(err) != adminkeys.CodeInvalidKey {
+					t.Fatalf("wrong key %q: %v", wrong, err)
+				}
+			}
+
+			// last_used_at moves at most once a minute.
+			lastUsed := func() time.Time {
+				keys, err := s.List(ctx)
+				if err != nil || len(keys) != 1 || keys[0].LastUsedAt == nil {
+					t.Fatalf("list: %+v %v", keys, err)
+				}
+				return keys[0].LastUsedAt.UTC()
+			}
+			first := lastUsed()
+			clk.Advance(30 * time.Second)
+			_, _ = s.Authenticate(ctx, key)
+			if !lastUsed().Equal(first) {
+				t.Fatal("last_used_at written twice within a minute")
+			}
+			clk.Advance(31 * time.Second)
+			_, _ = s.Authenticate(ctx, key)
+			if !lastUsed().After(first) {
+				t.Fatal("last_used_at not updated after a minute")
+			}
+
+			if err := s.Revoke(ctx, "ops-alice"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Revoke(ctx, "ops-alice"); err != nil {
+				t.Fatalf("second revoke: %v", err)
+			}
+			if err := s.Revoke(ctx, "nobody"); adminkeys.ErrorCode(err) != adminkeys.CodeNotFound {
+				t.Fatalf("revoke unknown: %v", err)
+			}
+			if _, err := s.Authenticate(ctx, key); adminkeys.ErrorCode(err) != adminkeys.CodeInvalidKey {
+				t.Fatalf("revoked key: %v", err)
+			}
+			if keys, _ := s.List(ctx); len(keys) != 1 || keys[0].RevokedAt == nil {
+				t.Fatalf("list after revoke: %+v", keys)
+			}
+		})
+	}
+}
