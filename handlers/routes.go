@@ -61,6 +61,7 @@ func New(d Deps) *echo.Echo {
 		adm.POST("/connections/:id/reauth-link", ad.reauthLink)
 		adm.POST("/connections/:id/revoke", ad.revoke)
 		adm.GET("/summary", ad.summary)
+		registerAdminUI(e, ad)
 		if a.cfg.Demo {
 			e.GET("/", a.demoHome)
 			e.GET("/demo/start", a.demoStart)

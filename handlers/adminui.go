@@ -1,0 +1,465 @@
+package handlers
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/tokenwarm/tokenwarm/adminkeys"
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+// The admin web UI under /admin/: server-rendered pages over the same
+// queries and actions as the admin API, behind a session cookie made from
+// an admin key. The pages carry no script and never a token.
+
+//go:embed templates/*.html templates/app.css
+var adminUIFiles embed.FS
+
+var adminUITemplates = template.Must(template.New("adminui").Funcs(template.FuncMap{
+	"days": func(seconds int64) string { return fmt.Sprintf("%.1f", float64(seconds)/86400) },
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.UTC().Format("2006-01-02 15:04 UTC")
+	},
+}).ParseFS(adminUIFiles, "templates/*.html"))
+
+const (
+	adminSessionCookie = "tokenwarm_admin"
+	adminPreCookie     = "tokenwarm_admin_login"
+	adminSessionTTL    = 8 * time.Hour
+	adminSessionAD     = "admin_session"
+	adminUIListMax     = 200
+	adminUICSP         = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+type adminUI struct {
+	ad *admin
+}
+
+type adminSession struct {
+	KeyID string `json:"kid"`
+	Name  string `json:"name"`
+	Exp   int64  `json:"exp"`
+}
+
+// uiPage is what every page template gets.
+type uiPage struct {
+	Title   string
+	KeyName string
+	CSRF    string
+	Error   string
+	Data    any
+}
+
+// registerAdminUI serves the UI from its own router, reached before
+// routing: its pages are not API (openapi.yaml lists the API alone), and
+// unknown paths under /admin/v1 stay the API's.
+func registerAdminUI(e *echo.Echo, ad *admin) {
+	ui := &adminUI{ad: ad}
+	r := echo.New()
+	r.HideBanner, r.HidePort = true, true
+	r.HTTPErrorHandler = e.HTTPErrorHandler
+	r.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
+	r.Use(middleware.BodyLimit("64K"))
+	r.GET("/admin/static/app.css", ui.css)
+	r.GET("/admin", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/admin/") })
+	r.GET("/admin/login", ui.loginPage)
+	r.POST("/admin/login", ui.login)
+	s := ui.requireSession
+	r.POST("/admin/logout", s(ui.logout))
+	r.GET("/admin/", s(ui.overview))
+	r.GET("/admin/connections", s(ui.connections))
+	r.GET("/admin/connections/:id", s(ui.detail))
+	r.POST("/admin/connections/:id/refresh", s(ui.refresh))
+	r.POST("/admin/connections/:id/reauth-link", s(ui.reauthLink))
+	r.POST("/admin/connections/:id/revoke", s(ui.revoke))
+	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			p := c.Request().URL.Path
+			if p == "/admin" || (strings.HasPrefix(p, "/admin/") && !strings.HasPrefix(p, "/admin/v1/") && p != "/admin/v1") {
+				r.ServeHTTP(c.Response(), c.Request())
+				return nil
+			}
+			return next(c)
+		}
+	})
+}
+
+func setUIHeaders(h http.Header) {
+	h.Set("Content-Security-Policy", adminUICSP)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Frame-Options", "DENY")
+}
+
+func (ui *adminUI) css(c echo.Context) error {
+	b, err := adminUIFiles.ReadFile("templates/app.css")
+	if err != nil {
+		return err
+	}
+	setUIHeaders(c.Response().Header())
+	c.Response().Header().Set("Cache-Control", "public, max-age=300")
+	return c.Blob(http.StatusOK, "text/css; charset=utf-8", b)
+}
+
+func (ui *adminUI) render(c echo.Context, status int, name string, p uiPage) error {
+	if k, _ := c.Get(adminKeyCtx).(*adminkeys.Key); k != nil {
+		p.KeyName = k.Name
+	}
+	if p.CSRF == "" {
+		if s, _ := c.Get(adminSessionCookie).(string); s != "" {
+			p.CSRF = csrfToken(s)
+		}
+	}
+	var b bytes.Buffer
+	if err := adminUITemplates.ExecuteTemplate(&b, name, p); err != nil {
+		return err
+	}
+	setUIHeaders(c.Response().Header())
+	return c.HTMLBlob(status, b.Bytes())
+}
+
+func (ui *adminUI) errorPage(c echo.Context, status int, msg string) error {
+	return ui.render(c, status, "error.html", uiPage{Title: http.StatusText(status), Error: msg})
+}
+
+// csrfToken is derived from the cookie it protects: a page of another
+// origin can neither read the cookie nor compute the token.
+func csrfToken(cookie string) string {
+	m := hmac.New(sha256.New, []byte(cookie))
+	m.Write([]byte("csrf"))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func csrfOK(cookie, token string) bool {
+	return cookie != "" && token != "" && hmac.Equal([]byte(csrfToken(cookie)), []byte(token))
+}
+
+// loopback reports whether the request came to a loopback host, where the
+// cookie may go without Secure (plain-HTTP development).
+func loopback(r *http.Request) bool {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+func (ui *adminUI) setCookie(c echo.Context, name, value string, maxAge int) {
+	c.SetCookie(&http.Cookie{Name: name, Value: value, Path: "/admin", MaxAge: maxAge, HttpOnly: true,
+		Secure: !loopback(c.Request()), SameSite: http.SameSiteStrictMode})
+}
+
+// loginPage sets a pre-session cookie so that the login form, too, carries
+// a CSRF token.
+func (ui *adminUI) loginPage(c echo.Context) error {
+	pre := ""
+	if ck, err := c.Cookie(adminPreCookie); err == nil && len(ck.Value) >= 32 {
+		pre = ck.Value
+	} else {
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return err
+		}
+		pre = base64.RawURLEncoding.EncodeToString(b[:])
+		ui.setCookie(c, adminPreCookie, pre, 3600)
+	}
+	return ui.render(c, http.StatusOK, "login.html", uiPage{Title: "Sign in", CSRF: csrfToken(pre)})
+}
+
+func (ui *adminUI) login(c echo.Context) error {
+	pre := ""
+	if ck, err := c.Cookie(adminPreCookie); err == nil {
+		pre = ck.Value
+	}
+	if !csrfOK(pre, c.FormValue("csrf")) {
+		return ui.errorPage(c, http.StatusForbidden, "The form expired or did not come from this site. Reload the sign-in page and try again.")
+	}
+	k, err := ui.ad.keys.Authenticate(c.Request().Context(), strings.TrimSpace(c.FormValue("key")))
+	if adminkeys.ErrorCode(err) == adminkeys.CodeInvalidKey {
+		return ui.render(c, http.StatusUnauthorized, "login.html", uiPage{Title: "Sign in", CSRF: csrfToken(pre), Error: "That is not a valid admin key."})
+	}
+	if err != nil {
+		return err
+	}
+	exp := ui.ad.api.now().Add(adminSessionTTL)
+	b, _ := json.Marshal(adminSession{KeyID: k.ID, Name: k.Name, Exp: exp.Unix()})
+	sealed, err := ui.ad.api.reauth.ring.Seal(string(b), adminSessionAD)
+	if err != nil {
+		return err
+	}
+	ui.setCookie(c, adminSessionCookie, sealed, int(adminSessionTTL.Seconds()))
+	ui.setCookie(c, adminPreCookie, "", -1)
+	return c.Redirect(http.StatusSeeOther, "/admin/")
+}
+
+var errNoSession = errors.New("no admin session")
+
+// session opens the session cookie and checks that its key still lives.
+func (ui *adminUI) session(c echo.Context) (*adminkeys.Key, string, error) {
+	ck, err := c.Cookie(adminSessionCookie)
+	if err != nil || ck.Value == "" {
+		return nil, "", errNoSession
+	}
+	plain, err := ui.ad.api.reauth.ring.Open(ck.Value, adminSessionAD)
+	if err != nil {
+		return nil, "", errNoSession
+	}
+	var s adminSession
+	if json.Unmarshal([]byte(plain), &s) != nil || ui.ad.api.now().Unix() >= s.Exp {
+		return nil, "", errNoSession
+	}
+	keys, err := ui.ad.keys.List(c.Request().Context())
+	if err != nil {
+		return nil, "", err
+	}
+	for i := range keys {
+		if keys[i].ID == s.KeyID && keys[i].RevokedAt == nil {
+			return &keys[i], ck.Value, nil
+		}
+	}
+	return nil, "", errNoSession
+}
+
+// requireSession sends visitors without a live session to the login page
+// and refuses every POST without the session's CSRF token.
+func (ui *adminUI) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		k, cookie, err := ui.session(c)
+		if errors.Is(err, errNoSession) {
+			ui.setCookie(c, adminSessionCookie, "", -1)
+			if c.Request().Method == http.MethodGet {
+				return c.Redirect(http.StatusSeeOther, "/admin/login")
+			}
+			return ui.errorPage(c, http.StatusForbidden, "Your session ended. Sign in again.")
+		}
+		if err != nil {
+			return err
+		}
+		if c.Request().Method != http.MethodGet && !csrfOK(cookie, c.FormValue("csrf")) {
+			return ui.errorPage(c, http.StatusForbidden, "The form did not carry a valid CSRF token.")
+		}
+		c.Set(adminKeyCtx, k)
+		c.Set(adminSessionCookie, cookie)
+		return next(c)
+	}
+}
+
+func (ui *adminUI) logout(c echo.Context) error {
+	ui.setCookie(c, adminSessionCookie, "", -1)
+	return c.Redirect(http.StatusSeeOther, "/admin/login")
+}
+
+// captured runs an admin API handler and keeps its answer instead of
+// sending it, so the UI shares the API's actions and audit events.
+type captured struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *captured) Header() http.Header { return r.header }
+func (r *captured) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
+func (r *captured) WriteHeader(s int) { r.status = s }
+
+func (ui *adminUI) capture(c echo.Context, h echo.HandlerFunc, out any) error {
+	orig := c.Response()
+	rec := &captured{header: http.Header{}}
+	c.SetResponse(echo.NewResponse(rec, c.Echo()))
+	err := h(c)
+	c.SetResponse(orig)
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		return json.Unmarshal(rec.body.Bytes(), out)
+	}
+	return nil
+}
+
+// uiError renders an action's failure as a page, with the problem's text.
+func (ui *adminUI) uiError(c echo.Context, err error) error {
+	p := toProblem(err)
+	if p.Status == http.StatusInternalServerError {
+		return err
+	}
+	msg := p.Detail
+	if msg == "" {
+		msg = p.Title
+	}
+	return ui.errorPage(c, p.Status, fmt.Sprintf("%s (%s)", msg, p.Code))
+}
+
+type uiOverview struct {
+	Summary     adminSummary
+	AtRisk      []adminConnectionView
+	NeedsReauth []adminConnectionView
+}
+
+func (ui *adminUI) views(conns []models.Connection) []adminConnectionView {
+	out := make([]adminConnectionView, 0, len(conns))
+	for i := range conns {
+		out = append(out, ui.ad.view(&conns[i]))
+	}
+	return out
+}
+
+func (ui *adminUI) overview(c echo.Context) error {
+	var d uiOverview
+	if err := ui.capture(c, ui.ad.summary, &d.Summary); err != nil {
+		return err
+	}
+	db := ui.ad.api.vault.DB().Gorm.WithContext(c.Request().Context())
+	now := ui.ad.api.now().UTC()
+	var risk, dead []models.Connection
+	if err := db.Where("status = ? AND last_refreshed_at < ?", models.StatusActive, now.Add(-idleTTL+adminIdleWarning)).
+		Order("last_refreshed_at, id").Limit(adminUIListMax).Find(&risk).Error; err != nil {
+		return err
+	}
+	if err := db.Where("status = ?", models.StatusNeedsReauth).Order("last_refreshed_at, id").Limit(adminUIListMax).Find(&dead).Error; err != nil {
+		return err
+	}
+	d.AtRisk, d.NeedsReauth = ui.views(risk), ui.views(dead)
+	return ui.render(c, http.StatusOK, "overview.html", uiPage{Title: "Fleet", Data: d})
+}
+
+type uiConnections struct {
+	Status      string
+	Statuses    []string
+	Connections []adminConnectionView
+	Truncated   bool
+}
+
+// connections lists connections by idle budget, least first (the order of
+// last_refreshed_at).
+func (ui *adminUI) connections(c echo.Context) error {
+	d := uiConnections{Status: c.QueryParam("status"), Statuses: []string{models.StatusActive, models.StatusNeedsReauth, models.StatusRevoked}}
+	db := ui.ad.api.vault.DB().Gorm.WithContext(c.Request().Context())
+	switch d.Status {
+	case "":
+	case models.StatusActive, models.StatusNeedsReauth, models.StatusRevoked:
+		db = db.Where("status = ?", d.Status)
+	default:
+		return ui.errorPage(c, http.StatusBadRequest, "status must be active, needs_reauth or revoked")
+	}
+	if s := c.QueryParam("sort"); s != "" && s != "idle_budget" {
+		return ui.errorPage(c, http.StatusBadRequest, "sort must be idle_budget")
+	}
+	var conns []models.Connection
+	if err := db.Order("last_refreshed_at, id").Limit(adminUIListMax + 1).Find(&conns).Error; err != nil {
+		return err
+	}
+	if len(conns) > adminUIListMax {
+		conns, d.Truncated = conns[:adminUIListMax], true
+	}
+	d.Connections = ui.views(conns)
+	return ui.render(c, http.StatusOK, "connections.html", uiPage{Title: "Connections", Data: d})
+}
+
+type uiDetail struct {
+	Connection adminConnectionView
+	Events     []adminEventView
+	Notice     string
+	ReauthLink string
+	ReauthExp  time.Time
+	Revocable  bool
+}
+
+func (ui *adminUI) detailData(c echo.Context) (*uiDetail, error) {
+	var d struct {
+		Connection adminConnectionView `json:"connection"`
+		Events     []adminEventView    `json:"events"`
+	}
+	if err := ui.capture(c, ui.ad.getConnection, &d); err != nil {
+		return nil, err
+	}
+	return &uiDetail{Connection: d.Connection, Events: d.Events, Revocable: d.Connection.Status != models.StatusRevoked}, nil
+}
+
+func (ui *adminUI) showDetail(c echo.Context, status int, fill func(*uiDetail)) error {
+	d, err := ui.detailData(c)
+	if err != nil {
+		return ui.uiError(c, err)
+	}
+	if fill != nil {
+		fill(d)
+	}
+	return ui.render(c, status, "detail.html", uiPage{Title: "Connection", Data: d})
+}
+
+func (ui *adminUI) detail(c echo.Context) error { return ui.showDetail(c, http.StatusOK, nil) }
+
+func (ui *adminUI) refresh(c echo.Context) error {
+	err := ui.capture(c, ui.ad.refresh, nil)
+	notice := "Refreshed: the connection has a new access token."
+	if err != nil {
+		if _, lookup := ui.ad.connection(c); lookup != nil {
+			return ui.uiError(c, lookup)
+		}
+		p := toProblem(err)
+		if p.Status == http.StatusInternalServerError {
+			return err
+		}
+		notice = "The refresh failed: " + p.Code
+		if p.Detail != "" {
+			notice += " — " + p.Detail
+		}
+	}
+	return ui.showDetail(c, http.StatusOK, func(d *uiDetail) { d.Notice = notice })
+}
+
+func (ui *adminUI) reauthLink(c echo.Context) error {
+	var out struct {
+		URL       string    `json:"url"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := ui.capture(c, ui.ad.reauthLink, &out); err != nil {
+		return ui.uiError(c, err)
+	}
+	return ui.showDetail(c, http.StatusOK, func(d *uiDetail) {
+		d.ReauthLink, d.ReauthExp = out.URL, out.ExpiresAt
+		d.Notice = "Re-authorization link created. Send it to the connection's Salesforce user."
+	})
+}
+
+// revoke shows a confirmation page; the confirmation's own POST revokes.
+func (ui *adminUI) revoke(c echo.Context) error {
+	if c.FormValue("confirm") != "yes" {
+		d, err := ui.detailData(c)
+		if err != nil {
+			return ui.uiError(c, err)
+		}
+		return ui.render(c, http.StatusOK, "revoke.html", uiPage{Title: "Revoke connection", Data: d})
+	}
+	if err := ui.capture(c, ui.ad.revoke, nil); err != nil {
+		return ui.uiError(c, err)
+	}
+	return ui.showDetail(c, http.StatusOK, func(d *uiDetail) { d.Notice = "The connection was revoked." })
+}
