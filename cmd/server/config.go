@@ -36,6 +36,7 @@ type Config struct {
 	WarmSchedule    string
 	WebhookURLs     []string
 	WebhookSecret   string
+	WebhookRetry    time.Duration
 	WarmConcurrency int
 	WarmBatch       int
 	WarmRetryBudget time.Duration
@@ -195,6 +196,8 @@ var settings = []setting{
 		}},
 	{env: "TOKENWARM_WEBHOOK_SECRET", help: "HMAC-SHA256 key that signs webhook deliveries (Tokenwarm-Signature: t=<unix>,v1=<hex HMAC of \"<t>.<body>\">); required with TOKENWARM_WEBHOOK_URLS", secret: true,
 		set: str(func(c *Config) *string { return &c.WebhookSecret })},
+	{env: "TOKENWARM_WEBHOOK_RETRY_BASE", def: "10s", help: "first retry delay of a failed webhook delivery; it doubles (jittered) up to 1h, 20 attempts in all",
+		set: dur(func(c *Config) *time.Duration { return &c.WebhookRetry })},
 	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "30s", help: "how long shutdown waits for in-flight requests and refreshes",
 		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",

@@ -42,6 +42,13 @@ func TestDemoWalkThroughWithNoConfiguration(t *testing.T) {
 		t.Fatalf("the server does not say what to open:\n%s", out.String())
 	}
 
+	demoConnect(t, base)
+}
+
+// demoConnect walks a browser (a cookie-jar client) through the demo's
+// connect flow against the built-in emulator, up to the handoff page.
+func demoConnect(t *testing.T, base string) {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	browser := &http.Client{Jar: jar}
 	fetch := func(resp *http.Response, err error) string {

@@ -276,7 +276,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	dispatched := make(chan struct{})
 	go func() {
 		defer close(dispatched)
-		webhooks.NewDispatcher(db, endpoints, clock.System{}, nil, log, webhooks.Config{}).Run(dispatchCtx, 5*time.Second)
+		webhooks.NewDispatcher(db, endpoints, clock.System{}, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry}).Run(dispatchCtx, time.Second)
 	}()
 	defer func() { stopDispatch(); <-dispatched }()
 	if err := warm.Start(cfg.WarmSchedule); err != nil {
