@@ -12,7 +12,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/tokenwarm/tokenwarm/adminkeys"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -303,9 +302,8 @@ func vaultRevoked() error {
 }
 
 // revoke revokes the connection's refresh token at Salesforce and marks the
-// connection revoked. The row stays locked across the Salesforce call, so
-// no refresh can rotate the token in between (refreshes take the same
-// lock). Revoking a revoked connection does nothing.
+// connection revoked, through the vault, under the lock refreshes take.
+// Revoking a revoked connection does nothing.
 func (ad *admin) revoke(c echo.Context) error {
 	// Detached: a caller hanging up must not split the Salesforce
 	// revocation from storing it.
@@ -316,36 +314,12 @@ func (ad *admin) revoke(c echo.Context) error {
 		return err
 	}
 	if cn.Status != models.StatusRevoked {
-		err = ad.api.vault.DB().Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-			var locked models.Connection
-			if err := tx.Clauses(clause.Locking{Strength: "NO KEY UPDATE"}).Where("id = ?", cn.ID).Take(&locked).Error; err != nil {
-				return err
-			}
-			if locked.Status == models.StatusRevoked {
-				return nil
-			}
-			if locked.RefreshTokenSealed != "" {
-				tok, err := ad.api.vault.OpenRefresh(&locked)
-				if err != nil {
-					return err
-				}
-				if err := ad.api.sf.Revoke(ctx, locked.LoginURL, tok); err != nil {
-					return upstreamProblem(err)
-				}
-			}
-			now := ad.api.now().UTC()
-			if err := tx.Model(&models.Connection{}).Where("id = ?", cn.ID).Updates(map[string]any{
-				"status": models.StatusRevoked, "refresh_token_sealed": "", "access_token_sealed": "",
-				"access_token_issued_at": nil, "access_token_expires_at": nil, "next_attempt_at": nil, "updated_at": now,
-			}).Error; err != nil {
-				return err
-			}
-			return ad.audit(ctx, tx, cn.ID, models.EventRevoked, fmt.Sprintf("revoked by admin key %q", adminKeyName(c)))
-		})
-		if err != nil {
-			return err
+		detail := fmt.Sprintf("revoked by admin key %q", adminKeyName(c))
+		cn, err = ad.api.vault.Revoke(ctx, cn.ID, vault.CauseAdmin, detail, ad.api.sf.Revoke)
+		if err != nil && !vault.IsVaultError(err) {
+			return upstreamProblem(err)
 		}
-		if cn, err = ad.api.vault.Connection(ctx, cn.ID); err != nil {
+		if err != nil {
 			return err
 		}
 	}

@@ -244,6 +244,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	announce := webhooks.FromEvents(endpoints)
 	v := vault.New(db, ring, sf, clock.System{}, log, vault.Config{
 		Observe:     met.ObserveRefresh,
+		OnEvents:    announce,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
 		// Half the pool: each refresh briefly holds two connections. Warm
