@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/handlers"
 	"github.com/tokenwarm/tokenwarm/internal/apitest"
 	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
@@ -79,18 +79,12 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { router.ServeHTTP(rw, r) }))
 	t.Cleanup(w.srv.Close)
 
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		// No Salesforce token, code or verifier the emulator issued may
 		// appear in tokenwarm's logs.
-		out := logs.String()
-		for _, tok := range w.emu.IssuedTokens() {
-			if strings.Contains(out, tok) {
-				t.Errorf("a Salesforce token appears in the logs")
-				return
-			}
-		}
+		testkit.AssertNoTokens(t, w.emu.IssuedTokens(), map[string]string{"logs": logs.String()})
 	})
 	sf := &salesforce.Client{HTTP: &http.Client{}, ClientID: "cid", ClientSecret: "csecret",
 		RedirectURI: w.srv.URL + "/v1/oauth/callback", Timeout: 5 * time.Second, SessionTimeout: 2 * time.Hour, Clock: w.sfClock}
@@ -110,23 +104,6 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 		Transport:     &onlyHost{host: strings.TrimPrefix(w.srv.URL, "http://"), validated: w.validator.Transport(t, http.DefaultTransport), plain: http.DefaultTransport},
 	}
 	return w
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type readyAlways struct{}

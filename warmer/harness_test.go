@@ -1,17 +1,11 @@
 package warmer_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,8 +13,8 @@ import (
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/emulator"
 	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
-	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/vault"
@@ -35,24 +29,6 @@ const (
 
 var start = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is one test world: a database, the emulator on a real port, a fake
 // clock shared by the emulator, the vaults and the warmers, captured logs.
 type env struct {
@@ -64,7 +40,7 @@ type env struct {
 	emu     *emulator.Server
 	emuURL  string
 	ring    *seal.Ring
-	logs    *syncBuffer
+	logs    *testkit.SyncBuffer
 	log     *slog.Logger
 	db      *models.DB // the test's own view of the database
 	// setup is the vault connections are created through.
@@ -73,7 +49,7 @@ type env struct {
 
 func newEnv(t testing.TB, dialect models.Dialect) *env {
 	t.Helper()
-	e := &env{t: t, dialect: dialect, clk: clock.NewFake(start), logs: &syncBuffer{}}
+	e := &env{t: t, dialect: dialect, clk: clock.NewFake(start), logs: &testkit.SyncBuffer{}}
 	if dialect == models.Postgres {
 		e.pgURL = pgtest.NewDatabase(t)
 	} else {
@@ -148,32 +124,7 @@ func (e *env) connect(username string) string {
 }
 
 func (e *env) tryConnect(username string) (string, error) {
-	sf := e.sfClient()
-	verifier := pkce.NewVerifier()
-	q := url.Values{
-		"response_type": {"code"}, "client_id": {testClientID}, "redirect_uri": {sf.RedirectURI},
-		"state": {"s"}, "scope": {"api refresh_token"}, "code_challenge": {pkce.S256(verifier)},
-		"code_challenge_method": {"S256"}, "login_hint": {username},
-	}
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(e.emuURL + "/services/oauth2/authorize?" + q.Encode())
-	if err != nil {
-		return "", err
-	}
-	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || loc.Query().Get("code") == "" {
-		return "", fmt.Errorf("authorize did not redirect with a code: %d %q", resp.StatusCode, resp.Header.Get("Location"))
-	}
-	tok, err := sf.Exchange(context.Background(), e.emuURL, loc.Query().Get("code"), verifier)
-	if err != nil {
-		return "", err
-	}
-	c, err := e.setup.Connect(context.Background(), e.emuURL, tok.OrgID+"/"+tok.UserID, tok)
-	if err != nil {
-		return "", err
-	}
-	return c.Connection.ID, nil
+	return testkit.Connect(e.emuURL, e.sfClient(), e.setup, username)
 }
 
 // connectMany creates n connections, a few at a time.
@@ -281,99 +232,21 @@ func runAll(t *testing.T, rs []replica) []warmer.Pass {
 }
 
 // checkNoTokenLeaks is invariant I7: no token the emulator issued appears
-// in the logs or, unsealed, in the database. Every kind of token has a
-// fixed prefix and length, so the scan looks at prefix hits only instead
-// of searching for each of tens of thousands of tokens.
+// in the logs or, unsealed, in the database.
 func (e *env) checkNoTokenLeaks() {
-	t := e.t
-	issued := map[string]bool{}
-	lengths := map[string]int{}
-	for _, tok := range e.emu.IssuedTokens() {
-		issued[tok] = true
-		lengths[tokenPrefix(tok)] = len(tok)
-	}
-	if len(issued) == 0 {
+	tokens := e.emu.IssuedTokens()
+	if len(tokens) == 0 {
 		return
 	}
-	for where, text := range map[string]string{"logs": e.logs.String(), "database": e.dumpDatabase()} {
-		for prefix, n := range lengths {
-			for rest := text; ; {
-				i := strings.Index(rest, prefix)
-				if i < 0 {
-					break
-				}
-				if i+n <= len(rest) && issued[rest[i:i+n]] {
-					t.Errorf("a token appears in the %s", where)
-					return
-				}
-				rest = rest[i+len(prefix):]
-			}
-		}
-	}
+	testkit.AssertNoTokens(e.t, tokens, map[string]string{
+		"logs":     e.logs.String(),
+		"database": testkit.DumpDatabase(e.t, e.db, e.pgURL, e.dataDir),
+	})
 }
 
-// tokenPrefix is the fixed head of an emulator token: the org ID and "!"
-// for access tokens, a constant for refresh tokens and codes.
-func tokenPrefix(tok string) string {
-	if i := strings.IndexByte(tok, '!'); i > 0 {
-		return tok[:i+1]
-	}
-	for _, p := range []string{"5Aep861", "aPrx"} {
-		if strings.HasPrefix(tok, p) {
-			return p
-		}
-	}
-	return tok[:min(len(tok), 8)]
-}
+func dialects(t *testing.T, fn func(t *testing.T, dialect models.Dialect)) { testkit.Dialects(t, fn) }
 
-// dumpDatabase returns the raw database: pg_dump output on Postgres, the
-// SQLite file and its WAL on SQLite.
-func (e *env) dumpDatabase() string {
-	t := e.t
-	if e.dialect == models.SQLite {
-		var all []byte
-		for _, name := range []string{"tokenwarm.db", "tokenwarm.db-wal"} {
-			if b, err := os.ReadFile(filepath.Join(e.dataDir, name)); err == nil {
-				all = append(all, b...)
-			}
-		}
-		return string(all)
-	}
-	if pgDump := pgtest.PGDump(); pgDump != "" {
-		if out, err := exec.Command(pgDump, "--data-only", e.pgURL).Output(); err == nil {
-			return string(out)
-		}
-	}
-	var b strings.Builder
-	for _, table := range []string{"connections", "events", "refresh_attempts"} {
-		rows, err := e.db.SQL().Query("SELECT row_to_json(x)::text FROM " + table + " x")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var s string
-			_ = rows.Scan(&s)
-			b.WriteString(s)
-		}
-		rows.Close()
-	}
-	return b.String()
-}
-
-// dialects runs a test on embedded SQLite and on real Postgres.
-func dialects(t *testing.T, fn func(t *testing.T, dialect models.Dialect)) {
-	t.Run("sqlite", func(t *testing.T) { fn(t, models.SQLite) })
-	t.Run("postgres", func(t *testing.T) { fn(t, models.Postgres) })
-}
-
-// waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, what, d, cond)
 }

@@ -79,6 +79,9 @@ func TestNewDatabaseUnique(t *testing.T) {
 
 func TestPGDump(t *testing.T) {
 	if os.Getenv(EnvPGDump) == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not set: scripts/test sets it, and the leak scans need pg_dump", EnvPGDump)
+		}
 		t.Skipf("%s not set", EnvPGDump)
 	}
 	p := PGDump()
