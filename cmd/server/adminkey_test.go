@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 )
 
 // Keys made on the command line open the admin API of a running server,
@@ -39,7 +41,7 @@ func TestAdminKeySubcommandsAgainstRunningServer(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	stdout := &lockedBuffer{}
+	stdout := &testkit.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, env, stdout, io.Discard) }()
 	defer func() {

@@ -10,13 +10,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 )
 
 // With no configuration, the demo walks a browser through the whole connect
 // flow against the built-in emulator and ends on the handoff page.
 func TestDemoWalkThroughWithNoConfiguration(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &lockedBuffer{}
+	out := &testkit.SyncBuffer{}
 	done := make(chan error, 1)
 	env := envFrom(map[string]string{"TOKENWARM_ADDR": "127.0.0.1:0", "TOKENWARM_DATA_DIR": t.TempDir()})
 	go func() { done <- run(ctx, nil, env, out, io.Discard) }()

@@ -13,29 +13,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
+
 	"github.com/tokenwarm/tokenwarm/models"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func envFrom(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
@@ -120,7 +104,7 @@ func TestServerStartsWithNoConfiguration(t *testing.T) {
 	cmd.Dir = work
 	cmd.Env = []string{"TOKENWARM_ADDR=127.0.0.1:0"}
 	stdout, _ := cmd.StdoutPipe()
-	stderr := &lockedBuffer{}
+	stderr := &testkit.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

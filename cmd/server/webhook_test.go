@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
+
 	"github.com/tokenwarm/tokenwarm/webhooks"
 )
 
@@ -20,7 +22,7 @@ import (
 func startServer(t *testing.T, env func(string) string) (base string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &lockedBuffer{}
+	out := &testkit.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, env, out, io.Discard) }()
 	re := regexp.MustCompile(`listening on (http://\S+)`)
