@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
-
 	"github.com/tokenwarm/tokenwarm/models"
 )
 

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
-
 	"github.com/tokenwarm/tokenwarm/webhooks"
 )
 
