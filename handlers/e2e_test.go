@@ -38,15 +38,17 @@ const appRedirect = "com.acme.app:/oauth/done"
 // clocks, so Salesforce time can jump past token expiry while device JWTs
 // stay valid.
 type world struct {
-	t         testing.TB
-	srv       *httptest.Server
-	emuSrv    *httptest.Server
-	emu       *emulator.Server
-	sfClock   *clock.Fake
-	devClock  *clock.Fake
-	db        *models.DB
-	vault     *vault.Vault
-	api       *handlers.API
+	t        testing.TB
+	srv      *httptest.Server
+	emuSrv   *httptest.Server
+	emu      *emulator.Server
+	sfClock  *clock.Fake
+	devClock *clock.Fake
+	db       *models.DB
+	vault    *vault.Vault
+	api      *handlers.API
+	// strict is the same API without AllowAnyLoginHost, as in production.
+	strict    *echo.Echo
 	validator *apitest.Validator
 	router    *echo.Echo
 	http      *http.Client
@@ -96,6 +98,9 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect},
 		AllowAnyLoginHost: true}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	w.router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api, Metrics: http.NotFoundHandler()})
+	strict := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect}},
+		log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
+	w.strict = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: strict})
 	router = w.router
 
 	w.validator = apitest.New(t)

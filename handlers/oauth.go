@@ -102,6 +102,9 @@ func (a *API) loginURL(host string) (string, error) {
 	case "sandbox":
 		return sandboxLoginURL, nil
 	}
+	if strings.TrimRight(host, "/") == strings.TrimRight(a.cfg.LoginURL, "/") {
+		return a.cfg.LoginURL, nil // the configured one, whatever it is
+	}
 	u, err := url.Parse(host)
 	if err != nil || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		return "", errors.New("login_host must be production, sandbox or an https URL such as https://acme.my.salesforce.com")

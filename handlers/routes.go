@@ -37,6 +37,7 @@ func New(d Deps) *echo.Echo {
 	e.HTTPErrorHandler = errorHandler(d.Log)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
 	e.Use(middleware.BodyLimit("64K"))
+	e.Use(defaultHeaders)
 
 	e.GET("/healthz", healthz)
 	e.GET("/readyz", readyz(d.Ready))
@@ -72,6 +73,18 @@ func New(d Deps) *echo.Echo {
 		e.Any(prefix+"/*", echo.WrapHandler(http.StripPrefix(prefix, h)))
 	}
 	return e
+}
+
+// defaultHeaders marks every answer as not to be cached or sniffed: most
+// carry tokens, re-auth links or connection state. A handler whose answer
+// may be cached (JWKS) overrides Cache-Control.
+func defaultHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		return next(c)
+	}
 }
 
 func healthz(c echo.Context) error {

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -26,6 +27,38 @@ func TestFlowAndDeviceAttacks(t *testing.T) {
 			resp, body := w.get("/v1/oauth/authorize?"+q.Encode(), "")
 			if resp.StatusCode != 400 || decode[problem](t, body).Code != "redirect_uri_not_allowed" || resp.Header.Get("Location") != "" {
 				t.Fatalf("%s: %d %s", uri, resp.StatusCode, body)
+			}
+		}
+	})
+	t.Run("login_host", func(t *testing.T) {
+		for host, want := range map[string]string{
+			"":                                 w.emuSrv.URL,
+			"production":                       "https://login.salesforce.com",
+			"sandbox":                          "https://test.salesforce.com",
+			"https://acme.my.salesforce.com":   "https://acme.my.salesforce.com",
+			"https://acme.my.salesforce.com/":  "https://acme.my.salesforce.com",
+			w.emuSrv.URL:                       w.emuSrv.URL, // the configured one
+			"http://acme.my.salesforce.com":    "",
+			"https://evil.example":             "",
+			"https://acme.salesforce.com.evil": "",
+			"https://acme.my.salesforce.com/x": "",
+			"http://127.0.0.1:1":               "",
+			"javascript:alert(1)":              "",
+		} {
+			q := url.Values{"app_redirect_uri": {appRedirect}, "code_challenge": {pkce.S256(pkce.NewVerifier())}, "code_challenge_method": {"S256"}}
+			if host != "" {
+				q.Set("login_host", host)
+			}
+			rec := httptest.NewRecorder()
+			w.strict.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/oauth/authorize?"+q.Encode(), nil))
+			if want == "" {
+				if rec.Code != 400 || decode[problem](t, rec.Body.Bytes()).Code != "invalid_login_host" || rec.Header().Get("Location") != "" {
+					t.Errorf("login_host %q: %d %s", host, rec.Code, rec.Body)
+				}
+				continue
+			}
+			if loc := rec.Header().Get("Location"); rec.Code != http.StatusFound || !strings.HasPrefix(loc, want+"/services/oauth2/authorize?") {
+				t.Errorf("login_host %q: %d to %q, want %s", host, rec.Code, loc, want)
 			}
 		}
 	})
@@ -146,6 +179,9 @@ func TestFlowAndDeviceAttacks(t *testing.T) {
 			resp, body := w.get("/v1/connections", bearer)
 			if resp.StatusCode != 401 || decode[problem](t, body).Code != "unauthorized" {
 				t.Fatalf("%s: %d %s", name, resp.StatusCode, body)
+			}
+			if resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Fatalf("%s: an error answer may be cached or sniffed: %v", name, resp.Header)
 			}
 		}
 		if resp, _ := w.get("/v1/connections", dt.AccessToken); resp.StatusCode != 200 {

@@ -11,6 +11,7 @@
 package salesforce
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -95,7 +96,21 @@ type tokenResponse struct {
 	InstanceURL  string `json:"instance_url"`
 	ID           string `json:"id"`
 	TokenType    string `json:"token_type"`
-	IssuedAt     string `json:"issued_at"`
+	IssuedAt     millis `json:"issued_at"`
+}
+
+// millis is issued_at: Salesforce sends a string of milliseconds, but a
+// number must not make a successful (rotating) refresh unreadable.
+type millis int64
+
+func (m *millis) UnmarshalJSON(b []byte) error {
+	var n int64
+	if err := json.Unmarshal(bytes.Trim(b, `"`), &n); err != nil {
+		*m = 0 // unreadable: the local clock stands in
+		return nil
+	}
+	*m = millis(n)
+	return nil
 }
 
 type errorResponse struct {
@@ -221,8 +236,8 @@ func (c *Client) tokenCall(ctx context.Context, op, loginURL string, form url.Va
 		Signature:    tr.Signature,
 		IssuedAt:     c.now().UTC(),
 	}
-	if ms, err := strconv.ParseInt(tr.IssuedAt, 10, 64); err == nil && ms > 0 {
-		tok.IssuedAt = time.UnixMilli(ms).UTC()
+	if tr.IssuedAt > 0 {
+		tok.IssuedAt = time.UnixMilli(int64(tr.IssuedAt)).UTC()
 	}
 	tok.OrgID, tok.UserID = ParseIdentityURL(tr.ID)
 	return tok, nil
@@ -370,8 +385,15 @@ func (c *Client) validInstanceURL(instance, loginURL string) bool {
 		return false
 	}
 	host := strings.ToLower(u.Hostname())
-	if l, err := url.Parse(loginURL); err == nil && strings.EqualFold(l.Host, u.Host) && (u.Scheme == "https" || isLoopback(host)) {
-		return true
+	if l, err := url.Parse(loginURL); err == nil {
+		if strings.EqualFold(l.Host, u.Host) && (u.Scheme == "https" || isLoopback(host)) {
+			return true
+		}
+		// A loopback login host is an emulator on this machine; it may serve
+		// its REST API from another local port.
+		if isLoopback(strings.ToLower(l.Hostname())) && isLoopback(host) && (u.Scheme == "http" || u.Scheme == "https") {
+			return true
+		}
 	}
 	if u.Scheme != "https" {
 		return false

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenwarm/tokenwarm/clock"
 )
 
 func TestClassifyFollowsTheTable(t *testing.T) {
@@ -49,28 +51,41 @@ func TestClassifyFollowsTheTable(t *testing.T) {
 }
 
 func TestRefreshKeepsOldTokenWithoutRotationAndParsesResponse(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := r.ParseForm(); err != nil || r.Form.Get("grant_type") != "refresh_token" || r.Form.Get("client_id") != "cid" || r.Form.Get("client_secret") != "sec" {
-			http.Error(w, `{"error":"invalid_request"}`, 400)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"access_token":"00Dxx!AQ","instance_url":"` + "http://" + r.Host + `","id":"https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA","token_type":"Bearer","issued_at":"1278448832702","signature":"sig","scope":"api refresh_token"}`))
-	}))
-	defer srv.Close()
-	c := &Client{ClientID: "cid", ClientSecret: "sec", SessionTimeout: time.Hour}
-	tok, err := c.Refresh(context.Background(), srv.URL, "5Aep-old-refresh-token")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tok.RefreshToken != "5Aep-old-refresh-token" || tok.Rotated {
-		t.Fatalf("refresh token %q rotated=%v, want the old one kept", tok.RefreshToken, tok.Rotated)
-	}
-	if tok.OrgID != "00D000000000001AAA" || tok.UserID != "005000000000001AAA" {
-		t.Fatalf("identity %q %q", tok.OrgID, tok.UserID)
-	}
-	if tok.IssuedAt != time.UnixMilli(1278448832702).UTC() || tok.ExpiresAt != tok.IssuedAt.Add(time.Hour) {
-		t.Fatalf("issued %v expires %v", tok.IssuedAt, tok.ExpiresAt)
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name, issuedAt string
+		want           time.Time
+	}{
+		{"string of milliseconds, as Salesforce sends it", `"1278448832702"`, time.UnixMilli(1278448832702).UTC()},
+		{"a number", `1278448832702`, time.UnixMilli(1278448832702).UTC()},
+		{"unreadable: the local clock", `"soon"`, now},
+		{"missing: the local clock", `null`, now},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if err := r.ParseForm(); err != nil || r.Form.Get("grant_type") != "refresh_token" || r.Form.Get("client_id") != "cid" || r.Form.Get("client_secret") != "sec" {
+					http.Error(w, `{"error":"invalid_request"}`, 400)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"access_token":"00Dxx!AQ","instance_url":"` + "http://" + r.Host + `","id":"https://login.salesforce.com/id/00D000000000001AAA/005000000000001AAA","token_type":"Bearer","issued_at":` + tc.issuedAt + `,"signature":"sig","scope":"api refresh_token"}`))
+			}))
+			defer srv.Close()
+			c := &Client{ClientID: "cid", ClientSecret: "sec", SessionTimeout: time.Hour, Clock: clock.NewFake(now)}
+			tok, err := c.Refresh(context.Background(), srv.URL, "5Aep-old-refresh-token")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.RefreshToken != "5Aep-old-refresh-token" || tok.Rotated {
+				t.Fatalf("refresh token %q rotated=%v, want the old one kept", tok.RefreshToken, tok.Rotated)
+			}
+			if tok.OrgID != "00D000000000001AAA" || tok.UserID != "005000000000001AAA" {
+				t.Fatalf("identity %q %q", tok.OrgID, tok.UserID)
+			}
+			if !tok.IssuedAt.Equal(tc.want) || !tok.ExpiresAt.Equal(tok.IssuedAt.Add(time.Hour)) {
+				t.Fatalf("issued %v expires %v, want issued %v", tok.IssuedAt, tok.ExpiresAt, tc.want)
+			}
+		})
 	}
 }
 
@@ -146,6 +161,21 @@ func TestLoginAndInstanceURLChecks(t *testing.T) {
 	} {
 		if got := c.validInstanceURL(u, "https://login.salesforce.com"); got != ok {
 			t.Errorf("validInstanceURL(%q) = %v", u, got)
+		}
+	}
+	for _, tc := range []struct {
+		login, instance string
+		ok              bool
+	}{
+		{"http://127.0.0.1:8181", "http://127.0.0.1:8181", true},
+		{"http://127.0.0.1:8181", "http://localhost:9000", true},
+		{"http://127.0.0.1:8181", "https://acme.my.salesforce.com", true},
+		{"http://127.0.0.1:8181", "http://acme.my.salesforce.com", false},
+		{"https://login.salesforce.com", "http://127.0.0.1:8181", false},
+		{"http://127.0.0.1:8181", "file:///etc/passwd", false},
+	} {
+		if got := c.validInstanceURL(tc.instance, tc.login); got != tc.ok {
+			t.Errorf("validInstanceURL(%q) after logging in at %q = %v", tc.instance, tc.login, got)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/warmer"
 )
 
@@ -22,6 +23,7 @@ type Config struct {
 	Addr            string
 	PublicURL       string
 	LoginURL        string
+	InstanceHosts   []string
 	ClientID        string
 	ClientSecret    string
 	SessionTimeout  time.Duration
@@ -99,7 +101,24 @@ var settings = []setting{
 			return nil
 		}},
 	{env: "SALESFORCE_LOGIN_URL", help: "default Salesforce login host (https://login.salesforce.com, https://test.salesforce.com or a My Domain); empty = the built-in emulator (embedded mode only)",
-		set: str(func(c *Config) *string { return &c.LoginURL })},
+		set: func(c *Config, v string) error {
+			if err := salesforce.ValidateLoginURL(v); err != nil {
+				return err
+			}
+			c.LoginURL = strings.TrimRight(v, "/")
+			return nil
+		}},
+	{env: "SALESFORCE_INSTANCE_HOSTS", help: "comma-separated extra host suffixes trusted as instance_url (e.g. an Experience Cloud domain) besides Salesforce's own domains",
+		set: func(c *Config, v string) error {
+			for _, h := range strings.Split(v, ",") {
+				h = strings.ToLower(strings.TrimSpace(h))
+				if h == "" || strings.ContainsAny(h, "/:@ ") {
+					return fmt.Errorf("want host names such as example.com, comma-separated")
+				}
+				c.InstanceHosts = append(c.InstanceHosts, h)
+			}
+			return nil
+		}},
 	{env: "SALESFORCE_CLIENT_ID", help: "consumer key of the connected app (required with SALESFORCE_LOGIN_URL)",
 		set: str(func(c *Config) *string { return &c.ClientID })},
 	{env: "SALESFORCE_CLIENT_SECRET", help: "consumer secret of the connected app", secret: true,

@@ -235,6 +235,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		HTTP: httpClient, ClientID: clientID, ClientSecret: clientSecret,
 		RedirectURI: cfg.PublicURL + "/v1/oauth/callback", Timeout: cfg.UpstreamTimeout,
 		SessionTimeout: cfg.SessionTimeout, UseIntrospection: cfg.Introspect, Clock: clock.System{},
+		AllowedInstanceHosts: cfg.InstanceHosts,
 	}
 	met := metrics.New(db, clock.System{}, log)
 	var endpoints []webhooks.Endpoint

@@ -41,18 +41,40 @@ func TestConfigErrorsNameTheVariableAndHideSecrets(t *testing.T) {
 		"DATABASE_URL":               "postgres://u:hunter2@db/x",
 		"TOKENWARM_WARM_INTERVAL":    "480h",
 		"TOKENWARM_PUBLIC_URL":       "not a url",
+		"SALESFORCE_INSTANCE_HOSTS":  "https://example.com/",
 	}))
 	if err == nil {
 		t.Fatal("bad configuration accepted")
 	}
 	msg := err.Error()
-	for _, want := range []string{"SALESFORCE_SESSION_TIMEOUT", "SALESFORCE_LOGIN_URL is required", "TOKENWARM_WARM_INTERVAL", "TOKENWARM_PUBLIC_URL"} {
+	for _, want := range []string{"SALESFORCE_SESSION_TIMEOUT", "SALESFORCE_LOGIN_URL is required", "TOKENWARM_WARM_INTERVAL", "TOKENWARM_PUBLIC_URL", "SALESFORCE_INSTANCE_HOSTS"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error does not mention %s: %s", want, msg)
 		}
 	}
 	if strings.Contains(msg, "hunter2") {
 		t.Error("error shows a secret")
+	}
+}
+
+func TestLoginURLMustBeHTTPSOrLoopback(t *testing.T) {
+	for u, ok := range map[string]bool{
+		"https://login.salesforce.com":   true,
+		"https://acme.my.salesforce.com": true,
+		"http://127.0.0.1:8181":          true,
+		"http://login.salesforce.com":    false,
+		"login.salesforce.com":           false,
+	} {
+		cfg, err := loadConfig(envFrom(map[string]string{"SALESFORCE_LOGIN_URL": u, "SALESFORCE_CLIENT_ID": "cid"}))
+		if (err == nil) != ok {
+			t.Errorf("SALESFORCE_LOGIN_URL=%s: %v", u, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "SALESFORCE_LOGIN_URL") {
+			t.Errorf("error does not name the variable: %v", err)
+		}
+		if ok && cfg.LoginURL != u {
+			t.Errorf("LoginURL = %q, want %q", cfg.LoginURL, u)
+		}
 	}
 }
 
