@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -129,4 +130,14 @@ func scrub(err error, databaseURL string) error {
 		return errors.New(strings.ReplaceAll(msg, databaseURL, RedactURL(databaseURL)))
 	}
 	return err
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint violation,
+// on either dialect.
+func IsUniqueViolation(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "23505"
+	}
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tokenwarm/tokenwarm/internal/pgtest"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -43,6 +44,15 @@ func TestMigrationsApplyOnceOnBothDialects(t *testing.T) {
 			for _, table := range []string{"connections", "events", "refresh_attempts"} {
 				if !db.Gorm.Migrator().HasTable(table) {
 					t.Errorf("table %s missing", table)
+				}
+			}
+			// One connection per (org, user), and the violation is recognised.
+			now := time.Now().UTC()
+			for i, id := range []string{"00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"} {
+				err := db.Gorm.Create(&models.Connection{ID: id, Owner: "o", OrgID: "00D1", UserID: "0051", Status: models.StatusActive,
+					LastRefreshedAt: now, NextWarmAt: now, CreatedAt: now, UpdatedAt: now}).Error
+				if (i == 0) != (err == nil) || (i == 1) != models.IsUniqueViolation(err) {
+					t.Fatalf("insert %d: %v (unique violation: %v)", i, err, models.IsUniqueViolation(err))
 				}
 			}
 		})

@@ -31,6 +31,19 @@ func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesf
 	if tok.OrgID == "" || tok.UserID == "" || tok.RefreshToken == "" {
 		return nil, newErr(CodeInternal, "authorization result lacks identity or refresh token")
 	}
+	out, err := v.connect(ctx, loginURL, owner, tok)
+	if err != nil && models.IsUniqueViolation(err) {
+		// Another first-time connect of the same (org, user) inserted the
+		// row between our look and our insert: ours is a re-authorization.
+		out, err = v.connect(ctx, loginURL, owner, tok)
+	}
+	if err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "could not store the connection", cause: err}
+	}
+	return out, nil
+}
+
+func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesforce.Token) (*Connected, error) {
 	now := v.clock.Now().UTC()
 	var out Connected
 	err := v.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -98,7 +111,7 @@ func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesf
 		return nil
 	})
 	if err != nil {
-		return nil, &Error{Code: CodeInternal, Message: "could not store the connection", cause: err}
+		return nil, err
 	}
 	return &out, nil
 }

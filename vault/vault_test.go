@@ -3,6 +3,7 @@ package vault_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -10,7 +11,9 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
 
@@ -536,4 +539,81 @@ func TestOnEventsRunsInTheStoringTransaction(t *testing.T) {
 	if !contains(seen, models.EventConnected) || !contains(seen, models.EventNeedsReauth) {
 		t.Fatalf("OnEvents saw %v", seen)
 	}
+}
+
+// Two first-time connects of one Salesforce user that race (two devices
+// finishing sign-in at once, on different replicas): both succeed, on one
+// connection, the later ones as re-authorizations that hand back the token
+// they replaced so it can be revoked.
+func TestConcurrentFirstConnectsShareOneConnection(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		const racers = 4
+		vaults := make([]*vault.Vault, racers)
+		for i := range vaults {
+			vaults[i] = e.vault(vault.Config{})
+		}
+		for round := range 5 {
+			user := fmt.Sprintf("racer%d@example.com", round)
+			toks := make([]*salesforce.Token, racers)
+			for i := range toks {
+				tok, err := testkit.Authorize(e.emuURL, e.sfClient(), user)
+				if err != nil {
+					t.Fatal(err)
+				}
+				toks[i] = tok
+			}
+			results := make([]*vault.Connected, racers)
+			errs := make([]error, racers)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range racers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					results[i], errs[i] = vaults[i].Connect(context.Background(), e.emuURL, toks[i].OrgID+"/"+toks[i].UserID, toks[i])
+				}()
+			}
+			close(start)
+			wg.Wait()
+			replaced := map[string]bool{}
+			for i := range racers {
+				if errs[i] != nil {
+					t.Fatalf("round %d: connect %d: %v", round, i, errs[i])
+				}
+				if results[i].Connection.ID != results[0].Connection.ID {
+					t.Fatalf("round %d: two connections for one user: %s and %s", round, results[0].Connection.ID, results[i].Connection.ID)
+				}
+				if r := results[i].ReplacedRefreshToken; r != "" {
+					replaced[r] = true
+				}
+			}
+			id := results[0].Connection.ID
+			stored := e.storedRefreshToken(id)
+			// Every token but the stored one was replaced by a later connect.
+			for _, tok := range toks {
+				if tok.RefreshToken != stored && !replaced[tok.RefreshToken] {
+					t.Fatalf("round %d: a refresh token neither stored nor handed back for revocation", round)
+				}
+			}
+			if len(replaced) != racers-1 || replaced[stored] {
+				t.Fatalf("round %d: %d replaced tokens, want %d, none the stored one", round, len(replaced), racers-1)
+			}
+			kinds := eventKinds(e.events(id))
+			if n := countKind(kinds, models.EventConnected); n != 1 || countKind(kinds, models.EventReauthorized) != racers-1 {
+				t.Fatalf("round %d: events %v, want 1 connected and %d reauthorized", round, kinds, racers-1)
+			}
+		}
+	})
+}
+
+func countKind(kinds []string, kind string) int {
+	n := 0
+	for _, k := range kinds {
+		if k == kind {
+			n++
+		}
+	}
+	return n
 }

@@ -46,6 +46,20 @@ func (s *SyncBuffer) String() string {
 // at emuURL (which must auto-approve), exchanges the code with sf and
 // stores the result through v. It returns the connection ID.
 func Connect(emuURL string, sf *salesforce.Client, v *vault.Vault, username string) (string, error) {
+	tok, err := Authorize(emuURL, sf, username)
+	if err != nil {
+		return "", err
+	}
+	c, err := v.Connect(context.Background(), emuURL, tok.OrgID+"/"+tok.UserID, tok)
+	if err != nil {
+		return "", err
+	}
+	return c.Connection.ID, nil
+}
+
+// Authorize runs the PKCE web-server flow against the emulator for username
+// and returns the exchanged tokens without storing them.
+func Authorize(emuURL string, sf *salesforce.Client, username string) (*salesforce.Token, error) {
 	verifier := pkce.NewVerifier()
 	q := url.Values{
 		"response_type": {"code"}, "client_id": {sf.ClientID}, "redirect_uri": {sf.RedirectURI},
@@ -55,22 +69,14 @@ func Connect(emuURL string, sf *salesforce.Client, v *vault.Vault, username stri
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.Get(emuURL + "/services/oauth2/authorize?" + q.Encode())
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	resp.Body.Close()
 	loc, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil || loc.Query().Get("code") == "" {
-		return "", fmt.Errorf("authorize did not redirect with a code: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+		return nil, fmt.Errorf("authorize did not redirect with a code: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	tok, err := sf.Exchange(context.Background(), emuURL, loc.Query().Get("code"), verifier)
-	if err != nil {
-		return "", err
-	}
-	c, err := v.Connect(context.Background(), emuURL, tok.OrgID+"/"+tok.UserID, tok)
-	if err != nil {
-		return "", err
-	}
-	return c.Connection.ID, nil
+	return sf.Exchange(context.Background(), emuURL, loc.Query().Get("code"), verifier)
 }
 
 // AssertNoTokens is invariant I7's check: none of the issued tokens appears
