@@ -8,26 +8,11 @@ import (
 
 	"github.com/tokenwarm/tokenwarm/adminkeys"
 	"github.com/tokenwarm/tokenwarm/clock"
-	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
-func open(t *testing.T, dialect models.Dialect) *models.DB {
-	t.Helper()
-	pgURL := ""
-	if dialect == models.Postgres {
-		pgURL = pgtest.NewDatabase(t)
-	}
-	db, err := models.Open(pgURL, t.TempDir(), models.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := db.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return db
-}
+func open(t *testing.T, dialect models.Dialect) *models.DB { return testkit.MigratedDB(t, dialect) }
 
 func TestKeyLifecycle(t *testing.T) {
 	for _, dialect := range []models.Dialect{models.SQLite, models.Postgres} {

@@ -892,3 +892,70 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestPurgeDeletesOnlyWhatCanNoLongerBeUsed(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, w *world) {
+		const day = 24 * time.Hour
+		conn := w.connection()
+		oldCode, err := w.svc.IssueHandoff(ctx, conn, "alice", pkce.S256(pkce.NewVerifier()), "com.example.app:/cb")
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle := w.session("idle")
+		revoked := w.session("revoked")
+		if err := w.svc.RevokeByRefreshToken(ctx, revoked.RefreshToken); err != nil {
+			t.Fatal(err)
+		}
+		live := w.session("live")
+		w.clk.Advance(60 * day)
+		gen2, err := w.svc.Refresh(ctx, live.RefreshToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.clk.Advance(60 * day)
+		gen3, err := w.svc.Refresh(ctx, gen2.RefreshToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.clk.Advance(5 * day)
+		freshVerifier := pkce.NewVerifier()
+		freshCode, err := w.svc.IssueHandoff(ctx, conn, "alice", pkce.S256(freshVerifier), "com.example.app:/cb")
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		// Day 125, keeping 30 days: the idle session expired on day 90 and
+		// the revoked one died on day 0; live's first token was rotated on
+		// day 60, its second on day 120.
+		got, err := w.svc.Purge(ctx, w.clk.Now().Add(-30*day))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (devices.Purged{HandoffCodes: 1, Sessions: 2, RotatedTokens: 1}); got != want {
+			t.Fatalf("purged %+v, want %+v", got, want)
+		}
+		var orphans int64
+		w.db.Gorm.Table("device_refresh_tokens").Where("session_id NOT IN (?)", w.db.Gorm.Table("device_sessions").Select("id")).Count(&orphans)
+		if orphans != 0 {
+			t.Fatalf("%d refresh tokens of deleted sessions left", orphans)
+		}
+		for _, tok := range []string{idle.RefreshToken, revoked.RefreshToken, live.RefreshToken} {
+			if _, err := w.svc.Refresh(ctx, tok); !errors.Is(err, devices.ErrInvalidGrant) {
+				t.Fatalf("a purged token: %v", err)
+			}
+		}
+		if _, err := w.svc.RedeemHandoff(ctx, oldCode, pkce.NewVerifier()); !errors.Is(err, devices.ErrInvalidGrant) {
+			t.Fatalf("a purged handoff code: %v", err)
+		}
+		if _, err := w.svc.RedeemHandoff(ctx, freshCode, freshVerifier); err != nil {
+			t.Fatalf("the fresh handoff code: %v", err)
+		}
+		// The recently rotated token is still known: its reuse revokes the
+		// family, as before the purge.
+		_, err = w.svc.Refresh(ctx, gen2.RefreshToken)
+		wantErr(t, err, devices.ErrRefreshReuse, "", gen2.RefreshToken)
+		if _, err := w.svc.Refresh(ctx, gen3.RefreshToken); !errors.Is(err, devices.ErrInvalidGrant) {
+			t.Fatalf("the family survived the reuse: %v", err)
+		}
+	})
+}

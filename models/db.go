@@ -141,3 +141,22 @@ func IsUniqueViolation(err error) bool {
 	}
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
+
+// PurgeEvents deletes events older than cutoff, in batches so a large
+// backlog does not hold one long transaction, except the kinds in keep
+// (state that is read back from the log, such as the app-wide pause).
+func PurgeEvents(ctx context.Context, db *DB, cutoff time.Time, keep []string) (int64, error) {
+	const batch = 5000
+	var total int64
+	for {
+		old := db.Gorm.Model(&Event{}).Select("id").Where("created_at < ?", cutoff.UTC()).Limit(batch)
+		if len(keep) > 0 {
+			old = old.Where("kind NOT IN ?", keep)
+		}
+		res := db.Gorm.WithContext(ctx).Where("id IN (?)", old).Delete(&Event{})
+		total += res.RowsAffected
+		if res.Error != nil || res.RowsAffected < batch {
+			return total, res.Error
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
@@ -97,5 +98,32 @@ func TestRedactURL(t *testing.T) {
 	got := models.RedactURL("postgres://app:hunter2@db.internal:5432/tw?sslmode=require")
 	if got != "postgres://app:xxxxx@db.internal:5432/tw?sslmode=require" {
 		t.Fatal(got)
+	}
+}
+
+func TestPurgeEventsKeepsRecentAndKeptKinds(t *testing.T) {
+	for _, dialect := range []models.Dialect{models.SQLite, models.Postgres} {
+		t.Run(string(dialect), func(t *testing.T) {
+			db := testkit.MigratedDB(t, dialect)
+			now := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+			var evs []models.Event
+			for i := range 12001 { // more than two batches
+				evs = append(evs, models.Event{Kind: "warmed", CreatedAt: now.Add(-400*24*time.Hour + time.Duration(i)*time.Second)})
+			}
+			evs = append(evs, models.Event{Kind: "app_paused", CreatedAt: now.Add(-500 * 24 * time.Hour)},
+				models.Event{Kind: "warmed", CreatedAt: now.Add(-time.Hour)})
+			if err := db.Gorm.CreateInBatches(&evs, 1000).Error; err != nil {
+				t.Fatal(err)
+			}
+			n, err := models.PurgeEvents(context.Background(), db, now.Add(-365*24*time.Hour), []string{"app_paused"})
+			if err != nil || n != 12001 {
+				t.Fatalf("purged %d, %v; want 12001", n, err)
+			}
+			var left []string
+			db.Gorm.Model(&models.Event{}).Order("id").Pluck("kind", &left)
+			if len(left) != 2 || left[0] != "app_paused" || left[1] != "warmed" {
+				t.Fatalf("left %v, want the kept kind and the recent event", left)
+			}
+		})
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
-	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/seal"
@@ -16,18 +16,7 @@ import (
 
 func newStore(t *testing.T, dialect models.Dialect, clk clock.Clock) (*pkce.Store, *models.DB) {
 	t.Helper()
-	url := ""
-	if dialect == models.Postgres {
-		url = pgtest.NewDatabase(t)
-	}
-	db, err := models.Open(url, t.TempDir(), models.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := db.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	db := testkit.MigratedDB(t, dialect)
 	key, _ := seal.GenerateKey("k")
 	ring, _ := seal.ParseRing(key)
 	return pkce.NewStore(db, ring, clk, 10*time.Minute), db

@@ -313,3 +313,14 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// Purge deletes outbox rows that are finished and older than cutoff:
+// delivered, or given up on (their event stays in the event log). Rows
+// still being retried are never deleted.
+func Purge(ctx context.Context, db *models.DB, cutoff time.Time) (int64, error) {
+	cutoff = cutoff.UTC()
+	res := db.Gorm.WithContext(ctx).
+		Where("delivered_at < ? OR (delivered_at IS NULL AND next_attempt_at = ? AND created_at < ?)", cutoff, neverAgain, cutoff).
+		Delete(&outboxRow{})
+	return res.RowsAffected, res.Error
+}

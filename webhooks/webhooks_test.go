@@ -454,3 +454,39 @@ func TestRunDeliversUntilCancelled(t *testing.T) {
 		t.Fatal("Run did not return after its context ended")
 	}
 }
+
+func TestPurgeKeepsWhatIsStillBeingDelivered(t *testing.T) {
+	eachDialect(t, func(t *testing.T, s store) {
+		db := s.open(t)
+		clk := clock.NewFake(start)
+		ok := newReceiver(t, clk, 0)
+		down := newReceiver(t, clk, 1000)
+		d := webhooks.NewDispatcher(db, []webhooks.Endpoint{ok.endpoint(), down.endpoint()}, clk, nil, nil, webhooks.Config{MaxAttempts: 2})
+		enqueue(t, db, []webhooks.Endpoint{ok.endpoint()}, webhooks.Event{ID: "evt_delivered", Type: webhooks.TypeRevoked}, clk.Now())
+		enqueue(t, db, []webhooks.Endpoint{down.endpoint()}, webhooks.Event{ID: "evt_given_up", Type: webhooks.TypeRevoked}, clk.Now())
+		deliver(t, d, 1, 1)
+		clk.Advance(d.Config().MaxBackoff)
+		deliver(t, d, 0, 1) // the second and last attempt
+		enqueue(t, db, []webhooks.Endpoint{down.endpoint()}, webhooks.Event{ID: "evt_retrying", Type: webhooks.TypeRevoked}, clk.Now())
+		d2 := webhooks.NewDispatcher(db, []webhooks.Endpoint{down.endpoint()}, clk, nil, nil, webhooks.Config{MaxAttempts: 100})
+		deliver(t, d2, 0, 1)
+
+		clk.Advance(40 * 24 * time.Hour)
+		n, err := webhooks.Purge(context.Background(), db, clk.Now().Add(-30*24*time.Hour))
+		if err != nil || n != 2 {
+			t.Fatalf("purged %d, %v; want the delivered and the given-up row", n, err)
+		}
+		var left []string
+		db.Gorm.Table("webhook_outbox").Pluck("event_id", &left)
+		if len(left) != 1 || left[0] != "evt_retrying" {
+			t.Fatalf("left %v, want the row still being retried", left)
+		}
+		// Nothing is purged before its time.
+		enqueue(t, db, []webhooks.Endpoint{ok.endpoint()}, webhooks.Event{ID: "evt_recent", Type: webhooks.TypeRevoked}, clk.Now())
+		both := webhooks.NewDispatcher(db, []webhooks.Endpoint{ok.endpoint(), down.endpoint()}, clk, nil, nil, webhooks.Config{MaxAttempts: 100})
+		deliver(t, both, 1, 1) // the recent one, and the retrying one once more
+		if n, err := webhooks.Purge(context.Background(), db, clk.Now().Add(-30*24*time.Hour)); err != nil || n != 0 {
+			t.Fatalf("purged %d recent rows, %v", n, err)
+		}
+	})
+}

@@ -44,6 +44,8 @@ type Config struct {
 	WarmRetryBudget time.Duration
 	IdleRiskBefore  time.Duration
 	ShutdownTimeout time.Duration
+	Retention       time.Duration
+	EventRetention  time.Duration
 	AppRedirectURIs []string
 	DeviceTokenTTL  time.Duration
 	DeviceIdleTTL   time.Duration
@@ -217,6 +219,10 @@ var settings = []setting{
 		set: str(func(c *Config) *string { return &c.WebhookSecret })},
 	{env: "TOKENWARM_WEBHOOK_RETRY_BASE", def: "10s", help: "first retry delay of a failed webhook delivery; it doubles (jittered) up to 1h, 20 attempts in all",
 		set: dur(func(c *Config) *time.Duration { return &c.WebhookRetry })},
+	{env: "TOKENWARM_RETENTION", def: "720h", help: "how long finished rows are kept before housekeeping deletes them: expired handoff codes, dead device sessions, rotated device refresh tokens (their reuse revokes the family until then), finished webhook deliveries",
+		set: dur(func(c *Config) *time.Duration { return &c.Retention })},
+	{env: "TOKENWARM_EVENT_RETENTION", def: "8760h", help: "how long connection events (the audit trail) are kept; at least 720h, the idle-risk check reads the last 30 days",
+		set: dur(func(c *Config) *time.Duration { return &c.EventRetention })},
 	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "30s", help: "how long shutdown waits for in-flight requests and refreshes",
 		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",
@@ -267,6 +273,12 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	if c.UpstreamTimeout >= c.LockTimeout {
 		errs = append(errs, errors.New("SALESFORCE_TIMEOUT must be shorter than TOKENWARM_LOCK_TIMEOUT"))
 	}
+	if c.Retention < 24*time.Hour {
+		errs = append(errs, errors.New("TOKENWARM_RETENTION must be at least 24h"))
+	}
+	if c.EventRetention < warmer.IdleTTL {
+		errs = append(errs, errors.New("TOKENWARM_EVENT_RETENTION must be at least 720h: the idle-risk check reads the events of the last 30 days"))
+	}
 	if len(c.WebhookURLs) > 0 && len(c.WebhookSecret) < 16 {
 		errs = append(errs, errors.New("TOKENWARM_WEBHOOK_SECRET of at least 16 characters is required with TOKENWARM_WEBHOOK_URLS"))
 	}
@@ -310,6 +322,7 @@ Usage:
   tokenwarm [serve]    run the server (default)
   tokenwarm migrate    apply database migrations and exit
   tokenwarm reseal     re-encrypt every sealed token under the active key
+  tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
   tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS

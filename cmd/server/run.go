@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "emulator":
 		return runEmulator(ctx, args, stdout)
-	case "serve", "migrate", "reseal", "admin-key":
+	case "serve", "migrate", "reseal", "admin-key", "purge":
 	default:
 		printUsage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -98,6 +98,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return adminKey(ctx, adminkeys.New(db, nil), args, stdout, stderr)
+	case "purge":
+		if _, err := db.Migrate(ctx); err != nil {
+			return err
+		}
+		p, err := housekeep(ctx, cfg, db, ring, time.Now())
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deleted %s\n", p)
+		return nil
 	}
 	return serve(ctx, cfg, db, ring, log, stdout)
 }
@@ -265,7 +275,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		redirects = append(redirects, cfg.PublicURL+handlers.DemoRedirectPath)
 	}
 	pending := pkce.NewStore(db, ring, clock.System{}, 0)
-	go purgePending(ctx, pending, log)
+	go housekeepLoop(ctx, cfg, db, ring, log)
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects,
 		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), OnEvents: announce}, log, v, dev, pending, sf, ring, nil)
 
@@ -322,21 +332,6 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 // purgePending deletes abandoned sign-ins (expired pending authorizations)
 // every few minutes until ctx ends.
-func purgePending(ctx context.Context, pending *pkce.Store, log *slog.Logger) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := pending.Purge(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
-				log.Warn("purging expired pending authorizations failed", "err", err)
-			}
-		}
-	}
-}
-
 func salesforceTransport(cfg *Config) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	// One kept-alive connection per concurrent refresh: a TLS handshake

@@ -192,3 +192,23 @@ func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// MigratedDB opens a fresh, migrated database of the dialect (a new
+// Postgres database, or a SQLite file in a temporary directory), closed
+// when the test ends.
+func MigratedDB(t testing.TB, dialect models.Dialect) *models.DB {
+	t.Helper()
+	url := ""
+	if dialect == models.Postgres {
+		url = pgtest.NewDatabase(t)
+	}
+	db, err := models.Open(url, t.TempDir(), models.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/devices"
+	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/pkce"
+	"github.com/tokenwarm/tokenwarm/seal"
+	"github.com/tokenwarm/tokenwarm/warmer"
+	"github.com/tokenwarm/tokenwarm/webhooks"
+)
+
+// housekeepEvery is how often each replica deletes finished rows. The
+// deletes are idempotent, so replicas doing it at once only repeat work.
+const housekeepEvery = time.Hour
+
+// purged counts what one housekeeping run deleted.
+type purged struct {
+	pending  int64
+	devices  devices.Purged
+	webhooks int64
+	events   int64
+}
+
+func (p purged) String() string {
+	return fmt.Sprintf("%d pending authorization(s), %d handoff code(s), %d device session(s), %d rotated device refresh token(s), %d webhook delivery(ies), %d event(s)",
+		p.pending, p.devices.HandoffCodes, p.devices.Sessions, p.devices.RotatedTokens, p.webhooks, p.events)
+}
+
+// housekeep deletes what can no longer be used: pending authorizations an
+// hour after they expired, and after TOKENWARM_RETENTION used handoff
+// codes, dead device sessions, rotated device refresh tokens and finished
+// webhook deliveries; events after TOKENWARM_EVENT_RETENTION. Connections
+// are never deleted here.
+func housekeep(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, now time.Time) (purged, error) {
+	var p purged
+	var errs []error
+	var err error
+	p.pending, err = pkce.NewStore(db, ring, nil, 0).Purge(ctx, now.Add(-time.Hour))
+	errs = append(errs, err)
+	p.devices, err = devices.New(db, ring, clock.System{}, devices.Config{}).Purge(ctx, now.Add(-cfg.Retention))
+	errs = append(errs, err)
+	p.webhooks, err = webhooks.Purge(ctx, db, now.Add(-cfg.Retention))
+	errs = append(errs, err)
+	// The app-wide pause is read back from the event log: never purged.
+	p.events, err = models.PurgeEvents(ctx, db, now.Add(-cfg.EventRetention), []string{warmer.EventAppPaused, warmer.EventAppResumed})
+	errs = append(errs, err)
+	return p, errors.Join(errs...)
+}
+
+// housekeepLoop runs housekeep every housekeepEvery until ctx ends.
+func housekeepLoop(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log *slog.Logger) {
+	t := time.NewTicker(housekeepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p, err := housekeep(ctx, cfg, db, ring, time.Now())
+			if err != nil && ctx.Err() == nil {
+				log.Warn("housekeeping failed", "err", err)
+			}
+			log.Debug("housekeeping", "deleted", p.String())
+		}
+	}
+}
