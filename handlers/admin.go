@@ -123,16 +123,16 @@ func eventView(e *models.Event, withConnection bool) adminEventView {
 	return v
 }
 
-// pageCursor is the position after the last connection of a page. Pages
-// are ordered by (created_at, id), so connections created meanwhile land
-// after the cursor and none is skipped or repeated.
+// pageCursor is the position after the last connection of a page: the
+// ordering time (created_at for the API, so connections created meanwhile
+// land after the cursor and none is skipped or repeated) and the id.
 type pageCursor struct {
-	CreatedAt time.Time
-	ID        string
+	At time.Time
+	ID string
 }
 
 func (p pageCursor) encode() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(p.CreatedAt.UTC().Format(time.RFC3339Nano) + "|" + p.ID))
+	return base64.RawURLEncoding.EncodeToString([]byte(p.At.UTC().Format(time.RFC3339Nano) + "|" + p.ID))
 }
 
 func decodeCursor(s string) (pageCursor, bool) {
@@ -145,7 +145,7 @@ func decodeCursor(s string) (pageCursor, bool) {
 	if !ok || err != nil || !validUUID(id) {
 		return pageCursor{}, false
 	}
-	return pageCursor{CreatedAt: t, ID: id}, true
+	return pageCursor{At: t, ID: id}, true
 }
 
 func (ad *admin) listConnections(c echo.Context) error {
@@ -184,7 +184,7 @@ func (ad *admin) listConnections(c echo.Context) error {
 		if !ok {
 			return newFieldProblem("invalid_parameter", "cursor", "is not a cursor from a previous page")
 		}
-		db = db.Where("created_at > ? OR (created_at = ? AND id > ?)", cur.CreatedAt, cur.CreatedAt, cur.ID)
+		db = db.Where("created_at > ? OR (created_at = ? AND id > ?)", cur.At, cur.At, cur.ID)
 	}
 	var conns []models.Connection
 	if err := db.Order("created_at, id").Limit(limit + 1).Find(&conns).Error; err != nil {
@@ -194,7 +194,7 @@ func (ad *admin) listConnections(c echo.Context) error {
 	if len(conns) > limit {
 		conns = conns[:limit]
 		last := conns[limit-1]
-		out["next_cursor"] = pageCursor{CreatedAt: last.CreatedAt, ID: last.ID}.encode()
+		out["next_cursor"] = pageCursor{At: last.CreatedAt, ID: last.ID}.encode()
 	}
 	views := make([]adminConnectionView, 0, len(conns))
 	for i := range conns {

@@ -13,6 +13,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -354,7 +355,10 @@ type uiConnections struct {
 	Status      string
 	Statuses    []string
 	Connections []adminConnectionView
-	Truncated   bool
+	PageSize    int
+	// Paged: this is not the first page. Next: the link to the next one.
+	Paged bool
+	Next  string
 }
 
 // connections lists connections by idle budget, least first (the order of
@@ -372,12 +376,29 @@ func (ui *adminUI) connections(c echo.Context) error {
 	if s := c.QueryParam("sort"); s != "" && s != "idle_budget" {
 		return ui.errorPage(c, http.StatusBadRequest, "sort must be idle_budget")
 	}
+	// Pages follow (last_refreshed_at, id). A connection refreshed while
+	// someone pages moves to the end: it may show twice, never not at all.
+	if s := c.QueryParam("after"); s != "" {
+		cur, ok := decodeCursor(s)
+		if !ok {
+			return ui.errorPage(c, http.StatusBadRequest, "after is not a position from a previous page")
+		}
+		db = db.Where("last_refreshed_at > ? OR (last_refreshed_at = ? AND id > ?)", cur.At, cur.At, cur.ID)
+		d.Paged = true
+	}
+	d.PageSize = adminUIListMax
 	var conns []models.Connection
 	if err := db.Order("last_refreshed_at, id").Limit(adminUIListMax + 1).Find(&conns).Error; err != nil {
 		return err
 	}
 	if len(conns) > adminUIListMax {
-		conns, d.Truncated = conns[:adminUIListMax], true
+		conns = conns[:adminUIListMax]
+		last := conns[len(conns)-1]
+		next := url.Values{"sort": {"idle_budget"}, "after": {pageCursor{At: last.LastRefreshedAt, ID: last.ID}.encode()}}
+		if d.Status != "" {
+			next.Set("status", d.Status)
+		}
+		d.Next = "/admin/connections?" + next.Encode()
 	}
 	d.Connections = ui.views(conns)
 	return ui.render(c, http.StatusOK, "connections.html", uiPage{Title: "Connections", Data: d})

@@ -2,6 +2,8 @@ package handlers_test
 
 import (
 	"context"
+	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/google/uuid"
 
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/vault"
@@ -313,6 +316,42 @@ func TestAdminUIHTTP(t *testing.T) {
 	}
 	if resp, _ := get("/admin/static/app.css"); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/css") {
 		t.Fatalf("css: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	// The table pages through every connection, least idle budget first.
+	base := time.Now().UTC().Add(-20 * 24 * time.Hour).Truncate(time.Microsecond)
+	for i := range 2*200 + 5 {
+		at := base.Add(time.Duration(i/3) * time.Minute) // ties across page ends
+		cn := models.Connection{ID: uuid.NewString(), Owner: fmt.Sprintf("00Dpage/005page%04d", i), OrgID: "00Dpage", UserID: fmt.Sprintf("005page%04d", i), LoginURL: w.emuSrv.URL,
+			InstanceURL: w.emuSrv.URL, Status: models.StatusNeedsReauth, LastRefreshedAt: at, NextWarmAt: at, CreatedAt: at, UpdatedAt: at}
+		if err := w.db.Gorm.Create(&cn).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	next, pages := "/admin/connections?status=needs_reauth&sort=idle_budget", 0
+	for next != "" {
+		resp, body := get(next)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", next, resp.StatusCode)
+		}
+		pages++
+		for _, part := range strings.Split(body, "005page")[1:] {
+			u := "005page" + part[:4]
+			if seen[u] {
+				t.Fatalf("page %d shows %s again", pages, u)
+			}
+			seen[u] = true
+		}
+		next = html.UnescapeString(between(body, `id="next-page" href="`, `"`))
+		if (pages > 1) != strings.Contains(body, `id="first-page"`) {
+			t.Fatalf("page %d: first-page link wrong", pages)
+		}
+	}
+	if pages != 3 || len(seen) != 405 {
+		t.Fatalf("%d pages showed %d connections, want 3 pages and 405", pages, len(seen))
+	}
+	if resp, _ := get("/admin/connections?after=bogus"); resp.StatusCode != 400 {
+		t.Fatalf("bad page position: %d", resp.StatusCode)
 	}
 	if resp, _ := get("/admin/connections/not-a-uuid"); resp.StatusCode != 404 {
 		t.Fatalf("unknown connection: %d", resp.StatusCode)
