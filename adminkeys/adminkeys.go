@@ -192,6 +192,19 @@ func (s *Store) Revoke(ctx context.Context, name string) error {
 	return nil
 }
 
+// Live returns the key with this ID if it exists and is not revoked;
+// otherwise an error with CodeNotFound.
+func (s *Store) Live(ctx context.Context, id string) (*Key, error) {
+	var rs []record
+	if err := s.db.Gorm.WithContext(ctx).Where("id = ? AND revoked_at IS NULL", id).Limit(1).Find(&rs).Error; err != nil {
+		return nil, dbErr(err)
+	}
+	if len(rs) == 0 {
+		return nil, &Error{Code: CodeNotFound, Message: "no live admin key with this ID"}
+	}
+	return rs[0].key(), nil
+}
+
 // List returns every key, revoked ones included, oldest first.
 func (s *Store) List(ctx context.Context) ([]Key, error) {
 	var rs []record

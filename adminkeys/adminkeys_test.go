@@ -75,11 +75,18 @@ func TestKeyLifecycle(t *testing.T) {
 				t.Fatal("last_used_at not updated after a minute")
 			}
 
+			id := func() string { keys, _ := s.List(ctx); return keys[0].ID }()
+			if k, err := s.Live(ctx, id); err != nil || k.Name != "ops-alice" {
+				t.Fatalf("live key: %+v %v", k, err)
+			}
 			if err := s.Revoke(ctx, "ops-alice"); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Revoke(ctx, "ops-alice"); err != nil {
 				t.Fatalf("second revoke: %v", err)
+			}
+			if _, err := s.Live(ctx, id); adminkeys.ErrorCode(err) != adminkeys.CodeNotFound {
+				t.Fatalf("revoked key is live: %v", err)
 			}
 			if err := s.Revoke(ctx, "nobody"); adminkeys.ErrorCode(err) != adminkeys.CodeNotFound {
 				t.Fatalf("revoke unknown: %v", err)

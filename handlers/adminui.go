@@ -232,16 +232,17 @@ func (ui *adminUI) session(c echo.Context) (*adminkeys.Key, string, error) {
 	if json.Unmarshal([]byte(plain), &s) != nil || ui.ad.api.now().Unix() >= s.Exp {
 		return nil, "", errNoSession
 	}
-	keys, err := ui.ad.keys.List(c.Request().Context())
+	if !validUUID(s.KeyID) {
+		return nil, "", errNoSession
+	}
+	k, err := ui.ad.keys.Live(c.Request().Context(), s.KeyID)
+	if adminkeys.ErrorCode(err) == adminkeys.CodeNotFound {
+		return nil, "", errNoSession
+	}
 	if err != nil {
 		return nil, "", err
 	}
-	for i := range keys {
-		if keys[i].ID == s.KeyID && keys[i].RevokedAt == nil {
-			return &keys[i], ck.Value, nil
-		}
-	}
-	return nil, "", errNoSession
+	return k, ck.Value, nil
 }
 
 // requireSession sends visitors without a live session to the login page
