@@ -154,6 +154,11 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	if !req.IgnoreBackoff && c.NextAttemptAt != nil && c.NextAttemptAt.After(now) {
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce failed recently; retrying later", RetryAfter: c.NextAttemptAt.Sub(now)}
 	}
+	pause := v.appPause()
+	if req.Cause == CausePull && pause != nil && pause.Paused() {
+		return nil, &Error{Code: CodeUpstreamConfig, Message: "refreshes are paused for the app: Salesforce refused tokenwarm's configuration (IP allowlist or client credentials)",
+			RetryAfter: time.Minute}
+	}
 
 	// An attempt marker left by someone else means a worker presented this
 	// token and never stored the outcome. While its lease runs, that worker
@@ -204,6 +209,10 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	}
 	v.log.Info("refresh", "connection_id", id, "cause", req.Cause, "outcome", outcomeClass(sfErr).String(),
 		"error_code", errorCode(sfErr), "upstream_ms", elapsed.Milliseconds())
+	if pause != nil && req.Cause != CauseWarm && ErrorCode(resErr) == CodeUpstreamConfig {
+		// The warmer reports its own; the rest pause the app (one alert).
+		pause.ConfigError(ctx, resErr)
+	}
 	return result, resErr
 }
 
@@ -287,7 +296,9 @@ func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token
 		evs = append(evs, v.event(id, models.EventNeedsReauth, req.Cause, se.HTTPStatus, se.Code, se.Description))
 		return update, evs, nil, &Error{Code: CodeReauthRequired, Message: "the connection must be re-authorized", Reason: reason, cause: se}
 	case salesforce.Config:
-		backoffUntil(max(v.cfg.ConfigErrorBackoff, se.RetryAfter))
+		if v.appPause() == nil {
+			backoffUntil(max(v.cfg.ConfigErrorBackoff, se.RetryAfter))
+		} // else the app-wide pause holds every connection back, and its end frees them all
 		ev := v.event(id, models.EventConfigError, req.Cause, se.HTTPStatus, se.Code, se.Description)
 		return update, []models.Event{ev}, nil, &Error{Code: CodeUpstreamConfig, Message: "Salesforce refused tokenwarm's configuration: " + se.Code,
 			RetryAfter: v.cfg.ConfigErrorBackoff, cause: se}

@@ -25,6 +25,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -145,10 +146,38 @@ type Vault struct {
 	randMu sync.Mutex
 	rand   *mrand.Rand
 
+	pause atomic.Pointer[pauseHolder]
+
 	// beforeCommit lets tests break the commit of a refresh result.
 	beforeCommit func(tx *gorm.DB, attempt int) error
 	// afterLock lets tests act while the row lock is held.
 	afterLock func(id string)
+}
+
+// AppPause is the app-wide pause after Salesforce refuses tokenwarm's
+// configuration (IP allowlist, client credentials): the warmer owns it.
+type AppPause interface {
+	// Paused reports whether refreshes are paused for the app.
+	Paused() bool
+	// ConfigError reports a configuration error seen outside the warmer,
+	// e.g. by a mobile pull, so the app pauses and alerts once.
+	ConfigError(ctx context.Context, err error)
+}
+
+type pauseHolder struct{ AppPause }
+
+// SetPause connects the vault to the app-wide pause. While it is paused,
+// mobile pulls that need a refresh get a configuration error without
+// calling Salesforce; warm refreshes (the probe) and admin refreshes still
+// call. A configuration error met by a pull or an admin refresh is reported
+// to it.
+func (v *Vault) SetPause(p AppPause) { v.pause.Store(&pauseHolder{p}) }
+
+func (v *Vault) appPause() AppPause {
+	if h := v.pause.Load(); h != nil {
+		return h.AppPause
+	}
+	return nil
 }
 
 // New builds a vault. log may be nil.

@@ -15,6 +15,10 @@ import (
 // vault would refuse to call Salesforce for it anyway.
 const due = "status = 'active' AND next_warm_at <= ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
 
+// probeable selects any active connection not in backoff, for a probe
+// while nothing is due.
+const probeable = "status = 'active' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+
 // claimed is a connection this warmer holds under a lease.
 type claimed struct {
 	ID string
@@ -27,12 +31,13 @@ type claimed struct {
 	lease      time.Time
 }
 
-// claim takes up to n due connections, earliest due first, and pushes their
+// claim takes up to n due connections (any active one not in backoff, for
+// dueOnly false), earliest due first, and pushes their
 // next_warm_at out by the lease in one short transaction. On Postgres rows
 // locked by another replica's claim (or by a refresh in progress) are
 // skipped rather than waited for; embedded SQLite has one process and one
 // writer, so a plain claim is enough.
-func (w *Warmer) claim(ctx context.Context, n int) ([]claimed, error) {
+func (w *Warmer) claim(ctx context.Context, n int, dueOnly bool) ([]claimed, error) {
 	now := w.clock.Now().UTC()
 	// Truncated to what Postgres stores, so the lease can be recognised
 	// later by equality.
@@ -43,8 +48,13 @@ func (w *Warmer) claim(ctx context.Context, n int) ([]claimed, error) {
 		return nil, tx.Error
 	}
 	defer tx.Rollback()
-	q := tx.Model(&models.Connection{}).Select("id", "last_refreshed_at", "next_warm_at").
-		Where(due, now, now).Order("next_warm_at").Limit(n)
+	q := tx.Model(&models.Connection{}).Select("id", "last_refreshed_at", "next_warm_at")
+	if dueOnly {
+		q = q.Where(due, now, now)
+	} else {
+		q = q.Where(probeable, now)
+	}
+	q = q.Order("next_warm_at").Limit(n)
 	if w.db.Dialect == models.Postgres {
 		q = q.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate, Options: clause.LockingOptionsSkipLocked})
 	}

@@ -87,6 +87,11 @@ func (w *Warmer) pause(ctx context.Context, cause error) {
 	}
 }
 
+// ConfigError pauses the app after a configuration error that a refresh
+// outside the warmer met (a mobile pull, an admin refresh), with the same
+// single alert. It makes the warmer a vault.AppPause.
+func (w *Warmer) ConfigError(ctx context.Context, err error) { w.pause(ctx, err) }
+
 // resume restarts warming after a successful probe.
 func (w *Warmer) resume(ctx context.Context) {
 	w.pauseMu.Lock()
@@ -114,7 +119,12 @@ func (w *Warmer) probe(ctx context.Context, p *pass) (resumed bool, err error) {
 	w.lastProbe = now
 	w.pauseMu.Unlock()
 
-	batch, err := w.claim(ctx, 1)
+	batch, err := w.claim(ctx, 1, true)
+	if err == nil && len(batch) == 0 {
+		// Nothing is due (a pull, not a warm, met the error): any active
+		// connection proves the configuration; warming it early is harmless.
+		batch, err = w.claim(ctx, 1, false)
+	}
 	if err != nil || len(batch) == 0 {
 		return false, err
 	}

@@ -250,7 +250,7 @@ func (w *Warmer) warmDue(ctx context.Context, p *pass) error {
 	var err error
 claiming:
 	for ctx.Err() == nil && !w.paused.Load() {
-		batch, cerr := w.claim(ctx, w.cfg.BatchSize)
+		batch, cerr := w.claim(ctx, w.cfg.BatchSize, true)
 		if cerr != nil {
 			if ctx.Err() == nil {
 				err = cerr

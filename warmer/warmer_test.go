@@ -579,3 +579,74 @@ func testStopWaitsForInFlightRefreshes(t *testing.T, dialect models.Dialect) {
 		t.Fatalf("Start after Stop: %v", err)
 	}
 }
+
+// A configuration error met by a mobile pull, while nothing is due for
+// warming, pauses the app with the one alert; pulls that need a refresh
+// then fail at once without calling Salesforce, a pull whose token is still
+// good is served, and a probe of a connection that is not due resumes
+// everything once Salesforce accepts us again.
+func TestPullConfigErrorPausesTheApp(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		ids := e.connectMany(4)
+		r := e.replica("w1", warmer.Config{})
+		r.vault.SetPause(r.warmer)
+		ctx := context.Background()
+		// Past the access tokens' life, well before anything is due.
+		e.clk.Advance(3 * time.Hour)
+		if _, err := r.vault.GetAccessToken(ctx, ids[3], time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.emu.SetAllowedIPs([]string{"203.0.113.1/32"}); err != nil {
+			t.Fatal(err)
+		}
+		e.emu.ResetStats()
+		pull := func(id string) error {
+			_, err := r.vault.Access(ctx, id, vault.Request{Cause: vault.CausePull, MinValidity: time.Minute})
+			return err
+		}
+		if err := pull(ids[0]); vault.ErrorCode(err) != vault.CodeUpstreamConfig {
+			t.Fatalf("first pull: %v", err)
+		}
+		if !r.warmer.Paused() || e.countEvents(warmer.EventAppPaused) != 1 {
+			t.Fatalf("paused=%v with %d pause events after a pull's configuration error", r.warmer.Paused(), e.countEvents(warmer.EventAppPaused))
+		}
+		for _, id := range ids[1:3] {
+			if err := pull(id); vault.ErrorCode(err) != vault.CodeUpstreamConfig {
+				t.Fatalf("pull while paused: %v", err)
+			}
+		}
+		if err := pull(ids[3]); err != nil {
+			t.Fatalf("a pull whose token is still good: %v", err)
+		}
+		if n := e.emu.Stats().TokenCalls; n != 1 {
+			t.Fatalf("%d token calls, want 1: pulls while paused must not call Salesforce", n)
+		}
+		if n := strings.Count(e.logs.String(), "ALERT: Salesforce refused"); n != 1 {
+			t.Fatalf("%d alerts in the log, want 1", n)
+		}
+
+		if err := e.emu.SetAllowedIPs(nil); err != nil {
+			t.Fatal(err)
+		}
+		e.clk.Advance(r.warmer.Config().ProbeInterval)
+		p, err := r.warmer.RunOnce(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Probed || p.Paused || r.warmer.Paused() {
+			t.Fatalf("after the fix: %+v (paused %v)", p, r.warmer.Paused())
+		}
+		for _, id := range ids {
+			if err := pull(id); err != nil {
+				t.Fatalf("pull after resume: %v", err)
+			}
+		}
+		for _, c := range e.conns() {
+			if c.Status != models.StatusActive {
+				t.Fatalf("connection %s is %s", c.ID, c.Status)
+			}
+		}
+		e.checkTokensInSync()
+	})
+}

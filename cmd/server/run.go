@@ -264,6 +264,9 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	})
 	warm := warmer.New(v, clock.System{}, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
 		RiskThreshold: cfg.IdleRiskBefore, OnEvents: announce})
+	// Pulls respect the app-wide pause, and their configuration errors
+	// raise it: one alert, no flood of refused refreshes.
+	v.SetPause(warm)
 	met.WatchWarmer(warm.Stats)
 	dev := devices.New(db, ring, clock.System{}, devices.Config{Issuer: cfg.PublicURL,
 		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL})
