@@ -1,7 +1,6 @@
 package metrics_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -10,20 +9,14 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/metrics"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/warmer"
 )
 
 func TestFleetGaugesAndRefreshCounters(t *testing.T) {
-	db, err := models.Open("", t.TempDir(), models.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	db := testkit.MigratedDB(t, models.SQLite)
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	clk := clock.NewFake(now)
 	add := func(id, status string, lastRefresh, nextWarm time.Time) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/seal"
@@ -29,8 +30,8 @@ func TestHelperRefreshWorker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sf := &salesforce.Client{HTTP: &http.Client{}, ClientID: testClientID, ClientSecret: testClientSecret,
-		Timeout: 50 * time.Second, SessionTimeout: sessionTimeout}
+	sf := &salesforce.Client{HTTP: &http.Client{}, ClientID: testkit.ClientID, ClientSecret: testkit.ClientSecret,
+		Timeout: 50 * time.Second, SessionTimeout: testkit.SessionTimeout}
 	v := vault.New(db, ring, sf, clock.System{}, nil, vault.Config{Worker: "doomed",
 		UpstreamTimeout: 50 * time.Second, LockTimeout: 55 * time.Second, AttemptLease: time.Minute})
 	_, err = v.Access(context.Background(), os.Getenv("TW_CONN"), vault.Request{Cause: vault.CauseWarm, Force: true})
@@ -51,24 +52,24 @@ func TestKilledWorkerHoldingTheLock(t *testing.T) {
 			e := newEnvAt(t, models.Postgres, time.Now().UTC())
 			v := e.vault(vault.Config{Worker: "survivor"})
 			id := e.connect(v, "killed@example.com")
-			e.emu.ResetStats()
+			e.Emu.ResetStats()
 
 			var release func()
 			if rotated {
-				release = e.emu.HoldRefreshes()
+				release = e.Emu.HoldRefreshes()
 				defer release()
 			} else {
 				// The request reaches the emulator, which waits before
 				// processing; the worker dies during the wait.
-				e.emu.SetLatency(func() time.Duration { return 30 * time.Second })
+				e.Emu.SetLatency(func() time.Duration { return 30 * time.Second })
 			}
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRefreshWorker$", "-test.count=1")
-			cmd.Env = append(os.Environ(), "TW_HELPER=1", "TW_PG_URL="+e.pgURL, "TW_SEAL="+e.ringSpec, "TW_CONN="+id)
+			cmd.Env = append(os.Environ(), "TW_HELPER=1", "TW_PG_URL="+e.PGURL, "TW_SEAL="+e.RingSpec, "TW_CONN="+id)
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, "the worker to present the token while holding the lock", 60*time.Second, func() bool {
-				st := e.emu.Stats()
+				st := e.Emu.Stats()
 				if rotated {
 					return st.Held == 1
 				}
@@ -78,7 +79,7 @@ func TestKilledWorkerHoldingTheLock(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = cmd.Wait()
-			e.emu.SetLatency(nil)
+			e.Emu.SetLatency(nil)
 			if rotated {
 				release()
 			}
@@ -89,14 +90,14 @@ func TestKilledWorkerHoldingTheLock(t *testing.T) {
 			if vaultCode(t, err) != vault.CodeUpstreamUnavailable {
 				t.Fatalf("inside the dead worker's lease: %v", err)
 			}
-			calls := e.emu.Stats().TokenCalls
+			calls := e.Emu.Stats().TokenCalls
 			if calls != 1 {
 				t.Fatalf("token calls = %d inside the lease, want only the dead worker's", calls)
 			}
 
-			e.clk.Advance(2 * time.Minute)
+			e.Clock.Advance(2 * time.Minute)
 			_, err = v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true})
-			st := e.emu.Stats()
+			st := e.Emu.Stats()
 			kinds := eventKinds(e.events(id))
 			if !contains(kinds, models.EventUnknownOutcome) {
 				t.Fatalf("no unknown_outcome event: %v", kinds)
@@ -121,7 +122,7 @@ func TestKilledWorkerHoldingTheLock(t *testing.T) {
 			if err != nil || st.StalePresentations != 0 || st.Refreshes != 1 {
 				t.Fatalf("err=%v stale=%d refreshes=%d", err, st.StalePresentations, st.Refreshes)
 			}
-			if !e.emu.ChainAlive(e.storedRefreshToken(id)) {
+			if !e.Emu.ChainAlive(e.storedRefreshToken(id)) {
 				t.Fatal("stored token is not the live one")
 			}
 		})

@@ -23,7 +23,7 @@ func TestResealMovesEveryTokenToTheActiveKey(t *testing.T) {
 			before[id] = e.storedRefreshToken(id)
 		}
 		newKey, _ := seal.GenerateKey("test2")
-		rotated, err := seal.ParseRing(newKey + "," + e.ringSpec)
+		rotated, err := seal.ParseRing(newKey + "," + e.RingSpec)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +35,7 @@ func TestResealMovesEveryTokenToTheActiveKey(t *testing.T) {
 			t.Fatalf("second Reseal rewrote %d", n)
 		}
 		onlyNew, _ := seal.ParseRing(newKey)
-		rv := vault.New(e.dbs[0], onlyNew, e.sfClient(), e.clk, nil, vault.Config{})
+		rv := vault.New(e.dbs[0], onlyNew, e.SFClient(), e.Clock, nil, vault.Config{})
 		for _, id := range ids {
 			c := e.conn(id)
 			for _, s := range []string{c.RefreshTokenSealed, c.AccessTokenSealed} {

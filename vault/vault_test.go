@@ -35,8 +35,8 @@ func TestHerdCollapsesToOneRefresh(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.clk.Advance(sessionTimeout + time.Minute)
-		e.emu.ResetStats()
+		e.Clock.Advance(testkit.SessionTimeout + time.Minute)
+		e.Emu.ResetStats()
 
 		const perPool = 300
 		callers := perPool
@@ -84,11 +84,11 @@ func TestHerdCollapsesToOneRefresh(t *testing.T) {
 				t.Fatalf("%d callers got the token, want %d", n, pools*callers)
 			}
 		}
-		st := e.emu.Stats()
+		st := e.Emu.Stats()
 		if st.Refreshes != 1 || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
 			t.Fatalf("emulator saw refreshes=%d stale=%d revoked=%d, want 1/0/0", st.Refreshes, st.StalePresentations, st.ChainsRevoked)
 		}
-		if got := e.storedRefreshToken(id); !e.emu.ChainAlive(got) {
+		if got := e.storedRefreshToken(id); !e.Emu.ChainAlive(got) {
 			t.Fatal("stored refresh token is not the live one")
 		}
 	})
@@ -112,13 +112,13 @@ func TestManyConnectionsRefreshExactlyWhatIsNeeded(t *testing.T) {
 		for i := range ids {
 			// Issue times spread over the session timeout, so that at the
 			// moment of the herd a random part of the tokens has expired.
-			e.clk.Advance(time.Duration(rng.Int64N(int64(sessionTimeout / conns * 2))))
+			e.Clock.Advance(time.Duration(rng.Int64N(int64(testkit.SessionTimeout / conns * 2))))
 			ids[i] = e.connect(vaults[0], "user"+itoa(i)+"@example.com")
 		}
-		e.clk.Advance(sessionTimeout / 2)
+		e.Clock.Advance(testkit.SessionTimeout / 2)
 		const minValidity = 5 * time.Minute
 		needed := 0
-		now := e.clk.Now()
+		now := e.Clock.Now()
 		for _, id := range ids {
 			if c := e.conn(id); c.AccessTokenExpiresAt.Sub(now) < minValidity {
 				needed++
@@ -127,7 +127,7 @@ func TestManyConnectionsRefreshExactlyWhatIsNeeded(t *testing.T) {
 		if needed == 0 || needed == conns {
 			t.Fatalf("bad test setup: %d of %d need a refresh", needed, conns)
 		}
-		e.emu.ResetStats()
+		e.Emu.ResetStats()
 
 		// Bounded so the race detector's goroutine limit holds: 200
 		// connections at a time, each with 20 concurrent callers.
@@ -148,7 +148,7 @@ func TestManyConnectionsRefreshExactlyWhatIsNeeded(t *testing.T) {
 						defer inner.Done()
 						v := vaults[(i+j)%len(vaults)]
 						at, err := v.GetAccessToken(context.Background(), id, minValidity)
-						if err == nil && at.ExpiresAt.Sub(e.clk.Now()) < minValidity {
+						if err == nil && at.ExpiresAt.Sub(e.Clock.Now()) < minValidity {
 							err = errors.New("token with too little validity")
 						}
 						if err != nil {
@@ -165,7 +165,7 @@ func TestManyConnectionsRefreshExactlyWhatIsNeeded(t *testing.T) {
 		if len(failures) > 0 {
 			t.Fatalf("%d callers failed, first: %v", len(failures), failures[0])
 		}
-		st := e.emu.Stats()
+		st := e.Emu.Stats()
 		if st.Refreshes != needed || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
 			t.Fatalf("refreshes=%d (needed %d) stale=%d revoked=%d", st.Refreshes, needed, st.StalePresentations, st.ChainsRevoked)
 		}
@@ -199,16 +199,16 @@ func TestDeadTokenMovesToNeedsReauth(t *testing.T) {
 		e := newEnv(t, dialect)
 		v := e.vault(vault.Config{})
 		id := e.connect(v, "dead@example.com")
-		e.emu.ExpireChainOf(e.storedRefreshToken(id))
-		e.clk.Advance(sessionTimeout)
-		e.emu.ResetStats()
+		e.Emu.ExpireChainOf(e.storedRefreshToken(id))
+		e.Clock.Advance(testkit.SessionTimeout)
+		e.Emu.ResetStats()
 
 		_, err := v.GetAccessToken(context.Background(), id, time.Minute)
 		var ve *vault.Error
 		if !errors.As(err, &ve) || ve.Code != vault.CodeReauthRequired || ve.Reason == "" {
 			t.Fatalf("err = %v, want reauth_required with a reason", err)
 		}
-		if calls := e.emu.Stats().TokenCalls; calls != 1 {
+		if calls := e.Emu.Stats().TokenCalls; calls != 1 {
 			t.Fatalf("upstream calls = %d, want 1", calls)
 		}
 		c := e.conn(id)
@@ -225,7 +225,7 @@ func TestDeadTokenMovesToNeedsReauth(t *testing.T) {
 		if _, err := e.vault(vault.Config{}).GetAccessToken(context.Background(), id, 0); vaultCode(t, err) != vault.CodeReauthRequired {
 			t.Fatalf("other vault: %v", err)
 		}
-		st := e.emu.Stats()
+		st := e.Emu.Stats()
 		if st.TokenCalls != 1 || st.CallsAfterDead != 0 {
 			t.Fatalf("calls=%d callsAfterDead=%d, want 1/0", st.TokenCalls, st.CallsAfterDead)
 		}
@@ -243,10 +243,10 @@ func TestTransientFailuresBackOff(t *testing.T) {
 		e := newEnv(t, dialect)
 		v := e.vault(vault.Config{BackoffBase: time.Minute, UpstreamTimeout: 2 * time.Second})
 		id := e.connect(v, "flaky@example.com")
-		e.clk.Advance(sessionTimeout)
-		e.emu.ResetStats()
+		e.Clock.Advance(testkit.SessionTimeout)
+		e.Emu.ResetStats()
 
-		e.emu.FailNext(1, 503)
+		e.Emu.FailNext(1, 503)
 		_, err := v.GetAccessToken(context.Background(), id, time.Minute)
 		var ve *vault.Error
 		if !errors.As(err, &ve) || ve.Code != vault.CodeUpstreamUnavailable || ve.RetryAfter <= 0 {
@@ -258,28 +258,28 @@ func TestTransientFailuresBackOff(t *testing.T) {
 		}
 		// Inside the backoff: no upstream call.
 		_, err = v.GetAccessToken(context.Background(), id, time.Minute)
-		if vaultCode(t, err) != vault.CodeUpstreamUnavailable || e.emu.Stats().TokenCalls != 1 {
-			t.Fatalf("backoff not respected: err=%v calls=%d", err, e.emu.Stats().TokenCalls)
+		if vaultCode(t, err) != vault.CodeUpstreamUnavailable || e.Emu.Stats().TokenCalls != 1 {
+			t.Fatalf("backoff not respected: err=%v calls=%d", err, e.Emu.Stats().TokenCalls)
 		}
 
 		// A timeout: the emulator holds the request longer than our client
 		// waits, then the client gives up.
-		e.clk.Set(c.NextAttemptAt.Add(time.Second))
-		e.emu.SetLatency(func() time.Duration { return 3 * time.Second })
+		e.Clock.Set(c.NextAttemptAt.Add(time.Second))
+		e.Emu.SetLatency(func() time.Duration { return 3 * time.Second })
 		_, err = v.GetAccessToken(context.Background(), id, time.Minute)
 		if vaultCode(t, err) != vault.CodeUpstreamUnavailable {
 			t.Fatalf("timeout: %v", err)
 		}
-		e.emu.SetLatency(nil)
+		e.Emu.SetLatency(nil)
 		c = e.conn(id)
 		if c.Status != models.StatusActive || c.ConsecutiveFailures != 2 {
 			t.Fatalf("after timeout: status=%s failures=%d", c.Status, c.ConsecutiveFailures)
 		}
-		if c.NextAttemptAt.Sub(e.clk.Now()) < time.Minute {
-			t.Fatalf("second backoff %v is not longer than the first", c.NextAttemptAt.Sub(e.clk.Now()))
+		if c.NextAttemptAt.Sub(e.Clock.Now()) < time.Minute {
+			t.Fatalf("second backoff %v is not longer than the first", c.NextAttemptAt.Sub(e.Clock.Now()))
 		}
 
-		e.clk.Set(c.NextAttemptAt.Add(time.Second))
+		e.Clock.Set(c.NextAttemptAt.Add(time.Second))
 		at, err := v.GetAccessToken(context.Background(), id, time.Minute)
 		if err != nil || !at.Refreshed {
 			t.Fatalf("recovery: %v", err)
@@ -288,7 +288,7 @@ func TestTransientFailuresBackOff(t *testing.T) {
 		if c.ConsecutiveFailures != 0 || c.NextAttemptAt != nil || c.LastErrorCode != "" {
 			t.Fatalf("success did not clear the failure: %+v", c)
 		}
-		st := e.emu.Stats()
+		st := e.Emu.Stats()
 		if st.StalePresentations != 0 || st.ChainsRevoked != 0 {
 			t.Fatalf("stale=%d revoked=%d", st.StalePresentations, st.ChainsRevoked)
 		}
@@ -302,21 +302,21 @@ func TestConfigurationErrorsKeepConnectionActive(t *testing.T) {
 		e := newEnv(t, dialect)
 		v := e.vault(vault.Config{})
 		id := e.connect(v, "config@example.com")
-		e.clk.Advance(sessionTimeout)
+		e.Clock.Advance(testkit.SessionTimeout)
 
-		e.emu.SetAllowedIPs([]string{"203.0.113.7/32"})
+		e.Emu.SetAllowedIPs([]string{"203.0.113.7/32"})
 		_, err := v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true, IgnoreBackoff: true})
 		if vaultCode(t, err) != vault.CodeUpstreamConfig {
 			t.Fatalf("IP rejection: %v", err)
 		}
-		e.emu.SetAllowedIPs(nil)
+		e.Emu.SetAllowedIPs(nil)
 		if c := e.conn(id); c.Status != models.StatusActive || c.LastErrorCode != "invalid_grant" {
 			t.Fatalf("after IP rejection: status=%s code=%s", c.Status, c.LastErrorCode)
 		}
 
-		bad := e.sfClient()
+		bad := e.SFClient()
 		bad.ClientSecret = "wrong"
-		badVault := vault.New(e.dbs[0], e.ring, bad, e.clk, e.log, vault.Config{})
+		badVault := vault.New(e.dbs[0], e.Ring, bad, e.Clock, e.Log, vault.Config{})
 		_, err = badVault.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true, IgnoreBackoff: true})
 		if vaultCode(t, err) != vault.CodeUpstreamConfig {
 			t.Fatalf("bad credentials: %v", err)
@@ -325,7 +325,7 @@ func TestConfigurationErrorsKeepConnectionActive(t *testing.T) {
 		if c.Status != models.StatusActive {
 			t.Fatalf("status %s after configuration errors", c.Status)
 		}
-		if !e.emu.ChainAlive(e.storedRefreshToken(id)) {
+		if !e.Emu.ChainAlive(e.storedRefreshToken(id)) {
 			t.Fatal("configuration errors damaged the chain")
 		}
 		at, err := v.Access(context.Background(), id, vault.Request{Cause: vault.CauseAdmin, Force: true, IgnoreBackoff: true})
@@ -355,8 +355,8 @@ func TestCommitFailureAfterRotationIsRetried(t *testing.T) {
 			other = e.vault(vault.Config{LockTimeout: 2 * time.Second})
 		}
 		id := e.connect(v, "commit@example.com")
-		e.clk.Advance(sessionTimeout)
-		e.emu.ResetStats()
+		e.Clock.Advance(testkit.SessionTimeout)
+		e.Emu.ResetStats()
 		claimed := e.conn(id).LastRefreshedAt
 
 		otherDone := make(chan error, 1)
@@ -400,7 +400,7 @@ func TestCommitFailureAfterRotationIsRetried(t *testing.T) {
 		}
 		v.SetBeforeCommit(nil)
 		stored := e.storedRefreshToken(id)
-		if !e.emu.ChainAlive(stored) {
+		if !e.Emu.ChainAlive(stored) {
 			t.Fatal("the stored refresh token is not the live one")
 		}
 		kinds := eventKinds(e.events(id))
@@ -408,11 +408,11 @@ func TestCommitFailureAfterRotationIsRetried(t *testing.T) {
 			t.Fatalf("no commit_retried event: %v", kinds)
 		}
 		// And it keeps working afterwards.
-		e.clk.Advance(sessionTimeout)
+		e.Clock.Advance(testkit.SessionTimeout)
 		if _, err := v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true}); err != nil {
 			t.Fatal(err)
 		}
-		st := e.emu.Stats()
+		st := e.Emu.Stats()
 		if st.Refreshes != 2 || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
 			t.Fatalf("refreshes=%d stale=%d revoked=%d", st.Refreshes, st.StalePresentations, st.ChainsRevoked)
 		}
@@ -438,7 +438,7 @@ func TestRejectedTokenReportsCollapse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.emu.ResetStats()
+	e.Emu.ResetStats()
 	var wg sync.WaitGroup
 	got := make(chan string, 100)
 	for range 100 {
@@ -460,7 +460,7 @@ func TestRejectedTokenReportsCollapse(t *testing.T) {
 			t.Fatal("a caller got the rejected token back")
 		}
 	}
-	if n := e.emu.Stats().Refreshes; n != 1 {
+	if n := e.Emu.Stats().Refreshes; n != 1 {
 		t.Fatalf("refreshes = %d, want 1", n)
 	}
 }
@@ -477,10 +477,10 @@ func TestStaleWhileRevalidate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.clk.Advance(sessionTimeout * 85 / 100)
-		e.emu.ResetStats()
+		e.Clock.Advance(testkit.SessionTimeout * 85 / 100)
+		e.Emu.ResetStats()
 		// The emulator is slow: answers that waited for it would show.
-		e.emu.SetLatency(func() time.Duration { return 300 * time.Millisecond })
+		e.Emu.SetLatency(func() time.Duration { return 300 * time.Millisecond })
 		var wg sync.WaitGroup
 		got := make(chan *vault.AccessToken, 50)
 		for range 50 {
@@ -505,7 +505,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 		if err := v.Wait(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if n := e.emu.Stats().Refreshes; n != 1 {
+		if n := e.Emu.Stats().Refreshes; n != 1 {
 			t.Fatalf("background refreshes = %d, want 1", n)
 		}
 		at, err := v.GetAccessToken(context.Background(), id, 10*time.Minute)
@@ -531,8 +531,8 @@ func TestOnEventsRunsInTheStoringTransaction(t *testing.T) {
 		return nil
 	}})
 	id := e.connect(v, "hooks@example.com")
-	e.emu.ExpireChainOf(e.storedRefreshToken(id))
-	e.clk.Advance(sessionTimeout)
+	e.Emu.ExpireChainOf(e.storedRefreshToken(id))
+	e.Clock.Advance(testkit.SessionTimeout)
 	if _, err := v.GetAccessToken(context.Background(), id, time.Minute); vaultCode(t, err) != vault.CodeReauthRequired {
 		t.Fatal(err)
 	}
@@ -557,7 +557,7 @@ func TestConcurrentFirstConnectsShareOneConnection(t *testing.T) {
 			user := fmt.Sprintf("racer%d@example.com", round)
 			toks := make([]*salesforce.Token, racers)
 			for i := range toks {
-				tok, err := testkit.Authorize(e.emuURL, e.sfClient(), user)
+				tok, err := testkit.Authorize(e.EmuURL, e.SFClient(), user)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -572,7 +572,7 @@ func TestConcurrentFirstConnectsShareOneConnection(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					<-start
-					results[i], errs[i] = vaults[i].Connect(context.Background(), e.emuURL, toks[i].OrgID+"/"+toks[i].UserID, toks[i])
+					results[i], errs[i] = vaults[i].Connect(context.Background(), e.EmuURL, toks[i].OrgID+"/"+toks[i].UserID, toks[i])
 				}()
 			}
 			close(start)

@@ -32,28 +32,28 @@ func BenchmarkWarmThroughput(b *testing.B) {
 		b.Run(fmt.Sprintf("C=%d", c), func(b *testing.B) {
 			e := newEnv(b, models.Postgres)
 			ids := e.connectMany(c * 40)
-			db, err := models.Open(e.pgURL, "", models.Options{MaxOpenConns: 2*c + 8})
+			db, err := models.Open(e.PGURL, "", models.Options{MaxOpenConns: 2*c + 8})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer db.Close()
 			// As in production (cmd/server): keep a connection per concurrent
 			// refresh alive instead of net/http's default two per host.
-			sf := e.sfClient()
+			sf := e.SFClient()
 			tr := http.DefaultTransport.(*http.Transport).Clone()
 			tr.MaxIdleConnsPerHost = c
 			sf.HTTP = &http.Client{Transport: tr}
-			v := vault.New(db, e.ring, sf, e.clk, e.log, vault.Config{Worker: "bench", MaxConcurrentRefreshes: c})
-			w := warmer.New(v, e.clk, e.log, warmer.Config{Concurrency: c, BatchSize: 100})
+			v := vault.New(db, e.Ring, sf, e.Clock, e.Log, vault.Config{Worker: "bench", MaxConcurrentRefreshes: c})
+			w := warmer.New(v, e.Clock, e.Log, warmer.Config{Concurrency: c, BatchSize: 100})
 			defer func() { <-w.Stop().Done() }()
-			e.emu.SetLatency(func() time.Duration { return latency })
+			e.Emu.SetLatency(func() time.Duration { return latency })
 
 			var refreshed int64
 			var busy time.Duration
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
-				if err := e.db.Gorm.Exec("UPDATE connections SET next_warm_at = ?", e.clk.Now().Add(-time.Second)).Error; err != nil {
+				if err := e.db.Gorm.Exec("UPDATE connections SET next_warm_at = ?", e.Clock.Now().Add(-time.Second)).Error; err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
@@ -71,7 +71,7 @@ func BenchmarkWarmThroughput(b *testing.B) {
 			perSec := float64(refreshed) / busy.Seconds()
 			b.ReportMetric(perSec, "refreshes/s")
 			b.ReportMetric(perSec/(float64(c)/latency.Seconds()), "of_ideal")
-			if st := e.emu.Stats(); st.StalePresentations != 0 || st.ChainsRevoked != 0 {
+			if st := e.Emu.Stats(); st.StalePresentations != 0 || st.ChainsRevoked != 0 {
 				b.Fatalf("emulator saw stale=%d revoked=%d", st.StalePresentations, st.ChainsRevoked)
 			}
 		})
@@ -108,7 +108,7 @@ func BenchmarkWarmMemoryAllDue(b *testing.B) {
 	const n = 100_000
 	e := newEnv(b, models.Postgres)
 	ref := &rotatingRefresher{}
-	db, err := models.Open(e.pgURL, "", models.Options{MaxOpenConns: 40})
+	db, err := models.Open(e.PGURL, "", models.Options{MaxOpenConns: 40})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -116,8 +116,8 @@ func BenchmarkWarmMemoryAllDue(b *testing.B) {
 	// Logs are discarded: the harness keeps them in memory, which would be
 	// measured as heap.
 	quiet := slog.New(slog.DiscardHandler)
-	v := vault.New(db, e.ring, ref, e.clk, quiet, vault.Config{Worker: "bench", MaxConcurrentRefreshes: 16})
-	now := e.clk.Now().UTC()
+	v := vault.New(db, e.Ring, ref, e.Clock, quiet, vault.Config{Worker: "bench", MaxConcurrentRefreshes: 16})
+	now := e.Clock.Now().UTC()
 	batch := make([]models.Connection, 0, 1000)
 	for i := range n {
 		id := uuid.NewString()
@@ -140,7 +140,7 @@ func BenchmarkWarmMemoryAllDue(b *testing.B) {
 	var base runtime.MemStats
 	runtime.ReadMemStats(&base)
 
-	w := warmer.New(v, e.clk, quiet, warmer.Config{Concurrency: 12, BatchSize: 100})
+	w := warmer.New(v, e.Clock, quiet, warmer.Config{Concurrency: 12, BatchSize: 100})
 	defer func() { <-w.Stop().Done() }()
 	var peak atomic.Uint64
 	stop := make(chan struct{})

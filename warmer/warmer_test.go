@@ -75,8 +75,8 @@ func TestRunOnceWarmsDueConnections(t *testing.T) {
 			t.Fatalf("fresh connections: backlog %d, min idle budget %s", st.Backlog, st.MinIdleBudget)
 		}
 
-		e.clk.Advance(4 * day)
-		e.emu.FailNext(1, 503)
+		e.Clock.Advance(4 * day)
+		e.Emu.FailNext(1, 503)
 		p, err = r.warmer.RunOnce(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +84,7 @@ func TestRunOnceWarmsDueConnections(t *testing.T) {
 		if p.Claimed != 20 || p.Outcomes.OK != 19 || p.Outcomes.Transient != 1 {
 			t.Fatalf("pass = %+v, want 20 claimed, 19 ok, 1 transient", p)
 		}
-		now := e.clk.Now()
+		now := e.Clock.Now()
 		var failed models.Connection
 		for _, id := range ids {
 			c := e.conn(id)
@@ -104,7 +104,7 @@ func TestRunOnceWarmsDueConnections(t *testing.T) {
 			t.Fatalf("backlog after the pass = %d", st.Backlog)
 		}
 
-		e.clk.Advance(cfg.RetryDelay)
+		e.Clock.Advance(cfg.RetryDelay)
 		p, err = r.warmer.RunOnce(ctx)
 		if err != nil || p.Claimed != 1 || p.Outcomes.OK != 1 {
 			t.Fatalf("retry pass = %+v (%v), want the failed connection warmed", p, err)
@@ -116,7 +116,7 @@ func TestRunOnceWarmsDueConnections(t *testing.T) {
 		if want := warmer.IdleTTL - cfg.RetryDelay; st.MinIdleBudget != want {
 			t.Fatalf("min idle budget = %s, want %s", st.MinIdleBudget, want)
 		}
-		if st := e.emu.Stats(); st.Refreshes != 20 || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
+		if st := e.Emu.Stats(); st.Refreshes != 20 || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
 			t.Fatalf("emulator: %+v", st)
 		}
 		e.checkTokensInSync()
@@ -143,10 +143,10 @@ func TestSimulation90DaysThreeReplicas(t *testing.T) {
 	for i := range 3 {
 		rs = append(rs, e.replica(fmt.Sprintf("w%d", i+1), warmer.Config{}))
 	}
-	e.emu.SetRand(rand.New(rand.NewPCG(4, 2)))
-	e.emu.SetFailureRate(0.05, 503)
-	e.emu.SetLatency(func() time.Duration { return time.Duration(rand.N(2000)) * time.Microsecond })
-	e.emu.ResetStats()
+	e.Emu.SetRand(rand.New(rand.NewPCG(4, 2)))
+	e.Emu.SetFailureRate(0.05, 503)
+	e.Emu.SetLatency(func() time.Duration { return time.Duration(rand.N(2000)) * time.Microsecond })
+	e.Emu.ResetStats()
 
 	rng := rand.New(rand.NewPCG(1, 2))
 	var pulls sync.WaitGroup
@@ -154,7 +154,7 @@ func TestSimulation90DaysThreeReplicas(t *testing.T) {
 	began = time.Now()
 	steps := int(days * day / step)
 	for s := range steps {
-		e.clk.Advance(step)
+		e.Clock.Advance(step)
 		for _, id := range ids[:pulled] {
 			// About one pull every five days: rarer than the warm interval,
 			// so these connections see both kinds of refresh.
@@ -178,9 +178,9 @@ func TestSimulation90DaysThreeReplicas(t *testing.T) {
 	for err := range pullErrs {
 		t.Fatalf("mobile pull: %v", err)
 	}
-	end := e.clk.Now()
+	end := e.Clock.Now()
 
-	em := e.emu.Stats()
+	em := e.Emu.Stats()
 	t.Logf("%d steps in %s; emulator: %d token calls, %d refreshes, %d injected failures",
 		steps, elapsed.Round(time.Millisecond), em.TokenCalls, em.Refreshes, em.InjectedFailures)
 	if em.IdleExpiries != 0 || em.StalePresentations != 0 || em.ChainsRevoked != 0 || em.CallsAfterDead != 0 || em.MaxConcurrentPresentations > 1 {
@@ -322,17 +322,17 @@ func TestOutageOfFiveDays(t *testing.T) {
 	}
 	run := func(d time.Duration) {
 		for range int(d / step) {
-			e.clk.Advance(step)
+			e.Clock.Advance(step)
 			runAll(t, rs)
 		}
 	}
 	began := time.Now()
 	run(6 * day)
-	e.emu.SetFailureRate(1, 503)
-	outageStart := e.clk.Now()
+	e.Emu.SetFailureRate(1, 503)
+	outageStart := e.Clock.Now()
 	run(5 * day)
-	e.emu.SetFailureRate(0, 0)
-	outageEnd := e.clk.Now()
+	e.Emu.SetFailureRate(0, 0)
+	outageEnd := e.Clock.Now()
 	run(2 * step)
 	for _, c := range e.conns() {
 		if c.Status != models.StatusActive || c.LastRefreshedAt.Before(outageEnd) || c.ConsecutiveFailures != 0 {
@@ -343,7 +343,7 @@ func TestOutageOfFiveDays(t *testing.T) {
 	run(4 * day)
 	t.Logf("17 simulated days in %s", time.Since(began).Round(time.Millisecond))
 
-	em := e.emu.Stats()
+	em := e.Emu.Stats()
 	if em.IdleExpiries != 0 || em.ChainsRevoked != 0 || em.StalePresentations != 0 {
 		t.Fatalf("emulator: %+v", em)
 	}
@@ -370,7 +370,7 @@ func TestOutageOfFiveDays(t *testing.T) {
 	allowed := warmer.IdleTTL - threshold
 	crossed := 0
 	for _, id := range ids {
-		times := append(refreshes[id], e.clk.Now().Add(step))
+		times := append(refreshes[id], e.Clock.Now().Add(step))
 		for j := 1; j < len(times); j++ {
 			from, to := times[j-1], times[j]
 			var in []time.Time
@@ -447,20 +447,20 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 	}()
 	probeInterval := rs[0].warmer.Config().ProbeInterval
 
-	e.clk.Advance(4 * day)
-	if err := e.emu.SetAllowedIPs([]string{"203.0.113.1/32"}); err != nil {
+	e.Clock.Advance(4 * day)
+	if err := e.Emu.SetAllowedIPs([]string{"203.0.113.1/32"}); err != nil {
 		t.Fatal(err)
 	}
-	e.emu.ResetStats()
+	e.Emu.ResetStats()
 	runAll(t, rs)
-	e.clk.Advance(10 * time.Second)
+	e.Clock.Advance(10 * time.Second)
 	runAll(t, rs)
 	for _, r := range rs {
 		if !r.warmer.Paused() {
 			t.Fatal("a replica is not paused after the configuration error")
 		}
 	}
-	first := e.emu.Stats().TokenCalls
+	first := e.Emu.Stats().TokenCalls
 	// Once paused, what a pass may do is bounded by the refreshes that were
 	// already in flight.
 	if limit := len(rs) * rs[0].warmer.Config().Concurrency; first > limit {
@@ -469,7 +469,7 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 
 	probes := 0
 	for range 12 {
-		e.clk.Advance(20 * time.Second)
+		e.Clock.Advance(20 * time.Second)
 		for _, p := range runAll(t, rs) {
 			if p.Probed {
 				probes++
@@ -479,7 +479,7 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 			}
 		}
 	}
-	calls := e.emu.Stats().TokenCalls - first
+	calls := e.Emu.Stats().TokenCalls - first
 	if calls != probes || probes == 0 || probes > len(rs)*(int(12*20*time.Second/probeInterval)+1) {
 		t.Fatalf("while paused: %d token calls, %d probes (%d replicas, one probe per %s each)", calls, probes, len(rs), probeInterval)
 	}
@@ -487,7 +487,7 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 	if n := e.countEvents(warmer.EventAppPaused); n != 1 {
 		t.Fatalf("%d app paused events, want 1", n)
 	}
-	if n := strings.Count(e.logs.String(), "ALERT: Salesforce refused"); n != 1 {
+	if n := strings.Count(e.Logs.String(), "ALERT: Salesforce refused"); n != 1 {
 		t.Fatalf("%d alerts in the log, want 1", n)
 	}
 	for _, c := range e.conns() {
@@ -496,10 +496,10 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 		}
 	}
 
-	if err := e.emu.SetAllowedIPs(nil); err != nil {
+	if err := e.Emu.SetAllowedIPs(nil); err != nil {
 		t.Fatal(err)
 	}
-	fixed := e.clk.Now()
+	fixed := e.Clock.Now()
 	warm := func() bool {
 		for _, id := range ids {
 			if c := e.conn(id); !c.LastRefreshedAt.After(fixed) {
@@ -512,7 +512,7 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 		if i == 20 {
 			t.Fatal("warming did not resume within 20 minutes of the allowlist being fixed")
 		}
-		e.clk.Advance(time.Minute)
+		e.Clock.Advance(time.Minute)
 		runAll(t, rs)
 	}
 	runAll(t, rs)
@@ -524,7 +524,7 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 	if p, r := e.countEvents(warmer.EventAppPaused), e.countEvents(warmer.EventAppResumed); p != 1 || r != 1 {
 		t.Fatalf("%d paused and %d resumed events, want one each", p, r)
 	}
-	if em := e.emu.Stats(); em.ChainsRevoked != 0 || em.StalePresentations != 0 {
+	if em := e.Emu.Stats(); em.ChainsRevoked != 0 || em.StalePresentations != 0 {
 		t.Fatalf("emulator: %+v", em)
 	}
 	e.checkTokensInSync()
@@ -544,20 +544,20 @@ func testStopWaitsForInFlightRefreshes(t *testing.T, dialect models.Dialect) {
 	if err := r.warmer.Start("not a schedule"); err == nil {
 		t.Fatal("Start accepted a bad schedule")
 	}
-	e.clk.Advance(4 * day)
-	e.emu.ResetStats()
-	e.emu.SetLatency(func() time.Duration { return 300 * time.Millisecond })
+	e.Clock.Advance(4 * day)
+	e.Emu.ResetStats()
+	e.Emu.SetLatency(func() time.Duration { return 300 * time.Millisecond })
 	if err := r.warmer.Start("@every 1s"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first refresh to reach Salesforce", 10*time.Second, func() bool { return e.emu.Stats().TokenCalls > 0 })
+	waitFor(t, "the first refresh to reach Salesforce", 10*time.Second, func() bool { return e.Emu.Stats().TokenCalls > 0 })
 	stopped := r.warmer.Stop()
 	select {
 	case <-stopped.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("Stop did not finish")
 	}
-	em := e.emu.Stats()
+	em := e.Emu.Stats()
 	st := r.warmer.Stats()
 	if st.Outcomes.OK != int64(em.Refreshes) || em.TokenCalls != em.Refreshes {
 		t.Fatalf("after Stop: warmer stored %d refreshes, Salesforce made %d of %d calls", st.Outcomes.OK, em.Refreshes, em.TokenCalls)
@@ -566,7 +566,7 @@ func testStopWaitsForInFlightRefreshes(t *testing.T, dialect models.Dialect) {
 		t.Fatalf("%d refreshes: Stop did not land mid-pass", em.Refreshes)
 	}
 	e.checkTokensInSync()
-	now := e.clk.Now()
+	now := e.Clock.Now()
 	for _, id := range ids {
 		if c := e.conn(id); !c.LastRefreshedAt.Equal(now) && c.NextWarmAt.After(now) {
 			t.Fatalf("connection %s was not warmed, yet still leased until %s", id, c.NextWarmAt)
@@ -593,14 +593,14 @@ func TestPullConfigErrorPausesTheApp(t *testing.T) {
 		r.vault.SetPause(r.warmer)
 		ctx := context.Background()
 		// Past the access tokens' life, well before anything is due.
-		e.clk.Advance(3 * time.Hour)
+		e.Clock.Advance(3 * time.Hour)
 		if _, err := r.vault.GetAccessToken(ctx, ids[3], time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.emu.SetAllowedIPs([]string{"203.0.113.1/32"}); err != nil {
+		if err := e.Emu.SetAllowedIPs([]string{"203.0.113.1/32"}); err != nil {
 			t.Fatal(err)
 		}
-		e.emu.ResetStats()
+		e.Emu.ResetStats()
 		pull := func(id string) error {
 			_, err := r.vault.Access(ctx, id, vault.Request{Cause: vault.CausePull, MinValidity: time.Minute})
 			return err
@@ -619,17 +619,17 @@ func TestPullConfigErrorPausesTheApp(t *testing.T) {
 		if err := pull(ids[3]); err != nil {
 			t.Fatalf("a pull whose token is still good: %v", err)
 		}
-		if n := e.emu.Stats().TokenCalls; n != 1 {
+		if n := e.Emu.Stats().TokenCalls; n != 1 {
 			t.Fatalf("%d token calls, want 1: pulls while paused must not call Salesforce", n)
 		}
-		if n := strings.Count(e.logs.String(), "ALERT: Salesforce refused"); n != 1 {
+		if n := strings.Count(e.Logs.String(), "ALERT: Salesforce refused"); n != 1 {
 			t.Fatalf("%d alerts in the log, want 1", n)
 		}
 
-		if err := e.emu.SetAllowedIPs(nil); err != nil {
+		if err := e.Emu.SetAllowedIPs(nil); err != nil {
 			t.Fatal(err)
 		}
-		e.clk.Advance(r.warmer.Config().ProbeInterval)
+		e.Clock.Advance(r.warmer.Config().ProbeInterval)
 		p, err := r.warmer.RunOnce(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/webhooks"
 )
@@ -20,14 +21,7 @@ import (
 // Audit events that admins must hear about reach the outbox in the storing
 // transaction and are delivered signed; the others are not announced.
 func TestFromEventsAnnouncesWhatAdminsNeed(t *testing.T) {
-	db, err := models.Open("", t.TempDir(), models.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Migrate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	db := testkit.MigratedDB(t, models.SQLite)
 	var mu sync.Mutex
 	var got []map[string]any
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -46,7 +40,7 @@ func TestFromEventsAnnouncesWhatAdminsNeed(t *testing.T) {
 	hook := webhooks.FromEvents(endpoints)
 	now := time.Now().UTC()
 	id := "11111111-1111-1111-1111-111111111111"
-	err = db.Gorm.Transaction(func(tx *gorm.DB) error {
+	err := db.Gorm.Transaction(func(tx *gorm.DB) error {
 		evs := []models.Event{
 			{ConnectionID: &id, Kind: models.EventRefreshed, CreatedAt: now},
 			{ConnectionID: &id, Kind: models.EventNeedsReauth, ErrorCode: "invalid_grant", Detail: "expired access/refresh token", CreatedAt: now},
