@@ -197,6 +197,27 @@ func (c *Client) Introspect(ctx context.Context, loginURL, token, hint string) (
 	return &in, nil
 }
 
+// RefreshTokenActive asks the introspection endpoint whether a refresh
+// token is still live, without presenting it (introspection neither rotates
+// nor uses a token). Only a well-formed 200 answer carrying "active" is a
+// verdict; anything else (401/403, 5xx, a timeout, a body without a boolean
+// "active") is an error: the state of the token is not known.
+func (c *Client) RefreshTokenActive(ctx context.Context, loginURL, refreshToken string) (bool, error) {
+	form := url.Values{"token": {refreshToken}, "token_type_hint": {"refresh_token"}}
+	status, body, err := c.post(ctx, "introspect", loginURL, "/services/oauth2/introspect", form, []string{refreshToken})
+	if err != nil {
+		return false, err
+	}
+	var in struct {
+		Active *bool `json:"active"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil || in.Active == nil {
+		return false, &Error{Class: Unrecognized, Op: "introspect", HTTPStatus: status, Code: "bad_response",
+			Description: "introspection answer has no boolean active"}
+	}
+	return *in.Active, nil
+}
+
 func (c *Client) learnExpiry(ctx context.Context, loginURL string, tok *Token) {
 	tok.ExpiresAt = tok.IssuedAt.Add(c.sessionTimeout())
 	if !c.UseIntrospection {
@@ -286,10 +307,13 @@ func (c *Client) post(ctx context.Context, op, loginURL, path string, form url.V
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
+	hc := http.Client{}
+	if c.HTTP != nil {
+		hc = *c.HTTP
 	}
+	// Never follow a redirect: it would re-send the form, refresh token and
+	// client secret included, to wherever Location points.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, transportError(op, err, wrote.Load(), secrets)

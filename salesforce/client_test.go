@@ -24,8 +24,10 @@ func TestClassifyFollowsTheTable(t *testing.T) {
 		{400, "invalid_grant", "authentication failure", Dead, "auth failure"},
 		{400, "invalid_grant", "something new", Dead, "other invalid_grant"},
 		{400, "invalid_grant", "token request is already being processed", Concurrent, "concurrent"},
-		{400, "invalid_grant", "ip restricted or invalid login hours", Config, "ip"},
-		{400, "invalid_grant", "IP Restricted", Config, "ip case"},
+		{400, "invalid_grant", "ip restricted or invalid login hours", Restricted, "ip or login hours: ambiguous"},
+		{400, "invalid_grant", "IP Restricted", Restricted, "ip case"},
+		{400, "invalid_grant", "invalid login hours", Restricted, "login hours alone"},
+		{400, "invalid_grant", "user's ip is not the one we saw", Dead, "the word ip alone proves nothing"},
 		{400, "inactive_user", "", Dead, "inactive user"},
 		{400, "inactive_org", "", Dead, "inactive org"},
 		{400, "invalid_client_id", "client identifier invalid", Config, "client id"},
@@ -41,7 +43,11 @@ func TestClassifyFollowsTheTable(t *testing.T) {
 		{500, "", "", Transient, "500 no body"},
 		{400, "server_error", "", Transient, "server_error"},
 		{400, "system_down", "", Transient, "system_down"},
-		{400, "weird_new_error", "", Config, "unknown 4xx is not dead"},
+		{400, "unauthorized_client", "", Config, "unauthorized client"},
+		{400, "weird_new_error", "", Unrecognized, "unknown 4xx: per connection, not dead, not app-wide"},
+		{401, "", "", Unrecognized, "bare 401"},
+		{307, "", "", Unrecognized, "redirect"},
+		{408, "", "", Transient, "408"},
 	}
 	for _, tc := range cases {
 		if got := Classify(tc.status, tc.code, tc.desc); got != tc.want {
@@ -177,5 +183,99 @@ func TestLoginAndInstanceURLChecks(t *testing.T) {
 		if got := c.validInstanceURL(tc.instance, tc.login); got != tc.ok {
 			t.Errorf("validInstanceURL(%q) after logging in at %q = %v", tc.instance, tc.login, got)
 		}
+	}
+}
+
+// A redirect from the token endpoint must not carry the refresh token and
+// the client secret anywhere else: the client answers with what it got.
+func TestNoRedirectIsFollowed(t *testing.T) {
+	for _, status := range []int{http.StatusTemporaryRedirect, http.StatusPermanentRedirect, http.StatusFound} {
+		elsewhere := 0
+		other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere++ }))
+		login := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, other.URL+r.URL.Path, status)
+		}))
+		c := &Client{HTTP: &http.Client{}, ClientID: "id", ClientSecret: "secret-value"}
+		_, err := c.Refresh(context.Background(), login.URL, "refresh-token-value")
+		var se *Error
+		if !errors.As(err, &se) || se.HTTPStatus != status || se.Class != Unrecognized || !se.MayHaveRotated() {
+			t.Errorf("%d: err = %v, want an unrecognised answer that may have rotated", status, err)
+		}
+		if err := c.Revoke(context.Background(), login.URL, "refresh-token-value"); err == nil {
+			t.Errorf("%d: revoke through a redirect reported success", status)
+		}
+		if _, err := c.Introspect(context.Background(), login.URL, "refresh-token-value", "refresh_token"); err == nil {
+			t.Errorf("%d: introspect through a redirect reported success", status)
+		}
+		if elsewhere != 0 {
+			t.Errorf("%d: %d request(s) followed the redirect", status, elsewhere)
+		}
+		login.Close()
+		other.Close()
+	}
+}
+
+func TestMayHaveRotated(t *testing.T) {
+	for _, tc := range []struct {
+		e    Error
+		want bool
+	}{
+		{Error{Class: Unknown, Code: "timeout_after_send"}, true},
+		{Error{Class: Transient, HTTPStatus: 503, Code: "service_unavailable"}, true},
+		{Error{Class: Transient, HTTPStatus: 502}, true},
+		{Error{Class: Transient, Code: "network_error"}, false}, // never sent
+		{Error{Class: Transient, HTTPStatus: 429}, false},
+		{Error{Class: Dead, HTTPStatus: 400, Code: "invalid_grant"}, false},
+		{Error{Class: Restricted, HTTPStatus: 400, Code: "invalid_grant"}, false},
+		{Error{Class: Unrecognized, HTTPStatus: 400, Code: "weird"}, false},
+		{Error{Class: Unrecognized, HTTPStatus: 308}, true},
+	} {
+		if got := tc.e.MayHaveRotated(); got != tc.want {
+			t.Errorf("%+v: MayHaveRotated = %v, want %v", tc.e, got, tc.want)
+		}
+	}
+}
+
+// Only a well-formed 200 with a boolean "active" is a verdict about a
+// refresh token; anything else leaves its state unknown.
+func TestRefreshTokenActiveNeedsAWellFormedAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		status      int
+		body        string
+		wantErr     bool
+		wantActive  bool
+		wantRequest bool
+	}{
+		{"active", 200, `{"active":true,"token_type":"refresh_token"}`, false, true, true},
+		{"inactive", 200, `{"active":false}`, false, false, true},
+		{"empty object", 200, `{}`, true, false, true},
+		{"active as a string", 200, `{"active":"false"}`, true, false, true},
+		{"not json", 200, `<html>`, true, false, true},
+		{"unauthorized", 401, `{"error":"invalid_client"}`, true, false, true},
+		{"forbidden", 403, ``, true, false, true},
+		{"server error", 503, `{"active":false}`, true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var hint, tok string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = r.ParseForm()
+				hint, tok = r.PostForm.Get("token_type_hint"), r.PostForm.Get("token")
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			}))
+			defer srv.Close()
+			c := &Client{HTTP: &http.Client{}, ClientID: "id"}
+			active, err := c.RefreshTokenActive(context.Background(), srv.URL, "rt-value")
+			if (err != nil) != tc.wantErr || active != tc.wantActive {
+				t.Fatalf("active=%v err=%v", active, err)
+			}
+			if hint != "refresh_token" || tok != "rt-value" {
+				t.Fatalf("sent hint %q token %q", hint, tok)
+			}
+			if err != nil && strings.Contains(err.Error(), "rt-value") {
+				t.Fatal("error carries the token")
+			}
+		})
 	}
 }
