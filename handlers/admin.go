@@ -330,7 +330,7 @@ func (ad *admin) revoke(c echo.Context) error {
 // connection is left as it was, so the admin can retry.
 func upstreamProblem(err error) error {
 	var se *salesforce.Error
-	if errors.As(err, &se) && se.Class == salesforce.Config {
+	if errors.As(err, &se) && (se.Class == salesforce.Config || se.Class == salesforce.Restricted) {
 		return newProblem(http.StatusServiceUnavailable, string(vault.CodeUpstreamConfig), "Salesforce refused tokenwarm's client credentials or IP address")
 	}
 	return &problemError{Problem{Status: http.StatusServiceUnavailable, Code: string(vault.CodeUpstreamUnavailable),

@@ -54,6 +54,7 @@ var vaultStatus = map[vault.Code]int{
 	vault.CodeRevoked:             http.StatusConflict,
 	vault.CodeUpstreamUnavailable: http.StatusServiceUnavailable,
 	vault.CodeUpstreamConfig:      http.StatusServiceUnavailable,
+	vault.CodeUnavailable:         http.StatusServiceUnavailable,
 	vault.CodeInternal:            http.StatusInternalServerError,
 }
 

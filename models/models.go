@@ -59,7 +59,29 @@ const (
 	EventReauthorized            = "reauthorized"
 	EventRevoked                 = "revoked"
 	EventStaleAttemptInterrupted = "attempt_interrupted"
+	// EventRotationLost: introspection showed that the token we hold was
+	// rotated by a presentation whose answer never reached storage. It is
+	// never presented; the connection needs re-authorization.
+	EventRotationLost = "rotation_lost"
+	// EventIntrospectionFailed: the state of a token whose last
+	// presentation has an unknown outcome could not be learned; it is held
+	// back and asked about again later.
+	EventIntrospectionFailed = "introspection_failed"
+	// EventAttemptUnresolved: a connection has been held back by an
+	// unresolved attempt for long; an operator should look.
+	EventAttemptUnresolved = "attempt_unresolved"
+	// EventRestricted: Salesforce answered "IP restricted or invalid login
+	// hours" for this connection. Several connections within a short window
+	// make it an app-wide configuration error.
+	EventRestricted = "restricted"
+	// EventUnrecognized: an answer tokenwarm has no rule for; the
+	// connection is backed off, never marked dead.
+	EventUnrecognized = "unrecognized_error"
 )
+
+// ReasonRotationLost prefixes the re-auth reason of a connection whose
+// rotation was lost (see EventRotationLost).
+const ReasonRotationLost = "rotation_lost"
 
 // Event is one line of a connection's audit trail. It never holds a token.
 type Event struct {
@@ -77,8 +99,27 @@ type Event struct {
 // TableName pins the table name.
 func (Event) TableName() string { return "events" }
 
+// RefreshProtocol is the version of the refresh protocol this binary
+// speaks. Attempt markers carry it, and the database refuses markers of
+// older protocols, so a binary that predates a protocol change cannot
+// present a token while newer replicas run.
+const RefreshProtocol = 2
+
+// Attempt marker states.
+const (
+	// AttemptPresenting: a worker owns the token until LeaseUntil (the
+	// database's clock); it may be presenting it right now.
+	AttemptPresenting = "presenting"
+	// AttemptUnresolved: a presentation's outcome is unknown (the answer
+	// was lost or made no sense); before the token is presented again,
+	// introspection must show it is still active.
+	AttemptUnresolved = "unresolved"
+)
+
 // RefreshAttempt marks a refresh token as possibly presented. It is committed
-// before the presentation and removed together with the stored result.
+// before the presentation and removed together with the stored result. A
+// marker that outlives its lease, or is unresolved, means the token may have
+// been rotated by a presentation whose answer we never stored.
 type RefreshAttempt struct {
 	ConnectionID  string `gorm:"primaryKey"`
 	AttemptID     string
@@ -86,6 +127,11 @@ type RefreshAttempt struct {
 	RotationCount int64
 	StartedAt     time.Time
 	LeaseUntil    time.Time
+	Protocol      int
+	State         string
+	// AlertedAt is set once an operator was alerted that the connection is
+	// held back by this marker.
+	AlertedAt *time.Time
 }
 
 // TableName pins the table name.

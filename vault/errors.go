@@ -19,7 +19,10 @@ const (
 	CodeUpstreamUnavailable Code = "upstream_unavailable"
 	// CodeUpstreamConfig: the connected app or egress is misconfigured.
 	CodeUpstreamConfig Code = "upstream_configuration_error"
-	CodeInternal       Code = "internal"
+	// CodeUnavailable: our own database did not answer; retry soon. Never
+	// the client's fault.
+	CodeUnavailable Code = "service_unavailable"
+	CodeInternal    Code = "internal"
 )
 
 // Error is a vault failure with a code and a message safe to show anyone.
@@ -29,7 +32,11 @@ type Error struct {
 	// Reason is set for reauth_required: why the connection died.
 	Reason     string
 	RetryAfter time.Duration
-	cause      error
+	// AppWide marks a configuration error that certainly concerns every
+	// connection of the app (client credentials, or an IP restriction seen
+	// on several connections): it pauses refreshing for the app.
+	AppWide bool
+	cause   error
 }
 
 func (e *Error) Error() string {
@@ -51,3 +58,10 @@ func ErrorCode(err error) Code {
 }
 
 func newErr(code Code, msg string) *Error { return &Error{Code: code, Message: msg} }
+
+// IsAppWide reports whether err is a configuration error that concerns the
+// whole app, which should pause refreshing until a probe succeeds.
+func IsAppWide(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.AppWide
+}

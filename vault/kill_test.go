@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,15 +34,22 @@ func TestHelperRefreshWorker(t *testing.T) {
 	sf := &salesforce.Client{HTTP: &http.Client{}, ClientID: testkit.ClientID, ClientSecret: testkit.ClientSecret,
 		Timeout: 50 * time.Second, SessionTimeout: testkit.SessionTimeout}
 	v := vault.New(db, ring, sf, clock.System{}, nil, vault.Config{Worker: "doomed",
-		UpstreamTimeout: 50 * time.Second, LockTimeout: 55 * time.Second, AttemptLease: time.Minute})
+		UpstreamTimeout: 50 * time.Second, LockTimeout: 55 * time.Second, AttemptLease: killedLease})
 	_, err = v.Access(context.Background(), os.Getenv("TW_CONN"), vault.Request{Cause: vault.CauseWarm, Force: true})
 	t.Fatalf("the worker was meant to be killed before finishing (err=%v)", err)
 }
 
-// Acceptance g: a worker killed with SIGKILL while it holds the row lock in
-// the middle of a refresh. Another worker proceeds once the lock is freed;
-// it presents a stale token only if the emulator had already rotated, and
-// then the event log shows the unknown outcome.
+// killedLease is the doomed worker's attempt lease: short, so the test
+// waits it out in real time (leases run on the database's clock).
+const killedLease = 3 * time.Second
+
+// Acceptance g, and the reliability issue's first finding: a worker killed
+// with SIGKILL while it holds the row lock in the middle of a refresh.
+// Nobody touches the token while the dead worker's lease runs. After it,
+// the survivor never presents blind: it introspects the stored token.
+// Killed before Salesforce rotated, the token is still active and is
+// presented; killed after, the token is inactive, the rotation is recorded
+// as lost, and the stale token is never presented (no reuse signal).
 func TestKilledWorkerHoldingTheLock(t *testing.T) {
 	for _, rotated := range []bool{false, true} {
 		name := "killed before the emulator rotated"
@@ -84,43 +92,54 @@ func TestKilledWorkerHoldingTheLock(t *testing.T) {
 				release()
 			}
 
-			// The survivor gets the lock once Postgres notices the dead
-			// worker, finds its unfinished attempt, and waits out the lease.
+			// Inside the dead worker's lease nobody touches the token.
 			_, err := v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true})
 			if vaultCode(t, err) != vault.CodeUpstreamUnavailable {
 				t.Fatalf("inside the dead worker's lease: %v", err)
 			}
-			calls := e.Emu.Stats().TokenCalls
-			if calls != 1 {
-				t.Fatalf("token calls = %d inside the lease, want only the dead worker's", calls)
+			if st := e.Emu.Stats(); st.TokenCalls != 1 || st.Introspections != 0 {
+				t.Fatalf("token calls = %d, introspections = %d inside the lease, want only the dead worker's call", st.TokenCalls, st.Introspections)
 			}
 
-			e.Clock.Advance(2 * time.Minute)
+			waitFor(t, "the dead worker's lease to run out (database clock)", 30*time.Second, func() bool {
+				var live int64
+				e.dbs[0].Gorm.Raw("SELECT count(*) FROM refresh_attempts WHERE connection_id = ? AND lease_until > clock_timestamp()", id).Scan(&live)
+				return live == 0
+			})
 			_, err = v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true})
 			st := e.Emu.Stats()
 			kinds := eventKinds(e.events(id))
-			if !contains(kinds, models.EventUnknownOutcome) {
-				t.Fatalf("no unknown_outcome event: %v", kinds)
-			}
 			var markers int64
 			e.dbs[0].Gorm.Model(&models.RefreshAttempt{}).Where("connection_id = ?", id).Count(&markers)
 			if markers != 0 {
 				t.Fatalf("%d attempt markers left", markers)
 			}
+			if st.StalePresentations != 0 || st.ChainsRevoked != 0 {
+				t.Fatalf("a stale token was presented: stale=%d revoked chains=%d", st.StalePresentations, st.ChainsRevoked)
+			}
+			if st.Introspections != 1 {
+				t.Fatalf("introspections = %d, want 1 before deciding", st.Introspections)
+			}
 			if rotated {
-				// The dead worker's rotation was lost with it: the only token
-				// we hold is stale, and presenting it is the documented
-				// consequence, visible in the events.
-				if vaultCode(t, err) != vault.CodeReauthRequired || st.StalePresentations != 1 {
-					t.Fatalf("err=%v stale=%d", err, st.StalePresentations)
+				// The dead worker's rotation was lost with it: recorded as
+				// such, and the stale token never sent to the token endpoint.
+				if vaultCode(t, err) != vault.CodeReauthRequired || st.TokenCalls != 1 {
+					t.Fatalf("err=%v token calls=%d", err, st.TokenCalls)
 				}
-				if e.conn(id).Status != models.StatusNeedsReauth {
-					t.Fatal("connection not marked needs_reauth")
+				c := e.conn(id)
+				if c.Status != models.StatusNeedsReauth || !strings.HasPrefix(c.ReauthReason, models.ReasonRotationLost) {
+					t.Fatalf("status %s reason %q", c.Status, c.ReauthReason)
+				}
+				if !contains(kinds, models.EventRotationLost) || !contains(kinds, models.EventNeedsReauth) {
+					t.Fatalf("events %v", kinds)
 				}
 				return
 			}
-			if err != nil || st.StalePresentations != 0 || st.Refreshes != 1 {
-				t.Fatalf("err=%v stale=%d refreshes=%d", err, st.StalePresentations, st.Refreshes)
+			if err != nil || st.Refreshes != 1 {
+				t.Fatalf("err=%v refreshes=%d", err, st.Refreshes)
+			}
+			if !contains(kinds, models.EventUnknownOutcome) {
+				t.Fatalf("no unknown_outcome event: %v", kinds)
 			}
 			if !e.Emu.ChainAlive(e.storedRefreshToken(id)) {
 				t.Fatal("stored token is not the live one")

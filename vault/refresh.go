@@ -8,27 +8,36 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 )
 
+// marker is the attempt marker found on a locked row.
+type marker struct {
+	models.RefreshAttempt
+	// live: the lease has not run out by the database's clock, so its
+	// owner may still be presenting the token or storing the answer.
+	live bool
+}
+
 // lockedRow is a connection row held against other workers, with the
 // attempt marker found for it, if any.
 type lockedRow struct {
 	conn    models.Connection
-	prior   *models.RefreshAttempt
+	prior   *marker
 	tx      *gorm.DB // Postgres: the transaction holding the row lock
 	release func()
 }
 
 // lock takes the connection's row lock on Postgres (callers in other
-// processes queue), the in-process stripe on SQLite. The lock is FOR NO KEY
-// UPDATE, the strength Postgres itself takes to update non-key columns: it
-// excludes every other refresher like FOR UPDATE, but not the KEY SHARE lock
-// that the attempt marker's foreign key takes from its own connection while
-// we hold the row (FOR UPDATE would deadlock us against ourselves).
+// processes queue), the in-process stripe on SQLite (one process per data
+// directory; the attempt marker's compare-and-swap covers the rest). The
+// lock is FOR NO KEY UPDATE, the strength Postgres itself takes to update
+// non-key columns: it excludes every other refresher like FOR UPDATE, but
+// not the KEY SHARE lock that the attempt marker's foreign key takes from
+// its own connection while we hold the row (FOR UPDATE would deadlock us
+// against ourselves).
 func (v *Vault) lock(ctx context.Context, id string) (*lockedRow, error) {
 	if v.db.Dialect != models.Postgres {
 		mu := v.stripe(id)
@@ -42,39 +51,49 @@ func (v *Vault) lock(ctx context.Context, id string) (*lockedRow, error) {
 		err = v.db.Gorm.WithContext(ctx).Where("connection_id = ?", id).Limit(1).Find(&prior).Error
 		if err != nil {
 			mu.Unlock()
-			return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
+			return nil, v.dbError(err)
 		}
 		row := &lockedRow{conn: *c, release: mu.Unlock}
 		if prior.ConnectionID != "" {
-			row.prior = &prior
+			row.prior = &marker{RefreshAttempt: prior, live: prior.LeaseUntil.After(time.Now())}
 		}
 		return row, nil
 	}
 	tx := v.db.Gorm.WithContext(ctx).Begin()
 	if tx.Error != nil {
-		return nil, &Error{Code: CodeInternal, Message: "database error", cause: tx.Error}
+		return nil, v.dbError(tx.Error)
 	}
 	fail := func(err error) (*lockedRow, error) {
 		tx.Rollback()
 		if isLockTimeout(err) {
 			return nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is still refreshing this connection", RetryAfter: time.Second, cause: err}
 		}
-		return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
+		return nil, v.dbError(err)
 	}
-	// One round trip for both transaction-local timeouts.
-	if err := tx.Exec("SELECT set_config('lock_timeout', ?, true), set_config('idle_in_transaction_session_timeout', ?, true)",
+	// One round trip for the transaction's settings. synchronous_commit is
+	// set here, not left to the server's default: this transaction may
+	// store a rotated refresh token.
+	if err := tx.Exec("SELECT set_config('lock_timeout', ?, true), set_config('idle_in_transaction_session_timeout', ?, true), set_config('synchronous_commit', 'on', true)",
 		fmt.Sprint(v.cfg.LockTimeout.Milliseconds()), fmt.Sprint(v.cfg.IdleInTransactionTimeout.Milliseconds())).Error; err != nil {
 		return fail(err)
 	}
 	// The row and its attempt marker in one round trip; only the row is
-	// locked.
+	// locked. The marker's liveness is judged by the database's clock, the
+	// one clock every replica shares.
 	var rows []struct {
 		models.Connection `gorm:"embedded"`
+		AttemptID         *string
 		AttemptWorker     *string
+		AttemptRotation   *int64
 		AttemptStartedAt  *time.Time
 		AttemptLeaseUntil *time.Time
+		AttemptState      *string
+		AttemptAlertedAt  *time.Time
+		AttemptLive       *bool
 	}
-	err := tx.Raw(`SELECT c.*, a.worker AS attempt_worker, a.started_at AS attempt_started_at, a.lease_until AS attempt_lease_until
+	err := tx.Raw(`SELECT c.*, a.attempt_id AS attempt_id, a.worker AS attempt_worker, a.rotation_count AS attempt_rotation,
+			a.started_at AS attempt_started_at, a.lease_until AS attempt_lease_until, a.state AS attempt_state,
+			a.alerted_at AS attempt_alerted_at, a.lease_until > clock_timestamp() AS attempt_live
 		FROM connections c LEFT JOIN refresh_attempts a ON a.connection_id = c.id
 		WHERE c.id = ? FOR NO KEY UPDATE OF c`, id).Scan(&rows).Error
 	if err != nil {
@@ -86,8 +105,10 @@ func (v *Vault) lock(ctx context.Context, id string) (*lockedRow, error) {
 	}
 	r := rows[0]
 	row := &lockedRow{conn: r.Connection, tx: tx}
-	if r.AttemptWorker != nil {
-		row.prior = &models.RefreshAttempt{ConnectionID: id, Worker: *r.AttemptWorker, StartedAt: *r.AttemptStartedAt, LeaseUntil: *r.AttemptLeaseUntil}
+	if r.AttemptID != nil {
+		row.prior = &marker{RefreshAttempt: models.RefreshAttempt{ConnectionID: id, AttemptID: *r.AttemptID, Worker: *r.AttemptWorker,
+			RotationCount: *r.AttemptRotation, StartedAt: *r.AttemptStartedAt, LeaseUntil: *r.AttemptLeaseUntil,
+			State: *r.AttemptState, AlertedAt: r.AttemptAlertedAt}, live: *r.AttemptLive}
 	}
 	done := false
 	row.release = func() {
@@ -104,8 +125,32 @@ func isLockTimeout(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }
 
-// refresh is the one refresh path. It runs inside a singleflight.
+// dbError wraps a database failure: unavailable (retry soon, our fault) or
+// internal.
+func (v *Vault) dbError(err error) *Error {
+	if models.IsUnavailable(err) {
+		return &Error{Code: CodeUnavailable, Message: "the database is not answering", RetryAfter: time.Second, cause: err}
+	}
+	return &Error{Code: CodeInternal, Message: "database error", cause: err}
+}
+
+// now returns the database's clock as a value for a statement: Postgres's
+// clock_timestamp(), shared by every replica; on embedded SQLite, one
+// process's wall clock, which is the only clock there is.
+func (v *Vault) now(plus time.Duration) any {
+	if v.db.Dialect == models.Postgres {
+		return gorm.Expr("clock_timestamp() + make_interval(secs => ?)", plus.Seconds())
+	}
+	return time.Now().UTC().Add(plus)
+}
+
+// refresh is the one refresh path. It runs as the one flight of its
+// connection in this process.
 func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessToken, error) {
+	if !v.work.enter() {
+		return nil, errShuttingDown()
+	}
+	defer v.work.leave()
 	// Waiting for a slot is bounded like waiting for a lock; nothing has
 	// been presented yet, so giving up here is safe.
 	slotWait := time.NewTimer(v.cfg.LockTimeout)
@@ -121,7 +166,7 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	}
 	// The work budget starts once we may work: time spent queueing must not
 	// eat the time needed to store a rotation.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LockTimeout+v.cfg.UpstreamTimeout+v.cfg.CommitRetryBudget+10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LockTimeout+2*v.cfg.UpstreamTimeout+v.cfg.CommitRetryBudget+10*time.Second)
 	defer cancel()
 	row, err := v.lock(ctx, id)
 	if err != nil {
@@ -146,7 +191,7 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 			if at, ok := v.usable(c, Request{}); ok {
 				return at, nil
 			}
-			return &AccessToken{ConnectionID: c.ID, InstanceURL: c.InstanceURL}, nil
+			return &AccessToken{ConnectionID: c.ID, InstanceURL: c.InstanceURL, LastRefreshedAt: c.LastRefreshedAt}, nil
 		}
 	} else if at, ok := v.usable(c, req); ok {
 		return at, nil
@@ -159,33 +204,37 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 		return nil, &Error{Code: CodeUpstreamConfig, Message: "refreshes are paused for the app: Salesforce refused tokenwarm's configuration (IP allowlist or client credentials)",
 			RetryAfter: time.Minute}
 	}
-
-	// An attempt marker left by someone else means a worker presented this
-	// token and never stored the outcome. While its lease runs, that worker
-	// may still be retrying its commit; after, the outcome is unknown.
-	var events []models.Event
-	switch prior := row.prior; {
-	case prior != nil && prior.LeaseUntil.After(now):
-		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "an earlier refresh of this connection is still settling", RetryAfter: prior.LeaseUntil.Sub(now)}
-	case prior != nil:
-		v.log.Warn("refresh attempt was interrupted: outcome unknown; presenting the only refresh token we have",
-			"connection_id", id, "attempt_worker", prior.Worker, "attempt_started_at", prior.StartedAt)
-		events = append(events, v.event(id, models.EventUnknownOutcome, req.Cause, 0, "attempt_interrupted",
-			fmt.Sprintf("attempt by %s started %s never stored its outcome", prior.Worker, prior.StartedAt.Format(time.RFC3339))))
-	}
-
 	refreshToken, err := v.OpenRefresh(c)
 	if err != nil || refreshToken == "" {
 		return nil, &Error{Code: CodeInternal, Message: "stored refresh token cannot be opened (wrong key ring?)", cause: err}
 	}
 
-	attempt := models.RefreshAttempt{ConnectionID: id, AttemptID: newAttemptID(), Worker: v.cfg.Worker,
-		RotationCount: c.RotationCount, StartedAt: now, LeaseUntil: now.Add(v.cfg.AttemptLease)}
-	// Committed on its own, outside the row lock's transaction, so that it
-	// survives this process dying mid-call.
-	if err := v.db.Gorm.WithContext(ctx).Clauses(clause.OnConflict{UpdateAll: true}).Create(&attempt).Error; err != nil {
-		return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
+	// An attempt marker means a worker may have presented this token and
+	// never stored the outcome. While its lease runs, its owner may still be
+	// storing it. After that, or once the outcome is known to be unknown,
+	// the token is never presented blind: introspection tells whether it is
+	// still the live one.
+	var events []models.Event
+	if prior := row.prior; prior != nil {
+		if prior.live {
+			return nil, &Error{Code: CodeUpstreamUnavailable, Message: "an earlier refresh of this connection is still settling", RetryAfter: time.Second}
+		}
+		evs, err := v.resolve(ctx, row, req, refreshToken)
+		if err != nil {
+			return nil, err
+		}
+		events = evs
 	}
+	if v.work.draining() {
+		// Shutting down: start no new presentation.
+		return nil, errShuttingDown()
+	}
+
+	attemptID := newAttemptID()
+	if err := v.claim(ctx, c, row.prior, attemptID); err != nil {
+		return nil, err
+	}
+	claimed := time.Now()
 
 	start := time.Now()
 	callCtx, cancelCall := context.WithTimeout(ctx, v.cfg.UpstreamTimeout)
@@ -196,39 +245,129 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 		v.cfg.Observe(req.Cause, outcomeClass(sfErr).String(), elapsed)
 	}
 
-	update, evs, result, resErr := v.outcome(c, req, tok, sfErr)
-	events = append(events, evs...)
-	if err := v.persist(ctx, row, c.RotationCount, attempt.AttemptID, update, events); err != nil {
+	res := v.outcome(c, req, tok, sfErr)
+	res.events = append(events, res.events...)
+	// The owner stops retrying before its lease ends (counted from the claim,
+	// less a margin for clock drift); the fence in the database is what makes
+	// a late write impossible anyway.
+	deadline := time.Now().Add(v.cfg.CommitRetryBudget)
+	if leaseEnd := claimed.Add(v.cfg.AttemptLease - 2*time.Second); leaseEnd.Before(deadline) {
+		deadline = leaseEnd
+	}
+	if err := v.persist(ctx, row, attemptID, res, deadline); err != nil {
 		if tok != nil && tok.Rotated {
 			// I2: the new refresh token is not saved, so nothing may use the
-			// new access token. The marker stays and flags the loss.
-			v.log.Error("refresh rotated the token but the result could not be stored; the connection will likely need re-authorization",
+			// new access token. The marker stays: the next worker asks
+			// Salesforce whether the token we hold is still live.
+			v.log.Error("refresh rotated the token but the result could not be stored; the next attempt will introspect the stored token",
 				"connection_id", id, "err", err)
 		}
-		return nil, &Error{Code: CodeInternal, Message: "could not store the refresh result", cause: err}
+		var fenced *fencedError
+		if errors.As(err, &fenced) {
+			return nil, &Error{Code: CodeUpstreamUnavailable, Message: "the refresh result could not be stored", RetryAfter: time.Second, cause: err}
+		}
+		return nil, v.dbError(err)
 	}
 	v.log.Info("refresh", "connection_id", id, "cause", req.Cause, "outcome", outcomeClass(sfErr).String(),
 		"error_code", errorCode(sfErr), "upstream_ms", elapsed.Milliseconds())
-	if pause != nil && req.Cause != CauseWarm && ErrorCode(resErr) == CodeUpstreamConfig {
+	resErr := res.err
+	if res.restricted {
+		resErr = v.corroborate(ctx, resErr)
+	}
+	if pause != nil && req.Cause != CauseWarm && IsAppWide(resErr) {
 		// The warmer reports its own; the rest pause the app (one alert).
 		pause.ConfigError(ctx, resErr)
 	}
-	return result, resErr
+	return res.token, resErr
+}
+
+func errShuttingDown() *Error {
+	return &Error{Code: CodeUpstreamUnavailable, Message: "this replica is shutting down", RetryAfter: time.Second}
+}
+
+// claim commits this attempt's marker, durably and on its own, before the
+// token is presented, so that it survives this process dying mid-call. It
+// is a compare-and-swap: it replaces exactly the prior marker that was
+// read (if any) and only while the row is as it was read, so two workers
+// that somehow both passed the lock (two processes on one SQLite file)
+// cannot both present.
+func (v *Vault) claim(ctx context.Context, c *models.Connection, prior *marker, attemptID string) error {
+	err := v.inTx(ctx, func(tx *gorm.DB) error {
+		if v.db.Dialect == models.Postgres {
+			if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {
+				return err
+			}
+		}
+		if prior != nil {
+			res := tx.Where("connection_id = ? AND attempt_id = ?", c.ID, prior.AttemptID).Delete(&models.RefreshAttempt{})
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected != 1 {
+				return errLostClaim
+			}
+		}
+		res := tx.Exec(`INSERT INTO refresh_attempts (connection_id, attempt_id, worker, rotation_count, started_at, lease_until, protocol, state)
+			SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM connections WHERE id = ? AND rotation_count = ? AND status = ?)`,
+			c.ID, attemptID, v.cfg.Worker, c.RotationCount, v.now(0), v.now(v.cfg.AttemptLease), models.RefreshProtocol, models.AttemptPresenting,
+			c.ID, c.RotationCount, models.StatusActive)
+		if res.Error != nil {
+			if models.IsUniqueViolation(res.Error) {
+				return errLostClaim
+			}
+			return res.Error
+		}
+		if res.RowsAffected != 1 {
+			return errLostClaim
+		}
+		return tx.Commit().Error
+	})
+	switch {
+	case errors.Is(err, errLostClaim):
+		return &Error{Code: CodeUpstreamUnavailable, Message: "another worker is refreshing this connection", RetryAfter: time.Second}
+	case err != nil:
+		return v.dbError(err)
+	}
+	return nil
+}
+
+var errLostClaim = errors.New("the connection or its attempt marker changed since it was read")
+
+// fencedError: the attempt no longer owns the connection (its lease ran
+// out, or the row moved on), so its result must not be written.
+type fencedError struct{ what string }
+
+func (e *fencedError) Error() string { return "refresh result fenced off: " + e.what }
+
+// result is what one attempt writes and returns.
+type result struct {
+	update map[string]any
+	events []models.Event
+	token  *AccessToken
+	err    error
+	// unresolved: the presentation may have rotated the token without us
+	// seeing the answer; the marker stays, marked unresolved.
+	unresolved bool
+	// restricted: Salesforce answered "IP restricted or invalid login
+	// hours"; whether that is app-wide is decided after the commit.
+	restricted bool
+	// marker: which marker the write removes (default: this attempt's).
+	marker string
 }
 
 // outcome turns Salesforce's answer into the row update, the events and what
 // the caller gets.
-func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token, sfErr error) (map[string]any, []models.Event, *AccessToken, error) {
+func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token, sfErr error) result {
 	now := v.clock.Now().UTC()
 	id := c.ID
 	if sfErr == nil {
 		sealedRefresh, err := v.SealRefresh(id, tok.RefreshToken)
 		if err != nil {
-			return nil, nil, nil, err
+			return v.sealFailure(c, err)
 		}
 		sealedAccess, err := v.SealAccess(id, tok.AccessToken)
 		if err != nil {
-			return nil, nil, nil, err
+			return v.sealFailure(c, err)
 		}
 		issued, expires := tok.IssuedAt.UTC(), tok.ExpiresAt.UTC()
 		update := map[string]any{
@@ -256,8 +395,8 @@ func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token
 			detail = "not rotated"
 		}
 		ev := v.event(id, models.EventRefreshed, req.Cause, 200, "", detail)
-		c.AccessTokenIssuedAt, c.AccessTokenExpiresAt = &issued, &expires
-		return update, []models.Event{ev}, v.accessToken(c, tok.AccessToken, true), nil
+		c.AccessTokenIssuedAt, c.AccessTokenExpiresAt, c.LastRefreshedAt = &issued, &expires, now
+		return result{update: update, events: []models.Event{ev}, token: v.accessToken(c, tok.AccessToken, true)}
 	}
 
 	var se *salesforce.Error
@@ -274,113 +413,170 @@ func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token
 			update["next_warm_at"] = next
 		}
 	}
+	res := result{update: update, unresolved: se.MayHaveRotated()}
 	switch se.Class {
 	case salesforce.Dead, salesforce.Concurrent:
 		reason := se.Code
 		if se.Description != "" {
 			reason += ": " + se.Description
 		}
-		evs := []models.Event{}
 		if se.Class == salesforce.Concurrent {
 			// Our own code never presents a token twice, so someone else
 			// holds this refresh token. Nothing newer is in our row (we hold
 			// its lock): only a re-authorization recovers.
 			reason = "refresh token used elsewhere (" + se.Description + ")"
-			evs = append(evs, v.event(id, models.EventConcurrentPresentation, req.Cause, se.HTTPStatus, se.Code, se.Description))
+			res.events = append(res.events, v.event(id, models.EventConcurrentPresentation, req.Cause, se.HTTPStatus, se.Code, se.Description))
 			v.log.Error("ALERT: Salesforce saw this refresh token presented concurrently by someone else", "connection_id", id)
 		}
 		update["status"] = models.StatusNeedsReauth
 		update["reauth_reason"] = reason
 		update["access_token_sealed"] = ""
 		update["next_attempt_at"] = nil
-		evs = append(evs, v.event(id, models.EventNeedsReauth, req.Cause, se.HTTPStatus, se.Code, se.Description))
-		return update, evs, nil, &Error{Code: CodeReauthRequired, Message: "the connection must be re-authorized", Reason: reason, cause: se}
+		res.events = append(res.events, v.event(id, models.EventNeedsReauth, req.Cause, se.HTTPStatus, se.Code, se.Description))
+		res.err = &Error{Code: CodeReauthRequired, Message: "the connection must be re-authorized", Reason: reason, cause: se}
 	case salesforce.Config:
 		if v.appPause() == nil {
 			backoffUntil(max(v.cfg.ConfigErrorBackoff, se.RetryAfter))
 		} // else the app-wide pause holds every connection back, and its end frees them all
-		ev := v.event(id, models.EventConfigError, req.Cause, se.HTTPStatus, se.Code, se.Description)
-		return update, []models.Event{ev}, nil, &Error{Code: CodeUpstreamConfig, Message: "Salesforce refused tokenwarm's configuration: " + se.Code,
-			RetryAfter: v.cfg.ConfigErrorBackoff, cause: se}
+		res.events = append(res.events, v.event(id, models.EventConfigError, req.Cause, se.HTTPStatus, se.Code, se.Description))
+		res.err = &Error{Code: CodeUpstreamConfig, Message: "Salesforce refused tokenwarm's configuration: " + se.Code,
+			RetryAfter: v.cfg.ConfigErrorBackoff, AppWide: true, cause: se}
+	case salesforce.Restricted:
+		// Ambiguous: the egress address (everyone) or this user's login
+		// hours (one user). This connection backs off like any other
+		// failure, so it alone can never hold the app paused.
+		d := max(v.backoff(failures, se.RetryAfter), v.cfg.ConfigErrorBackoff)
+		backoffUntil(d)
+		res.restricted = true
+		res.events = append(res.events, v.event(id, models.EventRestricted, req.Cause, se.HTTPStatus, se.Code, se.Description))
+		res.err = &Error{Code: CodeUpstreamConfig, Message: "Salesforce refused the refresh: IP restricted or invalid login hours", RetryAfter: d, cause: se}
 	case salesforce.Unknown:
 		d := v.backoff(failures, se.RetryAfter)
 		backoffUntil(d)
-		ev := v.event(id, models.EventUnknownOutcome, req.Cause, se.HTTPStatus, se.Code, "request sent, no usable answer: "+se.Description)
-		return update, []models.Event{ev}, nil, &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce did not answer", RetryAfter: d, cause: se}
+		res.events = append(res.events, v.event(id, models.EventUnknownOutcome, req.Cause, se.HTTPStatus, se.Code, "request sent, no usable answer: "+se.Description))
+		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce did not answer", RetryAfter: d, cause: se}
+	case salesforce.Unrecognized:
+		d := v.backoff(failures, se.RetryAfter)
+		backoffUntil(d)
+		res.events = append(res.events, v.event(id, models.EventUnrecognized, req.Cause, se.HTTPStatus, se.Code, se.Description))
+		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce gave an answer tokenwarm does not recognise: " + se.Code, RetryAfter: d, cause: se}
 	default:
 		d := v.backoff(failures, se.RetryAfter)
 		backoffUntil(d)
-		ev := v.event(id, models.EventTransientFailure, req.Cause, se.HTTPStatus, se.Code, se.Description)
-		return update, []models.Event{ev}, nil, &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce is unavailable", RetryAfter: d, cause: se}
+		res.events = append(res.events, v.event(id, models.EventTransientFailure, req.Cause, se.HTTPStatus, se.Code, se.Description))
+		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce is unavailable", RetryAfter: d, cause: se}
 	}
+	return res
 }
 
-// persist writes the outcome, its events and the marker's removal in one
-// transaction. The first try commits the row-locking transaction; if that
-// fails, the write is retried in new transactions, each conditioned on the
-// rotation count we read, until CommitRetryBudget runs out. Meanwhile the
-// attempt marker keeps other workers from presenting the old token.
-func (v *Vault) persist(ctx context.Context, row *lockedRow, rotation int64, attemptID string, update map[string]any, events []models.Event) error {
-	id := row.conn.ID
-	commit := func(tx *gorm.DB, attempt int, events []models.Event) error {
-		res := tx.Model(&models.Connection{}).Where("id = ? AND rotation_count = ?", id, rotation).Updates(update)
-		if res.Error != nil {
-			return res.Error
+// sealFailure: a rotated token that cannot be sealed cannot be stored. The
+// marker stays unresolved, so the next attempt introspects.
+func (v *Vault) sealFailure(c *models.Connection, err error) result {
+	return result{update: map[string]any{"updated_at": v.clock.Now().UTC()}, unresolved: true,
+		err: &Error{Code: CodeInternal, Message: "could not seal the refreshed token", cause: err}}
+}
+
+// persist writes an attempt's outcome, its events and the marker's removal
+// (or, for an unresolved outcome, the marker's change to unresolved) in one
+// transaction, fenced: it succeeds only while this attempt's marker is
+// there with its lease running (database clock) and the row is still
+// active at the rotation count that was read. The first try commits the
+// row-locking transaction; if that fails, the write is retried in new
+// transactions until the deadline. Meanwhile the marker keeps everyone
+// else from presenting the token.
+func (v *Vault) persist(ctx context.Context, row *lockedRow, attemptID string, res result, deadline time.Time) error {
+	id, rotation := row.conn.ID, row.conn.RotationCount
+	write := func(tx *gorm.DB, attempt int) error {
+		mark := tx.Model(&models.RefreshAttempt{}).Where("connection_id = ? AND attempt_id = ? AND lease_until > ?", id, attemptID, v.now(0))
+		var m *gorm.DB
+		if res.unresolved {
+			// Nobody owns it any more; the next worker introspects first.
+			m = mark.Updates(map[string]any{"state": models.AttemptUnresolved, "lease_until": v.now(0)})
+		} else {
+			m = mark.Delete(&models.RefreshAttempt{})
 		}
-		if res.RowsAffected != 1 {
-			return fmt.Errorf("connection %s changed while its refresh result was unsaved (rotation %d)", id, rotation)
+		if m.Error != nil {
+			return m.Error
 		}
-		if len(events) > 0 {
-			if err := tx.Create(&events).Error; err != nil {
-				return err
-			}
-			if v.cfg.OnEvents != nil {
-				if err := v.cfg.OnEvents(tx, events); err != nil {
-					return err
-				}
-			}
+		if m.RowsAffected != 1 {
+			return &fencedError{"the attempt's lease ran out or its marker is gone"}
 		}
-		if err := tx.Where("connection_id = ? AND attempt_id = ?", id, attemptID).Delete(&models.RefreshAttempt{}).Error; err != nil {
+		return v.writeRow(tx, id, rotation, res.update, res.events, attempt)
+	}
+	return v.store(ctx, row, write, deadline)
+}
+
+// writeRow updates the connection row, conditioned on it being active at
+// the rotation count that was read, and adds the events (fresh rows on
+// every try: a rolled-back insert must not leave its IDs behind).
+func (v *Vault) writeRow(tx *gorm.DB, id string, rotation int64, update map[string]any, events []models.Event, attempt int) error {
+	u := tx.Model(&models.Connection{}).Where("id = ? AND rotation_count = ? AND status = ?", id, rotation, models.StatusActive).Updates(update)
+	if u.Error != nil {
+		return u.Error
+	}
+	if u.RowsAffected != 1 {
+		return &fencedError{fmt.Sprintf("connection %s changed while its refresh result was unsaved (rotation %d)", id, rotation)}
+	}
+	evs := make([]models.Event, 0, len(events)+1)
+	for _, ev := range events {
+		ev.ID = 0
+		evs = append(evs, ev)
+	}
+	if attempt > 0 {
+		evs = append(evs, v.event(id, models.EventCommitRetried, "", 0, "", fmt.Sprintf("result stored on retry %d", attempt)))
+	}
+	if len(evs) > 0 {
+		if err := tx.Create(&evs).Error; err != nil {
 			return err
 		}
-		if v.beforeCommit != nil {
-			if err := v.beforeCommit(tx, attempt); err != nil {
+		if v.cfg.OnEvents != nil {
+			if err := v.cfg.OnEvents(tx, evs); err != nil {
 				return err
 			}
 		}
-		return tx.Commit().Error
 	}
+	if v.beforeCommit != nil {
+		if err := v.beforeCommit(tx, attempt); err != nil {
+			return err
+		}
+	}
+	return tx.Commit().Error
+}
 
+// store runs write (which commits) on the row-locking transaction, then, if
+// that failed for a reason other than the fence, in new transactions until
+// deadline.
+func (v *Vault) store(ctx context.Context, row *lockedRow, write func(tx *gorm.DB, attempt int) error, deadline time.Time) error {
 	var err error
 	if row.tx != nil {
-		err = commit(row.tx, 0, events)
+		err = write(row.tx, 0)
 		row.release()
 	} else {
-		err = v.inTx(ctx, func(tx *gorm.DB) error { return commit(tx, 0, events) })
+		err = v.inTx(ctx, func(tx *gorm.DB) error { return write(tx, 0) })
 	}
 	// Retries get their own budget, whatever the first try used up.
-	retryCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.CommitRetryBudget+5*time.Second)
+	retryCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(5*time.Second))
 	defer cancel()
-	ctx = retryCtx
-	deadline := time.Now().Add(v.cfg.CommitRetryBudget)
 	delay := 50 * time.Millisecond
-	for attempt := 1; err != nil && time.Now().Before(deadline); attempt++ {
-		v.log.Warn("storing a refresh result failed; retrying", "connection_id", id, "attempt", attempt, "err", err)
+	var fenced *fencedError
+	for attempt := 1; err != nil && !errors.As(err, &fenced) && time.Now().Add(delay).Before(deadline); attempt++ {
+		v.log.Warn("storing a refresh result failed; retrying", "connection_id", row.conn.ID, "attempt", attempt, "err", err)
 		select {
 		case <-time.After(delay):
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
+		case <-retryCtx.Done():
+			return errors.Join(err, retryCtx.Err())
 		}
-		delay = min(delay*2, 2*time.Second)
-		retried := append(append([]models.Event{}, events...),
-			v.event(id, models.EventCommitRetried, "", 0, "", fmt.Sprintf("result stored on retry %d", attempt)))
-		err = v.inTx(ctx, func(tx *gorm.DB) error {
+		delay = min(delay*2, time.Second)
+		err = v.inTx(retryCtx, func(tx *gorm.DB) error {
 			if v.db.Dialect == models.Postgres {
-				if err := tx.Exec("SELECT 1 FROM connections WHERE id = ? FOR NO KEY UPDATE", id).Error; err != nil {
+				if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {
+					return err
+				}
+				if err := tx.Exec("SELECT 1 FROM connections WHERE id = ? FOR NO KEY UPDATE", row.conn.ID).Error; err != nil {
 					return err
 				}
 			}
-			return commit(tx, attempt, retried)
+			return write(tx, attempt)
 		})
 	}
 	return err

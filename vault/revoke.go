@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"errors"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -14,7 +15,10 @@ import (
 // stored refresh token; only if it succeeds is the connection marked
 // revoked, its tokens cleared and an event written, in one transaction.
 // A failure of revoke is returned as it is and changes nothing. Revoking a
-// revoked connection calls nothing.
+// revoked connection calls nothing. While another worker's attempt holds
+// the token (its lease runs), revocation waits: that worker may be about to
+// store a new token. The revocation moves the rotation count and removes
+// any marker, so a late write of an earlier attempt is fenced off.
 func (v *Vault) Revoke(ctx context.Context, id, cause, detail string, revoke func(ctx context.Context, loginURL, refreshToken string) error) (*models.Connection, error) {
 	row, err := v.lock(ctx, id)
 	if err != nil {
@@ -24,6 +28,9 @@ func (v *Vault) Revoke(ctx context.Context, id, cause, detail string, revoke fun
 	c := row.conn
 	if c.Status == models.StatusRevoked {
 		return &c, nil
+	}
+	if row.prior != nil && row.prior.live {
+		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "a refresh of this connection is still settling; retry", RetryAfter: time.Second}
 	}
 	if c.RefreshTokenSealed != "" {
 		tok, err := v.OpenRefresh(&c)
@@ -36,11 +43,16 @@ func (v *Vault) Revoke(ctx context.Context, id, cause, detail string, revoke fun
 	}
 	now := v.clock.Now().UTC()
 	write := func(tx *gorm.DB) error {
-		if err := tx.Model(&models.Connection{}).Where("id = ?", id).Updates(map[string]any{
+		u := tx.Model(&models.Connection{}).Where("id = ? AND rotation_count = ?", id, c.RotationCount).Updates(map[string]any{
 			"status": models.StatusRevoked, "refresh_token_sealed": "", "access_token_sealed": "",
 			"access_token_issued_at": nil, "access_token_expires_at": nil, "next_attempt_at": nil, "updated_at": now,
-		}).Error; err != nil {
-			return err
+			"rotation_count": c.RotationCount + 1,
+		})
+		if u.Error != nil {
+			return u.Error
+		}
+		if u.RowsAffected != 1 {
+			return &fencedError{"the connection changed while it was being revoked"}
 		}
 		evs := []models.Event{v.event(id, models.EventRevoked, cause, 0, "", detail)}
 		if err := tx.Create(&evs).Error; err != nil {
@@ -61,12 +73,17 @@ func (v *Vault) Revoke(ctx context.Context, id, cause, detail string, revoke fun
 		err = write(row.tx)
 		row.release()
 	} else {
-		err = v.inTx(ctx, write)
+		err = v.inTx(ctx, func(tx *gorm.DB) error {
+			if err := tx.Where("connection_id = ? AND lease_until > ?", id, v.now(0)).Take(&models.RefreshAttempt{}).Error; err == nil {
+				return &fencedError{"a refresh attempt started meanwhile"}
+			}
+			return write(tx)
+		})
 	}
 	if err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "Salesforce revoked the token but the connection could not be marked revoked; revoke again", cause: err}
 	}
-	c.Status, c.RefreshTokenSealed, c.AccessTokenSealed = models.StatusRevoked, "", ""
+	c.Status, c.RefreshTokenSealed, c.AccessTokenSealed, c.RotationCount = models.StatusRevoked, "", "", c.RotationCount+1
 	c.AccessTokenIssuedAt, c.AccessTokenExpiresAt, c.NextAttemptAt, c.UpdatedAt = nil, nil, nil, now
 	return &c, nil
 }

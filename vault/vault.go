@@ -1,14 +1,17 @@
 // Package vault holds Salesforce tokens sealed at rest and is the one path
-// through which every refresh happens (ARCHITECTURE.md, invariants I1-I5, I7).
+// through which every refresh happens (docs/ARCHITECTURE.md, invariants
+// I1-I5, I7).
 //
-// A refresh goes: per-connection singleflight in the process; the connection
+// A refresh goes: one flight per connection in the process; the connection
 // row locked across processes (SELECT ... FOR NO KEY UPDATE on Postgres, an
 // in-process lock on embedded SQLite, which is single-process); a second
-// look at the row once locked; an attempt marker committed before the token
-// is presented; one call to Salesforce; the classified result and its event
-// written in one transaction together with the marker's removal; commit
-// (retried, conditioned on the rotation count, if it fails); only then the
-// caller gets a token.
+// look at the row once locked; if an earlier attempt's outcome is unknown,
+// introspection of the stored token before anything is presented; an
+// attempt marker committed (durably, compare-and-swap) before the token is
+// presented; one call to Salesforce; the classified result and its events
+// written in one transaction, fenced by the marker's lease and the row's
+// rotation count; commit (retried within the lease if it fails); only then
+// the caller gets a token.
 package vault
 
 import (
@@ -37,9 +40,12 @@ import (
 	"github.com/tokenwarm/tokenwarm/seal"
 )
 
-// Refresher presents a refresh token to Salesforce; *salesforce.Client is one.
+// Refresher presents a refresh token to Salesforce and, when the outcome of
+// an earlier presentation is unknown, asks whether the token is still live
+// (introspection, which is not a presentation); *salesforce.Client is one.
 type Refresher interface {
 	Refresh(ctx context.Context, loginURL, refreshToken string) (*salesforce.Token, error)
+	RefreshTokenActive(ctx context.Context, loginURL, refreshToken string) (bool, error)
 }
 
 // Causes of a refresh, recorded on events and metrics.
@@ -61,12 +67,21 @@ type Config struct {
 	// talking (a hung worker) instead of holding the row forever. Default 60s.
 	IdleInTransactionTimeout time.Duration
 	// CommitRetryBudget is how long a failed commit after a refresh is
-	// retried before giving up. Default 30s.
+	// retried before giving up. Default 20s.
 	CommitRetryBudget time.Duration
-	// AttemptLease is how long an unfinished attempt marker stops other
-	// workers from presenting the token. It must cover UpstreamTimeout plus
-	// CommitRetryBudget. Default UpstreamTimeout + CommitRetryBudget + 5s.
+	// AttemptLease is how long an attempt marker keeps other workers from
+	// touching the token, counted by the database's clock from the claim.
+	// Its owner stops storing before it ends. Default UpstreamTimeout +
+	// CommitRetryBudget + 5s.
 	AttemptLease time.Duration
+	// UnresolvedAlertAfter: a connection held back this long by an attempt
+	// whose outcome introspection cannot settle raises an alert. Default 6h.
+	UnresolvedAlertAfter time.Duration
+	// RestrictedQuorum distinct connections answered "IP restricted or
+	// invalid login hours" within RestrictedWindow make it an app-wide
+	// configuration error. Defaults 3 and 10m.
+	RestrictedQuorum int
+	RestrictedWindow time.Duration
 	// WarmInterval and WarmJitter set next_warm_at after each successful
 	// refresh: interval ± jitter (a fraction). Defaults 72h, 0.15.
 	WarmInterval time.Duration
@@ -105,8 +120,13 @@ func (c *Config) defaults() {
 	def(&c.LockTimeout, 30*time.Second)
 	def(&c.UpstreamTimeout, 15*time.Second)
 	def(&c.IdleInTransactionTimeout, 60*time.Second)
-	def(&c.CommitRetryBudget, 30*time.Second)
+	def(&c.CommitRetryBudget, 20*time.Second)
 	def(&c.AttemptLease, c.UpstreamTimeout+c.CommitRetryBudget+5*time.Second)
+	def(&c.UnresolvedAlertAfter, 6*time.Hour)
+	def(&c.RestrictedWindow, 10*time.Minute)
+	if c.RestrictedQuorum <= 0 {
+		c.RestrictedQuorum = 3
+	}
 	def(&c.WarmInterval, 72*time.Hour)
 	def(&c.BackoffBase, 30*time.Second)
 	def(&c.BackoffMax, time.Hour)
@@ -135,9 +155,12 @@ type Vault struct {
 	log   *slog.Logger
 	cfg   Config
 
+	// flights holds at most one refresh per connection in this process,
+	// whatever its callers asked for (I5): only it takes a refresh slot.
 	flights    singleflight.Group
 	reads      singleflight.Group
 	background sync.WaitGroup
+	work       tracker
 	slots      chan struct{}
 	// stripes serialise refreshes of one connection on SQLite, where there
 	// is no row lock; Postgres uses a row lock instead.
@@ -210,6 +233,8 @@ type AccessToken struct {
 	ExpiresAt    time.Time
 	// Refreshed reports whether this call caused an upstream refresh.
 	Refreshed bool
+	// LastRefreshedAt is the connection's last successful refresh.
+	LastRefreshedAt time.Time
 }
 
 // Request says what a refresh is for.
@@ -242,11 +267,17 @@ func (v *Vault) GetAccessToken(ctx context.Context, connectionID string, minVali
 }
 
 // Access returns a usable access token for the request, from storage when it
-// satisfies it, else through one refresh shared by every concurrent caller.
+// satisfies it, else through the connection's one refresh flight, shared by
+// every concurrent caller whatever each asked for.
 func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*AccessToken, error) {
 	if req.Cause == "" {
 		req.Cause = CausePull
 	}
+	// A hash keys nothing and compares nothing until it is normalised.
+	if req.RejectedToken != "" {
+		req.RejectedTokenSHA256, req.RejectedToken = tokenHash(req.RejectedToken), ""
+	}
+	req.RejectedTokenSHA256 = strings.ToLower(strings.TrimSpace(req.RejectedTokenSHA256))
 	if !req.Force {
 		// A herd shares one read of the row, so it costs one database
 		// connection, not a pool's worth.
@@ -265,20 +296,33 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 			return at, nil
 		}
 	}
-	if req.RejectedToken != "" {
-		req.RejectedTokenSHA256, req.RejectedToken = tokenHash(req.RejectedToken), ""
+	asked := v.clock.Now()
+	var last *AccessToken
+	// Round one joins whatever flight the connection has; a flight started
+	// for someone else's needs that did not meet ours is followed by at
+	// most one flight for ours. Each round refreshes at most once.
+	for range 2 {
+		at, err := v.flight(ctx, connectionID, req)
+		if err != nil {
+			return nil, err
+		}
+		if v.satisfies(at, req, asked) {
+			return at, nil
+		}
+		last = at
 	}
-	key := connectionID
-	if req.RejectedTokenSHA256 != "" {
-		key += "|rejected|" + req.RejectedTokenSHA256
+	if last.Token != "" && last.ExpiresAt.After(v.clock.Now()) {
+		return last, nil
 	}
-	if req.Force {
-		key += "|force|" + req.Cause
-	}
-	// The flight runs detached from any one caller: a caller that gives up
-	// must not abandon a refresh between Salesforce's answer and the commit.
+	return nil, &Error{Code: CodeUpstreamUnavailable, Message: "the connection is being refreshed; retry", RetryAfter: time.Second}
+}
+
+// flight runs or joins the connection's one refresh flight. The flight runs
+// detached from any one caller: a caller that gives up must not abandon a
+// refresh between Salesforce's answer and the commit.
+func (v *Vault) flight(ctx context.Context, connectionID string, req Request) (*AccessToken, error) {
 	flightCtx := context.WithoutCancel(ctx)
-	ch := v.flights.DoChan(key, func() (any, error) {
+	ch := v.flights.DoChan(connectionID, func() (any, error) {
 		return v.refresh(flightCtx, connectionID, req)
 	})
 	select {
@@ -291,6 +335,36 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 	case <-ctx.Done():
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "gave up waiting for the refresh", RetryAfter: time.Second, cause: ctx.Err()}
 	}
+}
+
+// satisfies reports whether a flight's result answers req, asked at asked.
+// A token refreshed by the flight a caller waited for satisfies it whatever
+// its min_validity: asking again could only refresh again.
+func (v *Vault) satisfies(at *AccessToken, req Request, asked time.Time) bool {
+	if at.Refreshed {
+		return true
+	}
+	if req.Force {
+		if !req.UnlessRefreshedAfter.IsZero() {
+			return at.LastRefreshedAt.After(req.UnlessRefreshedAfter)
+		}
+		return !at.LastRefreshedAt.Before(asked)
+	}
+	if at.Token == "" || at.ExpiresAt.Sub(v.clock.Now()) < v.minValidity(at.IssuedAt, at.ExpiresAt, req.MinValidity) ||
+		!at.ExpiresAt.After(v.clock.Now()) {
+		return false
+	}
+	return req.RejectedTokenSHA256 == "" || subtle.ConstantTimeCompare([]byte(tokenHash(at.Token)), []byte(req.RejectedTokenSHA256)) != 1
+}
+
+// minValidity caps what a caller may demand at half the token's life: a
+// fresh token always satisfies, so no min_validity can make every pull
+// refresh.
+func (v *Vault) minValidity(issued, expires time.Time, asked time.Duration) time.Duration {
+	if life := expires.Sub(issued); !issued.IsZero() && life > 0 {
+		return min(asked, life/2)
+	}
+	return asked
 }
 
 // pastRevalidation reports whether a stored access token has used up the
@@ -313,19 +387,24 @@ func (v *Vault) revalidate(c *models.Connection) {
 	v.background.Add(1)
 	go func() {
 		defer v.background.Done()
-		_, err, _ := v.flights.Do(id+"|revalidate", func() (any, error) {
-			return v.refresh(context.Background(), id, req)
-		})
+		_, err := v.flight(context.Background(), id, req)
 		if err != nil {
 			v.log.Info("background refresh did not complete", "connection_id", id, "code", ErrorCode(err))
 		}
 	}()
 }
 
-// Wait blocks until background refreshes have finished or ctx ends.
+// Drain makes the vault start no new presentation of a refresh token:
+// refreshes that have not presented yet answer "shutting down" (503, retry
+// elsewhere), those that have run on until their outcome is stored.
+func (v *Vault) Drain() { v.work.drain() }
+
+// Wait blocks until every refresh that started (pull, warm, admin,
+// background) has stored its outcome, or ctx ends. Shutdown calls Drain
+// first, so that nothing new starts meanwhile.
 func (v *Vault) Wait(ctx context.Context) error {
 	done := make(chan struct{})
-	go func() { v.background.Wait(); close(done) }()
+	go func() { v.background.Wait(); <-v.work.idle(); close(done) }()
 	select {
 	case <-done:
 		return nil
@@ -334,12 +413,75 @@ func (v *Vault) Wait(ctx context.Context) error {
 	}
 }
 
+// WorstCaseRefresh is the longest a refresh that has presented its token
+// can take to store the outcome: what a graceful shutdown must wait for.
+func (v *Vault) WorstCaseRefresh() time.Duration { return v.cfg.AttemptLease + v.cfg.UpstreamTimeout }
+
+// tracker counts refreshes in progress and lets shutdown wait for them.
+type tracker struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	waiters []chan struct{} // closed once n == 0
+}
+
+func (t *tracker) enter() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *tracker) leave() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 {
+		for _, ch := range t.waiters {
+			close(ch)
+		}
+		t.waiters = nil
+	}
+}
+
+func (t *tracker) drain() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closing = true
+}
+
+func (t *tracker) draining() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closing
+}
+
+// idle returns a channel closed once no refresh is in progress.
+func (t *tracker) idle() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ch := make(chan struct{})
+	if t.n == 0 {
+		close(ch)
+		return ch
+	}
+	t.waiters = append(t.waiters, ch)
+	return ch
+}
+
 // usable returns the stored access token when it satisfies req.
 func (v *Vault) usable(c *models.Connection, req Request) (*AccessToken, bool) {
 	if c.AccessTokenSealed == "" || c.AccessTokenExpiresAt == nil {
 		return nil, false
 	}
-	if c.AccessTokenExpiresAt.Sub(v.clock.Now()) < req.MinValidity || !c.AccessTokenExpiresAt.After(v.clock.Now()) {
+	var issued time.Time
+	if c.AccessTokenIssuedAt != nil {
+		issued = *c.AccessTokenIssuedAt
+	}
+	if c.AccessTokenExpiresAt.Sub(v.clock.Now()) < v.minValidity(issued, *c.AccessTokenExpiresAt, req.MinValidity) || !c.AccessTokenExpiresAt.After(v.clock.Now()) {
 		return nil, false
 	}
 	tok, err := v.ring.Open(c.AccessTokenSealed, adAccess(c.ID))
@@ -350,14 +492,14 @@ func (v *Vault) usable(c *models.Connection, req Request) (*AccessToken, bool) {
 	if req.RejectedToken != "" && tok == req.RejectedToken {
 		return nil, false
 	}
-	if req.RejectedTokenSHA256 != "" && subtle.ConstantTimeCompare([]byte(tokenHash(tok)), []byte(strings.ToLower(req.RejectedTokenSHA256))) == 1 {
+	if req.RejectedTokenSHA256 != "" && subtle.ConstantTimeCompare([]byte(tokenHash(tok)), []byte(req.RejectedTokenSHA256)) == 1 {
 		return nil, false
 	}
 	return v.accessToken(c, tok, false), true
 }
 
 func (v *Vault) accessToken(c *models.Connection, tok string, refreshed bool) *AccessToken {
-	at := &AccessToken{ConnectionID: c.ID, Token: tok, InstanceURL: c.InstanceURL, Refreshed: refreshed}
+	at := &AccessToken{ConnectionID: c.ID, Token: tok, InstanceURL: c.InstanceURL, Refreshed: refreshed, LastRefreshedAt: c.LastRefreshedAt}
 	if c.AccessTokenIssuedAt != nil {
 		at.IssuedAt = *c.AccessTokenIssuedAt
 	}
@@ -382,11 +524,17 @@ func statusError(c *models.Connection) error {
 func (v *Vault) load(ctx context.Context, id string) (*models.Connection, error) {
 	var c models.Connection
 	err := v.db.Gorm.WithContext(ctx).Where("id = ?", id).Take(&c).Error
+	if models.IsUnavailable(err) {
+		// A restarted database leaves dead connections in the pool; a read
+		// is safe to repeat on a fresh one.
+		c = models.Connection{}
+		err = v.db.Gorm.WithContext(ctx).Where("id = ?", id).Take(&c).Error
+	}
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, newErr(CodeNotFound, "no such connection")
 	}
 	if err != nil {
-		return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
+		return nil, v.dbError(err)
 	}
 	return &c, nil
 }
@@ -455,8 +603,12 @@ func (v *Vault) backoff(failures int, retryAfter time.Duration) time.Duration {
 func (v *Vault) ConnectionsOf(ctx context.Context, owner string) ([]models.Connection, error) {
 	var cs []models.Connection
 	err := v.db.Gorm.WithContext(ctx).Where("owner = ?", owner).Order("created_at, id").Find(&cs).Error
+	if models.IsUnavailable(err) {
+		cs = nil
+		err = v.db.Gorm.WithContext(ctx).Where("owner = ?", owner).Order("created_at, id").Find(&cs).Error
+	}
 	if err != nil {
-		return nil, &Error{Code: CodeInternal, Message: "database error", cause: err}
+		return nil, v.dbError(err)
 	}
 	return cs, nil
 }

@@ -332,14 +332,9 @@ func TestConfigurationErrorsKeepConnectionActive(t *testing.T) {
 		if err != nil || !at.Refreshed {
 			t.Fatalf("refresh after fixing the configuration: %v", err)
 		}
-		n := 0
-		for _, ev := range e.events(id) {
-			if ev.Kind == models.EventConfigError {
-				n++
-			}
-		}
-		if n != 2 {
-			t.Fatalf("%d config_error events, want 2", n)
+		kinds := eventKinds(e.events(id))
+		if n, r := count(kinds, models.EventConfigError), count(kinds, models.EventRestricted); n != 1 || r != 1 {
+			t.Fatalf("%d config_error and %d restricted events, want 1 each: %v", n, r, kinds)
 		}
 	})
 }
@@ -609,6 +604,16 @@ func TestConcurrentFirstConnectsShareOneConnection(t *testing.T) {
 }
 
 func countKind(kinds []string, kind string) int {
+	n := 0
+	for _, k := range kinds {
+		if k == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func count(kinds []string, kind string) int {
 	n := 0
 	for _, k := range kinds {
 		if k == kind {

@@ -86,6 +86,10 @@ type rotatingRefresher struct {
 	calls atomic.Int64
 }
 
+func (r *rotatingRefresher) RefreshTokenActive(context.Context, string, string) (bool, error) {
+	return true, nil
+}
+
 func (r *rotatingRefresher) Refresh(context.Context, string, string) (*salesforce.Token, error) {
 	r.calls.Add(1)
 	now := time.Now().UTC()

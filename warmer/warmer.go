@@ -241,7 +241,7 @@ func (w *Warmer) warmDue(ctx context.Context, p *pass) error {
 					w.release(ctx, c)
 					continue
 				}
-				if o, err := w.refresh(ctx, c, p); o == outcomeConfig {
+				if o, err := w.refresh(ctx, c, p); o == outcomeConfig && vault.IsAppWide(err) {
 					w.pause(ctx, err)
 				}
 			}
