@@ -7,3 +7,6 @@ func (v *Vault) SetBeforeCommit(fn func(tx *gorm.DB, attempt int) error) { v.bef
 
 // SetAfterLock installs a hook run right after the row lock is taken.
 func (v *Vault) SetAfterLock(fn func(id string)) { v.afterLock = fn }
+
+// SetBeforeRetry installs a hook run before each retry of a failed store.
+func (v *Vault) SetBeforeRetry(fn func(attempt int)) { v.beforeRetry = fn }

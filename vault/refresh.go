@@ -567,6 +567,9 @@ func (v *Vault) store(ctx context.Context, row *lockedRow, write func(tx *gorm.D
 			return errors.Join(err, retryCtx.Err())
 		}
 		delay = min(delay*2, time.Second)
+		if v.beforeRetry != nil {
+			v.beforeRetry(attempt)
+		}
 		err = v.inTx(retryCtx, func(tx *gorm.DB) error {
 			if v.db.Dialect == models.Postgres {
 				if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {

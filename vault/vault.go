@@ -175,6 +175,8 @@ type Vault struct {
 	beforeCommit func(tx *gorm.DB, attempt int) error
 	// afterLock lets tests act while the row lock is held.
 	afterLock func(id string)
+	// beforeRetry lets tests act between a failed store and its retry.
+	beforeRetry func(attempt int)
 }
 
 // AppPause is the app-wide pause after Salesforce refuses tokenwarm's
