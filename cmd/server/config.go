@@ -44,6 +44,7 @@ type Config struct {
 	WarmRetryBudget time.Duration
 	IdleRiskBefore  time.Duration
 	ShutdownTimeout time.Duration
+	CommitRetry     time.Duration
 	Retention       time.Duration
 	EventRetention  time.Duration
 	AppRedirectURIs []string
@@ -223,7 +224,9 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.Retention })},
 	{env: "TOKENWARM_EVENT_RETENTION", def: "8760h", help: "how long connection events (the audit trail) are kept; at least 720h, the idle-risk check reads the last 30 days",
 		set: dur(func(c *Config) *time.Duration { return &c.EventRetention })},
-	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "30s", help: "how long shutdown waits for in-flight requests and refreshes",
+	{env: "TOKENWARM_COMMIT_RETRY_BUDGET", def: "20s", help: "how long storing a refresh result is retried after a failed commit (the attempt's lease is SALESFORCE_TIMEOUT + this + 5s)",
+		set: dur(func(c *Config) *time.Duration { return &c.CommitRetry })},
+	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "60s", help: "how long shutdown waits for in-flight requests and refreshes; at least 2×SALESFORCE_TIMEOUT + TOKENWARM_COMMIT_RETRY_BUDGET + 5s, so no refresh that presented a token is abandoned",
 		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
@@ -273,6 +276,9 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	if c.UpstreamTimeout >= c.LockTimeout {
 		errs = append(errs, errors.New("SALESFORCE_TIMEOUT must be shorter than TOKENWARM_LOCK_TIMEOUT"))
 	}
+	if worst := c.WorstCaseRefresh(); c.ShutdownTimeout < worst {
+		errs = append(errs, fmt.Errorf("TOKENWARM_SHUTDOWN_TIMEOUT (%s) is shorter than the longest a refresh that presented a token may take to store its outcome (%s = 2×SALESFORCE_TIMEOUT + TOKENWARM_COMMIT_RETRY_BUDGET + 5s): shutdown could abandon a rotation", c.ShutdownTimeout, worst))
+	}
 	if c.Retention < 24*time.Hour {
 		errs = append(errs, errors.New("TOKENWARM_RETENTION must be at least 24h"))
 	}
@@ -290,6 +296,14 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	}
 	return c, errors.Join(errs...)
 }
+
+// AttemptLease is how long a refresh attempt owns its token (see vault.Config).
+func (c *Config) AttemptLease() time.Duration { return c.UpstreamTimeout + c.CommitRetry + 5*time.Second }
+
+// WorstCaseRefresh is the longest a refresh that has presented its token
+// may take to store the outcome (an introspection before it, the call, the
+// commit retries): what a graceful shutdown must be able to wait for.
+func (c *Config) WorstCaseRefresh() time.Duration { return c.UpstreamTimeout + c.AttemptLease() }
 
 // Embedded reports whether the embedded SQLite database is used.
 func (c *Config) Embedded() bool { return c.DatabaseURL == "" }

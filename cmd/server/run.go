@@ -257,6 +257,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		Observe:     met.ObserveRefresh,
 		OnEvents:    announce,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
+		CommitRetryBudget: cfg.CommitRetry, AttemptLease: cfg.AttemptLease(),
 		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
 		// Half the pool: each refresh briefly holds two connections. Warm
 		// concurrency is capped below this so pulls always find slots.
@@ -315,8 +316,12 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Stop new warm passes first, then HTTP; in-flight refreshes finish and
-	// are stored (never abandoned between Salesforce's answer and commit).
+	// No new presentation of a refresh token from here on (a pull that
+	// needs one gets 503 and retries on another replica); every refresh
+	// that presented one, whoever started it (a pull, even one whose caller
+	// gave up, the warmer, an admin, a background revalidation), runs on
+	// until its outcome is stored, before the pool closes.
+	v.Drain()
 	warmDone := warm.Stop()
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
@@ -326,15 +331,15 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	case <-sctx.Done():
 		return errors.New("shutdown: warm refreshes still running at the shutdown timeout")
 	}
-	// Background refreshes hold rotations that must reach the database.
 	if err := v.Wait(sctx); err != nil {
-		return fmt.Errorf("shutdown: background refreshes still running: %w", err)
+		return fmt.Errorf("shutdown: refreshes still running: %w", err)
 	}
+	log.Info("shut down: every refresh stored")
 	return nil
 }
 
-// purgePending deletes abandoned sign-ins (expired pending authorizations)
-// every few minutes until ctx ends.
+// salesforceTransport sends token calls through the configured egress
+// proxy and no other.
 func salesforceTransport(cfg *Config) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	// One kept-alive connection per concurrent refresh: a TLS handshake
