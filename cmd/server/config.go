@@ -298,7 +298,9 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 }
 
 // AttemptLease is how long a refresh attempt owns its token (see vault.Config).
-func (c *Config) AttemptLease() time.Duration { return c.UpstreamTimeout + c.CommitRetry + 5*time.Second }
+func (c *Config) AttemptLease() time.Duration {
+	return c.UpstreamTimeout + c.CommitRetry + 5*time.Second
+}
 
 // WorstCaseRefresh is the longest a refresh that has presented its token
 // may take to store the outcome (an introspection before it, the call, the
