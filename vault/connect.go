@@ -47,6 +47,13 @@ func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesf
 	now := v.clock.Now().UTC()
 	var out Connected
 	err := v.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if v.db.Dialect == models.Postgres {
+			// It stores a new refresh token: durable whatever the server's
+			// default.
+			if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {
+				return err
+			}
+		}
 		var existing models.Connection
 		q := tx.Where("org_id = ? AND user_id = ?", tok.OrgID, tok.UserID)
 		if v.db.Dialect == models.Postgres {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -559,4 +560,44 @@ func TestFailedIntrospectionHoldsTheTokenBack(t *testing.T) {
 	if st := e.Emu.Stats(); st.StalePresentations != 0 || st.Refreshes != 1 {
 		t.Fatalf("stale %d refreshes %d", st.StalePresentations, st.Refreshes)
 	}
+}
+
+// oldAttempt is the attempt marker as binaries before refresh protocol 2
+// wrote it (an upsert, no protocol): what an old replica does during a
+// rolling upgrade right before it presents a token.
+type oldAttempt struct {
+	ConnectionID  string `gorm:"primaryKey"`
+	AttemptID     string
+	Worker        string
+	RotationCount int64
+	StartedAt     time.Time
+	LeaseUntil    time.Time
+}
+
+func (oldAttempt) TableName() string { return "refresh_attempts" }
+
+// Rolling upgrades: once the migration that introduced fenced markers and
+// introspection has run, a binary that predates it cannot claim a marker,
+// and so never presents a token (it would present blind after a lost
+// answer); markers of an older protocol are refused too.
+func TestOldBinariesCannotClaimAMarker(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		v := e.vault(vault.Config{})
+		id := e.connect(v, "upgrade@example.com")
+		now := time.Now().UTC()
+		old := oldAttempt{ConnectionID: id, AttemptID: "old", Worker: "old-replica", StartedAt: now, LeaseUntil: now.Add(time.Minute)}
+		if err := e.DB.Gorm.Clauses(clause.OnConflict{UpdateAll: true}).Create(&old).Error; err == nil {
+			t.Fatal("an old binary's marker was accepted")
+		}
+		err := e.DB.Gorm.Create(&models.RefreshAttempt{ConnectionID: id, AttemptID: "v1", Worker: "w", StartedAt: now,
+			LeaseUntil: now.Add(time.Minute), Protocol: models.RefreshProtocol - 1, State: models.AttemptPresenting}).Error
+		if err == nil {
+			t.Fatal("a marker of an older protocol was accepted")
+		}
+		e.Clock.Advance(testkit.SessionTimeout)
+		if at, err := v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true}); err != nil || !at.Refreshed {
+			t.Fatalf("the current protocol: %v", err)
+		}
+	})
 }

@@ -1,0 +1,108 @@
+package vault_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/emulator"
+	"github.com/tokenwarm/tokenwarm/internal/pgcluster"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
+	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/seal"
+	"github.com/tokenwarm/tokenwarm/vault"
+)
+
+// Finding 2, Postgres side: a server configured with synchronous_commit =
+// off acknowledges commits before they reach the WAL on disk; a crash then
+// loses them. Every transaction that stores a refresh token sets
+// synchronous_commit itself, so a rotation survives a crash restart of
+// such a server (pg_ctl restart -m immediate) right after the commit, while
+// an ordinary write made just after it is lost (which shows the crash
+// really drops unflushed commits).
+func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
+	if _, err := pgcluster.FindBin(); errors.Is(err, pgcluster.ErrNoBinaries) {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but %v", err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{
+		// The WAL writer flushes asynchronous commits only every 10 s.
+		"synchronous_commit": "off", "wal_writer_delay": "10000ms", "fsync": "off",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Stop)
+	if err := cluster.CreateDatabase(ctx, "durability"); err != nil {
+		t.Fatal(err)
+	}
+	url := cluster.URL("durability")
+	open := func() *models.DB {
+		db, err := models.Open(url, "", models.Options{MaxOpenConns: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	db := open()
+	if _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := seal.GenerateKey("k1")
+	ring, _ := seal.ParseRing(key)
+	clk := clock.NewFake(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
+	emu := emulator.New(emulator.Config{ClientID: testkit.ClientID, ClientSecret: testkit.ClientSecret, Clock: clk, AutoApprove: true})
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	w := &testkit.World{Clock: clk}
+	sf := w.SFClient()
+	v := vault.New(db, ring, sf, clk, nil, vault.Config{})
+	id, err := testkit.Connect(srv.URL, sf, v, "durable@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for round := range 3 {
+		clk.Advance(testkit.SessionTimeout)
+		if _, err := v.Access(ctx, id, vault.Request{Cause: vault.CauseWarm, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+		cid := id
+		if err := db.Gorm.Create(&models.Event{ConnectionID: &cid, Kind: "async_probe", CreatedAt: clk.Now()}).Error; err != nil {
+			t.Fatal(err)
+		}
+		if err := cluster.Restart(ctx, "immediate"); err != nil {
+			t.Fatal(err)
+		}
+		db = open()
+		v = vault.New(db, ring, sf, clk, nil, vault.Config{})
+		var c models.Connection
+		if err := db.Gorm.Where("id = ?", id).Take(&c).Error; err != nil {
+			t.Fatal(err)
+		}
+		stored, err := v.OpenRefresh(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur, ok := emu.CurrentRefreshToken(c.OrgID, c.UserID); !ok || cur != stored {
+			t.Fatalf("round %d: the rotation committed before the crash is gone", round)
+		}
+		var probes int64
+		db.Gorm.Model(&models.Event{}).Where("kind = ?", "async_probe").Count(&probes)
+		if probes != 0 {
+			t.Fatalf("round %d: an asynchronous commit survived the crash, so this test cannot tell durable from not", round)
+		}
+	}
+	if st := emu.Stats(); st.StalePresentations != 0 || st.Refreshes != 3 {
+		t.Fatalf("stale %d refreshes %d", st.StalePresentations, st.Refreshes)
+	}
+}
