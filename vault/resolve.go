@@ -34,9 +34,14 @@ func (v *Vault) resolve(ctx context.Context, row *lockedRow, req Request, refres
 	now := v.clock.Now().UTC()
 	switch {
 	case err == nil && active:
-		v.log.Warn("an earlier refresh attempt has an unknown outcome; introspection shows the stored token is still live, presenting it",
+		if prior.State == models.AttemptUnresolved {
+			// Its outcome was recorded when it came back (a 5xx, a lost
+			// answer); that it rotated nothing needs no second event.
+			return nil, nil
+		}
+		v.log.Warn("an earlier refresh attempt was interrupted; introspection shows the stored token is still live, presenting it",
 			"connection_id", c.ID, "attempt_worker", prior.Worker, "attempt_started_at", prior.StartedAt)
-		return []models.Event{v.event(c.ID, models.EventUnknownOutcome, req.Cause, 0, "resolved_active",
+		return []models.Event{v.event(c.ID, models.EventUnknownOutcome, req.Cause, 0, "attempt_interrupted",
 			attempt+" never stored its outcome; introspection: the stored token is still active")}, nil
 
 	case err == nil:
