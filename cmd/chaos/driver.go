@@ -133,6 +133,7 @@ type driver struct {
 	c           *counters
 	users       []*appUser
 	reauths     sync.WaitGroup
+	logged401   atomic.Int32
 	reauthCtx   context.Context
 }
 
@@ -358,6 +359,18 @@ func (d *driver) ensureDevice(ctx context.Context, u *appUser, randomly bool) {
 	}
 }
 
+// jwtClaims returns a device JWT's header and claims (no signature: without
+// it the text authenticates nothing) for diagnostics.
+func jwtClaims(jwt string) string {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return "(malformed)"
+	}
+	h, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	c, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	return string(h) + " " + string(c)
+}
+
 type problem struct {
 	Code   string `json:"code"`
 	Detail string `json:"detail"`
@@ -383,7 +396,8 @@ func (d *driver) pull(ctx context.Context, u *appUser, q url.Values) pullResult 
 	u.mu.RLock()
 	defer u.mu.RUnlock()
 	jwt, exp, id := u.jwt, u.jwtExp, u.connID
-	status, body, _, err := d.do(ctx, http.MethodGet, d.pick().url()+"/v1/connections/"+id+"/access-token?"+q.Encode(), nil, jwt)
+	rep := d.pick()
+	status, body, _, err := d.do(ctx, http.MethodGet, rep.url()+"/v1/connections/"+id+"/access-token?"+q.Encode(), nil, jwt)
 	var p problem
 	if status != http.StatusOK {
 		_ = json.Unmarshal(body, &p)
@@ -421,6 +435,9 @@ func (d *driver) pull(ctx context.Context, u *appUser, q url.Values) pullResult 
 			d.c.inc("pull: 401 (device JWT expired on our side)")
 		} else {
 			d.c.inc(fmt.Sprintf("FAIL pull: 401 to a valid session (%.50s)", p.Detail))
+			if n := d.logged401.Add(1); n <= 5 {
+				logf("401 to a valid session of %s from %s: JWT claims %s, %s before our expiry", u.name, rep.addr, jwtClaims(jwt), time.Until(exp).Round(time.Millisecond))
+			}
 		}
 		return pullResult{retry: true, unauthorized: jwt}
 	default:

@@ -16,9 +16,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -156,6 +160,33 @@ func run(ctx context.Context, o options) (err error) {
 	}
 	const appRedirect = "https://chaos-app.example/oauth/done"
 	reps := make([]*replica, o.replicas)
+	// Replicas share one public URL, as behind a load balancer: it is the
+	// device JWTs' issuer and the OAuth callback. This proxy is that
+	// balancer, sending each request to a random replica that is up.
+	lbLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	publicURL := "http://" + lbLn.Addr().String()
+	lb := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			up := make([]*replica, 0, len(reps))
+			for _, r := range reps {
+				if r.isUp() {
+					up = append(up, r)
+				}
+			}
+			if len(up) == 0 {
+				up = reps
+			}
+			target, _ := url.Parse(up[mrand.IntN(len(up))].url())
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+		},
+		ErrorLog: log.New(io.Discard, "", 0),
+	}}
+	go func() { _ = lb.Serve(lbLn) }()
+	defer lb.Close()
 	for i := range reps {
 		addr, err := freeAddr()
 		if err != nil {
@@ -168,7 +199,7 @@ func run(ctx context.Context, o options) (err error) {
 			"TOKENWARM_SEAL_KEYS=" + strings.TrimSpace(string(key)),
 			"TOKENWARM_DATA_DIR=" + filepath.Join(dir, fmt.Sprintf("data%d", i)),
 			"TOKENWARM_ADDR=" + addr,
-			"TOKENWARM_PUBLIC_URL=http://" + addr,
+			"TOKENWARM_PUBLIC_URL=" + publicURL,
 			"SALESFORCE_LOGIN_URL=" + emuURLs[i],
 			"SALESFORCE_CLIENT_ID=" + clientID,
 			"SALESFORCE_CLIENT_SECRET=" + clientSecret,
@@ -463,7 +494,7 @@ func run(ctx context.Context, o options) (err error) {
 	for _, l := range emu.LostRotations() {
 		lostByWhy[l.Why]++
 	}
-	leaks := scanLeaks(emu.IssuedTokens(), append([]string{filepath.Join(dir, "pgcluster.log")}, logPaths(reps)...))
+	leaks := scanLeaks(emu.IssuedTokens(), append([]string{filepath.Join(dir, "pgcluster.log"), cluster.LogPath()}, logPaths(reps)...))
 
 	sum := summary{
 		Duration: o.duration.String(), Users: o.users, Callers: o.callers, Replicas: o.replicas, Graceful: o.graceful,
