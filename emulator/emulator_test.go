@@ -630,7 +630,7 @@ func TestConcurrentPresentation(t *testing.T) {
 				t.Error("chain survived a concurrent presentation")
 			}
 			st := h.emu.Stats()
-			if st.MaxConcurrentPresentations != 2 || st.ChainsRevoked != 1 || st.Refreshes != 1 || st.StalePresentations != 0 {
+			if st.MaxConcurrentPresentations != 2 || st.ConcurrentPresentations != 1 || st.ChainsRevoked != 1 || st.Refreshes != 1 || st.StalePresentations != 0 {
 				t.Errorf("stats %+v", st)
 			}
 		})

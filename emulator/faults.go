@@ -11,15 +11,19 @@ import (
 
 // controls are the knobs tests turn to make the emulator misbehave.
 type controls struct {
-	latency        func() time.Duration
-	failNext       int
-	failNextStatus int
-	failRate       float64
-	failRateStatus int
-	rng            *rand.Rand
-	dropNext       int
-	hold           chan struct{}
-	allowed        []netip.Prefix
+	latency         func() time.Duration
+	failNext        int
+	failNextStatus  int
+	failRate        float64
+	failRateStatus  int
+	rng             *rand.Rand
+	dropNext        int
+	dropRate        float64
+	answerLatency   func() time.Duration
+	hold            chan struct{}
+	introFailNext   int
+	introFailStatus int
+	allowed         []netip.Prefix
 }
 
 func newControls() controls {
@@ -51,7 +55,7 @@ func (s *Server) SetFailureRate(p float64, status int) {
 	s.ctl.failRate, s.ctl.failRateStatus = p, orUnavailable(status)
 }
 
-// SetRand replaces the random source behind SetFailureRate. The Server
+// SetRand replaces the random source behind SetFailureRate and SetDropRate. The Server
 // serializes its use, so r need not be safe for concurrent use.
 func (s *Server) SetRand(r *rand.Rand) {
 	s.mu.Lock()

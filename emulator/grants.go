@@ -192,12 +192,13 @@ func challengeOf(verifier string) string {
 
 // afterRotate says what to do between a successful rotation and the answer.
 type afterRotate struct {
-	hold <-chan struct{} // wait for it to close before answering
-	drop bool            // close the connection instead of answering
+	hold     <-chan struct{} // wait for it to close before answering
+	drop     bool            // close the connection instead of answering
+	rotation int             // index in s.rotations
 }
 
 func (s *Server) refreshGrant(w http.ResponseWriter, r *http.Request, p *presentation, clientID string) {
-	resp, after, e := s.rotate(p, clientID, s.baseURL(r))
+	resp, after, e := s.rotate(p, clientID, s.baseURL(r), localAddr(r))
 	if e != nil {
 		e.write(w)
 		return
@@ -209,20 +210,27 @@ func (s *Server) refreshGrant(w http.ResponseWriter, r *http.Request, p *present
 			s.addHeld(-1)
 		case <-r.Context().Done():
 			s.addHeld(-1)
-			return // the client gave up; the rotation stands, as it would upstream
+			// The client gave up; the rotation stands, as it would upstream.
+			s.settleRotation(after.rotation, false, LostClientGone)
+			return
 		}
 	}
 	if after.drop {
+		s.settleRotation(after.rotation, false, LostDropped)
 		s.leave(p) // the client learns of the drop at once, like of an answer
 		dropConnection(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	if !waitAnswer(r.Context(), s.answerLatency()) {
+		s.settleRotation(after.rotation, false, LostClientGone)
+		return
+	}
+	s.settleRotation(after.rotation, writeAnswer(w, resp), LostClientGone)
 }
 
 // rotate decides a refresh presentation and, when it is good, rotates the
 // chain: the presented token goes stale and a new one becomes current.
-func (s *Server) rotate(p *presentation, clientID, base string) (tokenResponse, afterRotate, *oauthError) {
+func (s *Server) rotate(p *presentation, clientID, base, local string) (tokenResponse, afterRotate, *oauthError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.settleLocked(p)
@@ -261,9 +269,12 @@ func (s *Server) rotate(p *presentation, clientID, base string) (tokenResponse, 
 	}
 	resp := s.issueLocked(ch, now, base)
 	s.stats.Refreshes++
-	after := afterRotate{hold: s.ctl.hold}
-	if s.ctl.dropNext > 0 {
+	after := afterRotate{hold: s.ctl.hold, rotation: s.recordRotationLocked(ch, p.token, resp.RefreshToken, now, local)}
+	switch {
+	case s.ctl.dropNext > 0:
 		s.ctl.dropNext--
+		after.drop = true
+	case s.ctl.dropRate > 0 && s.ctl.rng.Float64() < s.ctl.dropRate:
 		after.drop = true
 	}
 	return resp, after, nil
@@ -274,6 +285,9 @@ func (s *Server) arrive(token string) *presentation {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := &presentation{token: token, concurrent: s.presenting[token] > 0}
+	if p.concurrent {
+		s.stats.ConcurrentPresentations++
+	}
 	s.presenting[token]++
 	if rt, ok := s.refresh[token]; ok {
 		ch := rt.chain

@@ -65,6 +65,10 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 		errMalformedForm.write(w)
 		return
 	}
+	if e := s.injectedIntrospectionFailure(); e != nil {
+		e.write(w)
+		return
+	}
 	if _, e := s.authenticateClient(r); e != nil {
 		e.write(w)
 		return
@@ -72,10 +76,17 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.inspect(r.PostForm.Get("token"), s.baseURL(r)))
 }
 
+// inspect only looks: it is not a use of the token. Like Salesforce, it
+// does not restart the idle TTL, and a rotated refresh token merely answers
+// {"active":false} without revoking its chain (only presenting it at the
+// token endpoint does that).
 func (s *Server) inspect(tok, base string) introspection {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Introspections++
+	if _, ok := s.refresh[tok]; ok {
+		s.stats.RefreshIntrospections++
+	}
 	now := s.cfg.Clock.Now()
 	describe := func(ch *chain, tokenType string, iat, exp time.Time) introspection {
 		return introspection{

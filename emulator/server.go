@@ -74,6 +74,7 @@ type Server struct {
 	access     map[string]*accessToken
 	presenting map[string]int // refresh token -> requests presenting it right now
 	issued     []string
+	rotations  []Rotation // every successful refresh grant, oldest first
 	ctl        controls
 	stats      Stats
 }

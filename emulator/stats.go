@@ -18,12 +18,25 @@ type Stats struct {
 	MaxConcurrentPresentations int
 	// CallsAfterDead counts refresh presentations for a chain the emulator
 	// had already declared dead to some client. A correct client keeps it at 0.
-	CallsAfterDead   int
+	CallsAfterDead int
+	// ConcurrentPresentations counts refresh presentations that arrived
+	// while the same token was already in flight. A correct client keeps it
+	// at 0.
+	ConcurrentPresentations int
+	// LostRotations counts successful rotations whose answer never reached
+	// the client (see LostRotations).
+	LostRotations    int
 	IPRejections     int // token calls refused by the IP allowlist
 	ClientErrors     int // token or introspection calls with a bad client ID or secret
 	InjectedFailures int // answers from FailNext or SetFailureRate
 	Revocations      int // successful revoke calls
 	Introspections   int // introspection calls with valid client credentials
+	// RefreshIntrospections counts those about a refresh token the emulator
+	// issued, current or rotated (the rest are about access tokens or
+	// unknown tokens).
+	RefreshIntrospections int
+	// InjectedIntrospectionFailures counts answers from SetIntrospectionFailure.
+	InjectedIntrospectionFailures int
 	// TokenCalls counts every token-endpoint request at its arrival,
 	// whatever its outcome: "no upstream call" means it did not move.
 	TokenCalls int

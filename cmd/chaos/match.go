@@ -1,0 +1,139 @@
+package main
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/emulator"
+)
+
+// Why a rotation may explain a rotation_lost connection.
+const (
+	candDropped     = emulator.LostDropped    // the emulator dropped the answer
+	candClientGone  = emulator.LostClientGone // the replica went away before the answer
+	candKilledAfter = "killed_after_answer"   // answered, then its replica was SIGKILLed before it could commit
+)
+
+// kill is one SIGKILL of a replica.
+type kill struct {
+	replica int
+	at      time.Time
+}
+
+// candidate is a rotation whose new refresh token tokenwarm may never have
+// stored.
+type candidate struct {
+	rot emulator.Rotation
+	why string
+}
+
+// lossInput is what matching needs.
+type lossInput struct {
+	// episodes: per username, the reauth reasons of every needs_reauth
+	// period a connection went through (during the run and at the end).
+	episodes  map[string][]string
+	rotations []emulator.Rotation
+	kills     []kill
+	listener  map[string]int // emulator listening address -> replica
+	// window: how long after an answer a replica may still be committing it
+	// (its upstream timeout plus commit retry budget, and a margin).
+	window time.Duration
+	// current: per username, the refresh token current at the emulator for
+	// a connection that ended active and working; a rotation that issued it
+	// was not lost.
+	current map[string]string
+}
+
+// lossReport is the result of matching.
+type lossReport struct {
+	Candidates      map[string]int      `json:"candidates_by_why"`
+	RotationLost    int                 `json:"rotation_lost_episodes"`
+	Matched         int                 `json:"matched"`
+	Unmatched       map[string]int      `json:"unmatched_by_user,omitempty"`
+	OtherReauth     map[string][]string `json:"other_reauth_by_user,omitempty"`
+	CandidatesCount int                 `json:"candidates"`
+}
+
+func isRotationLost(reason string) bool { return strings.HasPrefix(reason, "rotation_lost") }
+
+// candidates returns, per username, the rotations that could explain one
+// rotation_lost each. A rotation qualifies when its new token was never
+// presented afterwards (had tokenwarm stored it, it would have presented it
+// at its next refresh) and either the emulator knows the answer never
+// arrived, or the answer went to a replica SIGKILLed within the window after
+// it.
+func candidates(in lossInput) map[string][]candidate {
+	presented := make(map[string]bool, len(in.rotations))
+	for _, r := range in.rotations {
+		presented[r.Presented] = true
+	}
+	out := map[string][]candidate{}
+	for _, r := range in.rotations {
+		if presented[r.Issued] || (r.Issued != "" && in.current[r.Username] == r.Issued) {
+			continue
+		}
+		why := ""
+		switch {
+		case !r.Delivered && r.Why != "":
+			why = r.Why
+		case r.Delivered:
+			rep, ok := in.listener[r.Local]
+			if !ok {
+				continue
+			}
+			for _, k := range in.kills {
+				if k.replica == rep && !k.at.Before(r.AnsweredAt) && k.at.Sub(r.AnsweredAt) <= in.window {
+					why = candKilledAfter
+					break
+				}
+			}
+		}
+		if why != "" {
+			out[r.Username] = append(out[r.Username], candidate{rot: r, why: why})
+		}
+	}
+	return out
+}
+
+// matchLosses matches every rotation_lost episode to a distinct candidate
+// rotation of the same user. Any other reauth reason is reported apart: it
+// is a failure.
+func matchLosses(in lossInput) lossReport {
+	rep := lossReport{Candidates: map[string]int{}, Unmatched: map[string]int{}, OtherReauth: map[string][]string{}}
+	cands := candidates(in)
+	for _, cs := range cands {
+		for _, c := range cs {
+			rep.Candidates[c.why]++
+			rep.CandidatesCount++
+		}
+	}
+	users := make([]string, 0, len(in.episodes))
+	for u := range in.episodes {
+		users = append(users, u)
+	}
+	sort.Strings(users)
+	for _, u := range users {
+		lost := 0
+		for _, reason := range in.episodes[u] {
+			if isRotationLost(reason) {
+				lost++
+			} else {
+				rep.OtherReauth[u] = append(rep.OtherReauth[u], reason)
+			}
+		}
+		rep.RotationLost += lost
+		m := min(lost, len(cands[u]))
+		rep.Matched += m
+		if lost > m {
+			rep.Unmatched[u] = lost - m
+		}
+	}
+	if len(rep.Unmatched) == 0 {
+		rep.Unmatched = nil
+	}
+	if len(rep.OtherReauth) == 0 {
+		rep.OtherReauth = nil
+	}
+	return rep
+}
