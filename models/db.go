@@ -54,7 +54,7 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 	}
 	if databaseURL != "" {
-		g, err := gorm.Open(postgres.Open(databaseURL), cfg)
+		g, err := gorm.Open(postgres.Open(withSynchronousCommit(databaseURL)), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), scrub(err, databaseURL))
 		}
@@ -90,6 +90,26 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 	sqlDB.SetMaxOpenConns(sqliteConns)
 	sqlDB.SetMaxIdleConns(sqliteConns)
 	return &DB{Gorm: g, Dialect: SQLite, Where: path}, nil
+}
+
+// withSynchronousCommit asks the server, at connection start-up, to make
+// every commit of this pool wait for its WAL flush, whatever the server's
+// default: a commit may store a rotated refresh token, a device session or
+// a handoff code, and losing one to a crash breaks a promise already made.
+// (The transactions that store refresh tokens also set it themselves, for
+// poolers that drop start-up parameters.) A URL that sets it keeps its own.
+func withSynchronousCommit(databaseURL string) string {
+	if strings.Contains(databaseURL, "synchronous_commit") {
+		return databaseURL
+	}
+	if strings.HasPrefix(databaseURL, "postgres://") || strings.HasPrefix(databaseURL, "postgresql://") {
+		sep := "?"
+		if strings.Contains(databaseURL, "?") {
+			sep = "&"
+		}
+		return databaseURL + sep + "synchronous_commit=on"
+	}
+	return databaseURL + " synchronous_commit=on"
 }
 
 // Close closes the pool.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +45,15 @@ func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
 	if err := cluster.CreateDatabase(ctx, "durability"); err != nil {
 		t.Fatal(err)
 	}
+	// The pool asks for asynchronous commits too (as a pooler that drops
+	// start-up parameters would leave it): only the vault's own setting in
+	// its storing transactions makes them durable.
 	url := cluster.URL("durability")
+	if strings.Contains(url, "?") {
+		url += "&synchronous_commit=off"
+	} else {
+		url += "?synchronous_commit=off"
+	}
 	open := func() *models.DB {
 		db, err := models.Open(url, "", models.Options{MaxOpenConns: 4})
 		if err != nil {
@@ -105,4 +114,31 @@ func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
 	if st := emu.Stats(); st.StalePresentations != 0 || st.Refreshes != 3 {
 		t.Fatalf("stale %d refreshes %d", st.StalePresentations, st.Refreshes)
 	}
+}
+
+// Every connection of a pool commits synchronously, also outside the vault
+// (device sessions, handoff codes), whatever the server's default.
+func TestPoolCommitsSynchronously(t *testing.T) {
+	e := newEnv(t, models.Postgres)
+	db := e.openDB()
+	if err := db.Gorm.Exec("ALTER DATABASE " + currentDatabase(t, db) + " SET synchronous_commit = off").Error; err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.openDB()
+	var setting string
+	if err := fresh.Gorm.Raw("SHOW synchronous_commit").Scan(&setting).Error; err != nil {
+		t.Fatal(err)
+	}
+	if setting != "on" {
+		t.Fatalf("synchronous_commit = %q on a pool connection, want on", setting)
+	}
+}
+
+func currentDatabase(t *testing.T, db *models.DB) string {
+	t.Helper()
+	var name string
+	if err := db.Gorm.Raw("SELECT quote_ident(current_database())").Scan(&name).Error; err != nil {
+		t.Fatal(err)
+	}
+	return name
 }
