@@ -140,7 +140,8 @@ func (s *Store) Create(ctx context.Context, name string) (string, error) {
 }
 
 // Authenticate returns the live key that key is. Missing, malformed,
-// unknown and revoked keys all fail with CodeInvalidKey.
+// unknown and revoked keys all fail with CodeInvalidKey; any other error
+// (CodeInternal) means the key could not be checked.
 func (s *Store) Authenticate(ctx context.Context, key string) (*Key, error) {
 	invalid := &Error{Code: CodeInvalidKey, Message: "invalid admin key"}
 	if !strings.HasPrefix(key, KeyPrefix) || len(key) > 128 {
@@ -148,7 +149,12 @@ func (s *Store) Authenticate(ctx context.Context, key string) (*Key, error) {
 	}
 	h := hash(key)
 	var r record
-	err := s.db.Gorm.WithContext(ctx).Where("key_hash = ?", h).Take(&r).Error
+	// An idempotent read: retried once on a fresh connection when the
+	// database dropped it, so a database restart does not fail requests.
+	err := s.db.RetryRead(ctx, func() error {
+		r = record{}
+		return s.db.Gorm.WithContext(ctx).Where("key_hash = ?", h).Take(&r).Error
+	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, invalid
 	}
@@ -193,10 +199,15 @@ func (s *Store) Revoke(ctx context.Context, name string) error {
 }
 
 // Live returns the key with this ID if it exists and is not revoked;
-// otherwise an error with CodeNotFound.
+// otherwise an error with CodeNotFound (CodeInternal: it could not be
+// checked).
 func (s *Store) Live(ctx context.Context, id string) (*Key, error) {
 	var rs []record
-	if err := s.db.Gorm.WithContext(ctx).Where("id = ? AND revoked_at IS NULL", id).Limit(1).Find(&rs).Error; err != nil {
+	err := s.db.RetryRead(ctx, func() error {
+		rs = nil
+		return s.db.Gorm.WithContext(ctx).Where("id = ? AND revoked_at IS NULL", id).Limit(1).Find(&rs).Error
+	})
+	if err != nil {
 		return nil, dbErr(err)
 	}
 	if len(rs) == 0 {

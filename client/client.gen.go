@@ -184,11 +184,12 @@ func (e JWKUse) Valid() bool {
 
 // Defines values for OAuthErrorError.
 const (
-	OAuthErrorErrorInvalidClient        OAuthErrorError = "invalid_client"
-	OAuthErrorErrorInvalidGrant         OAuthErrorError = "invalid_grant"
-	OAuthErrorErrorInvalidRequest       OAuthErrorError = "invalid_request"
-	OAuthErrorErrorUnauthorizedClient   OAuthErrorError = "unauthorized_client"
-	OAuthErrorErrorUnsupportedGrantType OAuthErrorError = "unsupported_grant_type"
+	OAuthErrorErrorInvalidClient          OAuthErrorError = "invalid_client"
+	OAuthErrorErrorInvalidGrant           OAuthErrorError = "invalid_grant"
+	OAuthErrorErrorInvalidRequest         OAuthErrorError = "invalid_request"
+	OAuthErrorErrorTemporarilyUnavailable OAuthErrorError = "temporarily_unavailable"
+	OAuthErrorErrorUnauthorizedClient     OAuthErrorError = "unauthorized_client"
+	OAuthErrorErrorUnsupportedGrantType   OAuthErrorError = "unsupported_grant_type"
 )
 
 // Valid indicates whether the value is a known member of the OAuthErrorError enum.
@@ -199,6 +200,8 @@ func (e OAuthErrorError) Valid() bool {
 	case OAuthErrorErrorInvalidGrant:
 		return true
 	case OAuthErrorErrorInvalidRequest:
+		return true
+	case OAuthErrorErrorTemporarilyUnavailable:
 		return true
 	case OAuthErrorErrorUnauthorizedClient:
 		return true
@@ -576,7 +579,8 @@ type Problem struct {
 	// Code Stable machine-readable error code, e.g. `unauthorized`,
 	// `not_found`, `invalid_parameter`, `reauth_required`,
 	// `connection_revoked`, `upstream_unavailable`,
-	// `upstream_configuration_error`, `body_too_large`, `not_ready`,
+	// `upstream_configuration_error`, `service_unavailable`,
+	// `body_too_large`, `not_ready`,
 	// `invalid_request`, `invalid_state`, `redirect_uri_not_allowed`,
 	// `invalid_login_host`, `invalid_reauth_token`,
 	// `unsupported_challenge_method`. New codes may be added.
@@ -660,6 +664,11 @@ type AdminConflict = Problem
 // `detail`, which are for humans and may change.
 type AdminNotFound = Problem
 
+// AdminServiceUnavailable RFC 9457 problem details, with a stable machine-readable `code`.
+// Clients branch on `code` (and `status`), never on `title` or
+// `detail`, which are for humans and may change.
+type AdminServiceUnavailable = Problem
+
 // AdminUnauthorized RFC 9457 problem details, with a stable machine-readable `code`.
 // Clients branch on `code` (and `status`), never on `title` or
 // `detail`, which are for humans and may change.
@@ -679,6 +688,14 @@ type BodyTooLarge = Problem
 // Clients branch on `code` (and `status`), never on `title` or
 // `detail`, which are for humans and may change.
 type NotFound = Problem
+
+// OAuthTemporarilyUnavailable RFC 6749 (section 5.2) error response of the OAuth endpoints.
+type OAuthTemporarilyUnavailable = OAuthError
+
+// ServiceUnavailable RFC 9457 problem details, with a stable machine-readable `code`.
+// Clients branch on `code` (and `status`), never on `title` or
+// `detail`, which are for humans and may change.
+type ServiceUnavailable = Problem
 
 // Unauthorized RFC 9457 problem details, with a stable machine-readable `code`.
 // Clients branch on `code` (and `status`), never on `title` or
@@ -2721,16 +2738,30 @@ type ClientWithResponsesInterface interface {
 	OauthCallbackWithResponse(ctx context.Context, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*OauthCallbackResponse, error)
 }
 
+// GetJWKSResponse503Headers the declared response headers of an HTTP 503 response for GetJWKS
+type GetJWKSResponse503Headers struct {
+	RetryAfter int
+}
+
 type GetJWKSResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *JWKS
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetJWKSResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetJWKSResponse) GetJSON200() *JWKS {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetJWKSResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2767,6 +2798,11 @@ type AdminListConnectionsResponse401Headers struct {
 	WWWAuthenticate string
 }
 
+// AdminListConnectionsResponse503Headers the declared response headers of an HTTP 503 response for AdminListConnections
+type AdminListConnectionsResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminListConnectionsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2776,8 +2812,12 @@ type AdminListConnectionsResponse struct {
 	ApplicationproblemJSON400 *AdminBadParameter
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminListConnectionsResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminListConnectionsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2793,6 +2833,11 @@ func (r AdminListConnectionsResponse) GetApplicationproblemJSON400() *AdminBadPa
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r AdminListConnectionsResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminListConnectionsResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2829,6 +2874,11 @@ type AdminGetConnectionResponse401Headers struct {
 	WWWAuthenticate string
 }
 
+// AdminGetConnectionResponse503Headers the declared response headers of an HTTP 503 response for AdminGetConnection
+type AdminGetConnectionResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminGetConnectionResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2838,8 +2888,12 @@ type AdminGetConnectionResponse struct {
 	ApplicationproblemJSON401 *AdminUnauthorized
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *AdminNotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminGetConnectionResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminGetConnectionResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2855,6 +2909,11 @@ func (r AdminGetConnectionResponse) GetApplicationproblemJSON401() *AdminUnautho
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r AdminGetConnectionResponse) GetApplicationproblemJSON404() *AdminNotFound {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminGetConnectionResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -2896,6 +2955,11 @@ type AdminCreateReauthLinkResponse401Headers struct {
 	WWWAuthenticate string
 }
 
+// AdminCreateReauthLinkResponse503Headers the declared response headers of an HTTP 503 response for AdminCreateReauthLink
+type AdminCreateReauthLinkResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminCreateReauthLinkResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2907,10 +2971,14 @@ type AdminCreateReauthLinkResponse struct {
 	ApplicationproblemJSON404 *AdminNotFound
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
 	ApplicationproblemJSON409 *AdminConflict
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminServiceUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *AdminCreateReauthLinkResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminCreateReauthLinkResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminCreateReauthLinkResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -2931,6 +2999,11 @@ func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSON404() *AdminNotF
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
 func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSON409() *AdminConflict {
 	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3126,6 +3199,11 @@ type AdminSummaryResponse401Headers struct {
 	WWWAuthenticate string
 }
 
+// AdminSummaryResponse503Headers the declared response headers of an HTTP 503 response for AdminSummary
+type AdminSummaryResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminSummaryResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3133,8 +3211,12 @@ type AdminSummaryResponse struct {
 	JSON200 *AdminSummary
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminSummaryResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminSummaryResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3145,6 +3227,11 @@ func (r AdminSummaryResponse) GetJSON200() *AdminSummary {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r AdminSummaryResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminSummaryResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3304,6 +3391,11 @@ type ListConnectionsResponse401Headers struct {
 	WWWAuthenticate string
 }
 
+// ListConnectionsResponse503Headers the declared response headers of an HTTP 503 response for ListConnections
+type ListConnectionsResponse503Headers struct {
+	RetryAfter int
+}
+
 type ListConnectionsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3311,8 +3403,12 @@ type ListConnectionsResponse struct {
 	JSON200 *ConnectionList
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListConnectionsResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListConnectionsResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3323,6 +3419,11 @@ func (r ListConnectionsResponse) GetJSON200() *ConnectionList {
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
 func (r ListConnectionsResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListConnectionsResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3359,6 +3460,11 @@ type GetConnectionResponse401Headers struct {
 	WWWAuthenticate string
 }
 
+// GetConnectionResponse503Headers the declared response headers of an HTTP 503 response for GetConnection
+type GetConnectionResponse503Headers struct {
+	RetryAfter int
+}
+
 type GetConnectionResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3368,8 +3474,12 @@ type GetConnectionResponse struct {
 	ApplicationproblemJSON401 *Unauthorized
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetConnectionResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetConnectionResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3385,6 +3495,11 @@ func (r GetConnectionResponse) GetApplicationproblemJSON401() *Unauthorized {
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
 func (r GetConnectionResponse) GetApplicationproblemJSON404() *NotFound {
 	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r GetConnectionResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3513,6 +3628,11 @@ func (r GetAccessTokenResponse) ContentType() string {
 	return ""
 }
 
+// DeviceRevokeResponse503Headers the declared response headers of an HTTP 503 response for DeviceRevoke
+type DeviceRevokeResponse503Headers struct {
+	RetryAfter int
+}
+
 type DeviceRevokeResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3522,6 +3642,10 @@ type DeviceRevokeResponse struct {
 	JSON400 *OAuthError
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OAuthTemporarilyUnavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeviceRevokeResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3537,6 +3661,11 @@ func (r DeviceRevokeResponse) GetJSON400() *OAuthError {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r DeviceRevokeResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeviceRevokeResponse) GetJSON503() *OAuthTemporarilyUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3573,6 +3702,11 @@ type DeviceTokenResponse200Headers struct {
 	CacheControl string
 }
 
+// DeviceTokenResponse503Headers the declared response headers of an HTTP 503 response for DeviceToken
+type DeviceTokenResponse503Headers struct {
+	RetryAfter int
+}
+
 type DeviceTokenResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3582,8 +3716,12 @@ type DeviceTokenResponse struct {
 	JSON400 *OAuthError
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *OAuthTemporarilyUnavailable
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *DeviceTokenResponse200Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DeviceTokenResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3599,6 +3737,11 @@ func (r DeviceTokenResponse) GetJSON400() *OAuthError {
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
 func (r DeviceTokenResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r DeviceTokenResponse) GetJSON503() *OAuthTemporarilyUnavailable {
+	return r.JSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3635,18 +3778,32 @@ type AuthorizeResponse302Headers struct {
 	Location string
 }
 
+// AuthorizeResponse503Headers the declared response headers of an HTTP 503 response for Authorize
+type AuthorizeResponse503Headers struct {
+	RetryAfter int
+}
+
 type AuthorizeResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
 	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
 	// Headers302 the parsed response headers for an HTTP 302 response
 	Headers302 *AuthorizeResponse302Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AuthorizeResponse503Headers
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
 func (r AuthorizeResponse) GetApplicationproblemJSON400() *Problem {
 	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AuthorizeResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -3683,18 +3840,32 @@ type OauthCallbackResponse302Headers struct {
 	Location string
 }
 
+// OauthCallbackResponse503Headers the declared response headers of an HTTP 503 response for OauthCallback
+type OauthCallbackResponse503Headers struct {
+	RetryAfter int
+}
+
 type OauthCallbackResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
 	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ServiceUnavailable
 	// Headers302 the parsed response headers for an HTTP 302 response
 	Headers302 *OauthCallbackResponse302Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *OauthCallbackResponse503Headers
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
 func (r OauthCallbackResponse) GetApplicationproblemJSON400() *Problem {
 	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r OauthCallbackResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
+	return r.ApplicationproblemJSON503
 }
 
 // GetBody returns the raw response body bytes
@@ -4149,6 +4320,26 @@ func ParseGetJWKSResponse(rsp *http.Response) (*GetJWKSResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers GetJWKSResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4189,6 +4380,13 @@ func ParseAdminListConnectionsResponse(rsp *http.Response) (*AdminListConnection
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
@@ -4202,6 +4400,16 @@ func ParseAdminListConnectionsResponse(rsp *http.Response) (*AdminListConnection
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminListConnectionsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4242,6 +4450,13 @@ func ParseAdminGetConnectionResponse(rsp *http.Response) (*AdminGetConnectionRes
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
@@ -4255,6 +4470,16 @@ func ParseAdminGetConnectionResponse(rsp *http.Response) (*AdminGetConnectionRes
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminGetConnectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4302,6 +4527,13 @@ func ParseAdminCreateReauthLinkResponse(rsp *http.Response) (*AdminCreateReauthL
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
@@ -4325,6 +4557,16 @@ func ParseAdminCreateReauthLinkResponse(rsp *http.Response) (*AdminCreateReauthL
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminCreateReauthLinkResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4505,6 +4747,13 @@ func ParseAdminSummaryResponse(rsp *http.Response) (*AdminSummaryResponse, error
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
@@ -4518,6 +4767,16 @@ func ParseAdminSummaryResponse(rsp *http.Response) (*AdminSummaryResponse, error
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminSummaryResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4626,6 +4885,13 @@ func ParseListConnectionsResponse(rsp *http.Response) (*ListConnectionsResponse,
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
@@ -4639,6 +4905,16 @@ func ParseListConnectionsResponse(rsp *http.Response) (*ListConnectionsResponse,
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListConnectionsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4679,6 +4955,13 @@ func ParseGetConnectionResponse(rsp *http.Response) (*GetConnectionResponse, err
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
@@ -4692,6 +4975,16 @@ func ParseGetConnectionResponse(rsp *http.Response) (*GetConnectionResponse, err
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetConnectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4826,6 +5119,26 @@ func ParseDeviceRevokeResponse(rsp *http.Response) (*DeviceRevokeResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OAuthTemporarilyUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers DeviceRevokeResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4866,6 +5179,13 @@ func ParseDeviceTokenResponse(rsp *http.Response) (*DeviceTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest OAuthTemporarilyUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
 	}
 
 	switch {
@@ -4879,6 +5199,16 @@ func ParseDeviceTokenResponse(rsp *http.Response) (*DeviceTokenResponse, error) 
 			headers.CacheControl = value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 503:
+		var headers DeviceTokenResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4908,6 +5238,13 @@ func ParseAuthorizeResponse(rsp *http.Response) (*AuthorizeResponse, error) {
 		}
 		response.ApplicationproblemJSON400 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	}
 
 	switch {
@@ -4921,6 +5258,16 @@ func ParseAuthorizeResponse(rsp *http.Response) (*AuthorizeResponse, error) {
 			headers.Location = value
 		}
 		response.Headers302 = &headers
+	case rsp.StatusCode == 503:
+		var headers AuthorizeResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -4950,6 +5297,13 @@ func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, err
 		}
 		response.ApplicationproblemJSON400 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
 	case rsp.StatusCode == 400:
 		// Content-type (text/html) unsupported
 
@@ -4966,6 +5320,16 @@ func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, err
 			headers.Location = value
 		}
 		response.Headers302 = &headers
+	case rsp.StatusCode == 503:
+		var headers OauthCallbackResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil

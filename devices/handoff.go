@@ -57,8 +57,13 @@ func (s *Service) RedeemHandoff(ctx context.Context, code, codeVerifier string) 
 	if res.Error != nil {
 		return nil, fmt.Errorf("devices: redeem handoff: %w", res.Error)
 	}
+	// The code is spent now: a failure of this read must not cost the
+	// user the code, so it is retried once on a fresh connection.
 	var row handoffCode
-	err := db.Where("code_hash = ?", hash).Take(&row).Error
+	err := s.db.RetryRead(ctx, func() error {
+		row = handoffCode{}
+		return db.Where("code_hash = ?", hash).Take(&row).Error
+	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, newErr(ErrInvalidGrant, "unknown code")
 	}

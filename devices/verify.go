@@ -136,7 +136,12 @@ func (s *Service) Verify(ctx context.Context, bearer string) (*Claims, error) {
 		return nil, newErr(ErrInvalidToken, "malformed session id")
 	}
 	var sess deviceSession
-	err = s.db.Gorm.WithContext(ctx).Select("id", "owner", "revoked_at").Where("id = ?", c.SessionID).Take(&sess).Error
+	// An idempotent read: retried once on a fresh connection when the
+	// database dropped it, so a database restart does not fail requests.
+	err = s.db.RetryRead(ctx, func() error {
+		sess = deviceSession{}
+		return s.db.Gorm.WithContext(ctx).Select("id", "owner", "revoked_at").Where("id = ?", c.SessionID).Take(&sess).Error
+	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, newErr(ErrInvalidToken, "unknown session")
 	}

@@ -48,7 +48,8 @@ func newAdmin(a *API) *admin {
 }
 
 // requireKey lets only live admin keys in. Missing, wrong and revoked keys
-// get the same answer, so nothing tells them apart.
+// get the same answer, so nothing tells them apart. A key that could not be
+// checked (the database did not answer) gets 503 service_unavailable.
 func (ad *admin) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		denied := newProblem(http.StatusUnauthorized, "unauthorized", "a valid admin key is required")
@@ -61,7 +62,7 @@ func (ad *admin) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 			return denied
 		}
 		if err != nil {
-			return err
+			return unavailable(err)
 		}
 		c.Set(adminKeyCtx, k)
 		return next(c)
@@ -267,7 +268,7 @@ func (ad *admin) refresh(c echo.Context) error {
 		if vault.ErrorCode(err) == vault.CodeReauthRequired {
 			p := toProblem(err)
 			p.ReauthURL = ad.api.ReauthURL(cn.ID)
-			return &problemError{p}
+			return &problemError{p: p}
 		}
 		return err
 	}
@@ -333,7 +334,7 @@ func upstreamProblem(err error) error {
 	if errors.As(err, &se) && (se.Class == salesforce.Config || se.Class == salesforce.Restricted) {
 		return newProblem(http.StatusServiceUnavailable, string(vault.CodeUpstreamConfig), "Salesforce refused tokenwarm's client credentials or IP address")
 	}
-	return &problemError{Problem{Status: http.StatusServiceUnavailable, Code: string(vault.CodeUpstreamUnavailable),
+	return &problemError{p: Problem{Status: http.StatusServiceUnavailable, Code: string(vault.CodeUpstreamUnavailable),
 		Title: http.StatusText(http.StatusServiceUnavailable), Detail: "Salesforce did not confirm the revocation; retry", RetryAfter: 30}}
 }
 

@@ -25,7 +25,11 @@ type adminWorld struct {
 }
 
 func newAdminWorld(t *testing.T) *adminWorld {
-	w := &adminWorld{world: newWorld(t, models.Postgres)}
+	return adminWorldOf(t, newWorld(t, models.Postgres))
+}
+
+func adminWorldOf(t *testing.T, world *world) *adminWorld {
+	w := &adminWorld{world: world}
 	w.keys = adminkeys.New(w.db, nil)
 	key, err := w.keys.Create(context.Background(), "ops-alice")
 	if err != nil {

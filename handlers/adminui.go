@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -203,7 +204,8 @@ func (ui *adminUI) login(c echo.Context) error {
 		return ui.render(c, http.StatusUnauthorized, "login.html", uiPage{Title: "Sign in", CSRF: csrfToken(pre), Error: "That is not a valid admin key."})
 	}
 	if err != nil {
-		return err
+		ui.unavailable(c, err)
+		return ui.render(c, http.StatusServiceUnavailable, "login.html", uiPage{Title: "Sign in", CSRF: csrfToken(pre), Error: unavailableUIMessage})
 	}
 	exp := ui.ad.api.now().Add(adminSessionTTL)
 	b, _ := json.Marshal(adminSession{KeyID: k.ID, Name: k.Name, Exp: exp.Unix()})
@@ -258,7 +260,9 @@ func (ui *adminUI) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 			return ui.errorPage(c, http.StatusForbidden, "Your session ended. Sign in again.")
 		}
 		if err != nil {
-			return err
+			// The key could not be checked: the session is not over.
+			ui.unavailable(c, err)
+			return ui.errorPage(c, http.StatusServiceUnavailable, unavailableUIMessage)
 		}
 		if c.Request().Method != http.MethodGet && !csrfOK(cookie, c.FormValue("csrf")) {
 			return ui.errorPage(c, http.StatusForbidden, "The form did not carry a valid CSRF token.")
@@ -267,6 +271,15 @@ func (ui *adminUI) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(adminSessionCookie, cookie)
 		return next(c)
 	}
+}
+
+const unavailableUIMessage = "The service cannot check your key right now (its database did not answer). Try again in a moment."
+
+// unavailable logs a key check that could not be made (err carries no key)
+// and sets the Retry-After of the 503 page that follows.
+func (ui *adminUI) unavailable(c echo.Context, err error) {
+	ui.ad.api.log.Warn("admin UI: key check failed: service unavailable", "path", c.Request().URL.Path, "err", err)
+	c.Response().Header().Set("Retry-After", strconv.Itoa(unavailableRetryAfter))
 }
 
 func (ui *adminUI) logout(c echo.Context) error {

@@ -113,7 +113,7 @@ func (a *API) getAccessToken(c echo.Context) error {
 		if errors.As(err, &ve) && ve.Code == vault.CodeReauthRequired {
 			p := toProblem(err)
 			p.ReauthURL = a.ReauthURL(cn.ID)
-			return &problemError{p}
+			return &problemError{p: p}
 		}
 		return err
 	}
@@ -123,7 +123,7 @@ func (a *API) getAccessToken(c echo.Context) error {
 }
 
 func newFieldProblem(code, field, msg string) error {
-	return &problemError{Problem{Status: http.StatusBadRequest, Code: code, Title: http.StatusText(http.StatusBadRequest),
+	return &problemError{p: Problem{Status: http.StatusBadRequest, Code: code, Title: http.StatusText(http.StatusBadRequest),
 		Detail: field + " " + msg, Errors: []FieldError{{Field: field, Message: msg}}}}
 }
 

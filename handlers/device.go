@@ -3,11 +3,13 @@ package handlers
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/tokenwarm/tokenwarm/devices"
+	"github.com/tokenwarm/tokenwarm/models"
 )
 
 // oauthError is an RFC 6749 error body; the OAuth endpoints answer these
@@ -68,7 +70,7 @@ func (a *API) deviceToken(c echo.Context) error {
 		}
 		toks, err = a.devices.CreateSession(ctx, h.Owner, label)
 		if err != nil {
-			return err
+			return a.deviceGrantError(c, err)
 		}
 	case "refresh_token":
 		rt := form.Get("refresh_token")
@@ -84,9 +86,17 @@ func (a *API) deviceToken(c echo.Context) error {
 	default:
 		return oauthFail(c, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be handoff_code or refresh_token")
 	}
-	conns, err := a.vault.ConnectionsOf(ctx, toks.Owner)
-	if err != nil {
+	// The session is stored (and a refresh token rotated): losing this
+	// answer now would make the app present the old token again, which is
+	// reuse. So the read is retried on a fresh connection first.
+	var conns []models.Connection
+	err = a.vault.DB().RetryRead(ctx, func() error {
+		var err error
+		conns, err = a.vault.ConnectionsOf(ctx, toks.Owner)
 		return err
+	})
+	if err != nil {
+		return a.oauthUnavailable(c, err)
 	}
 	ids := make([]string, 0, len(conns))
 	for _, cn := range conns {
@@ -98,11 +108,32 @@ func (a *API) deviceToken(c echo.Context) error {
 		RefreshToken: toks.RefreshToken, SessionID: toks.SessionID, ConnectionIDs: ids})
 }
 
+// deviceGrantError answers a failed grant: invalid_grant only when the
+// grant itself is bad (the app then drops its session); any failure of ours,
+// such as an unreachable database, is temporarily_unavailable, so the app
+// keeps its session and retries.
 func (a *API) deviceGrantError(c echo.Context, err error) error {
 	if errors.Is(err, devices.ErrInvalidGrant) || errors.Is(err, devices.ErrRefreshReuse) {
 		return oauthFail(c, http.StatusBadRequest, "invalid_grant", safeMessage(err))
 	}
-	return err
+	if errors.Is(err, devices.ErrInvalidRequest) {
+		return oauthFail(c, http.StatusBadRequest, "invalid_request", safeMessage(err))
+	}
+	return a.oauthUnavailable(c, err)
+}
+
+// oauthUnavailable is the OAuth endpoints' answer to a failure of ours
+// (RFC 6749 section 4.1.2.1 names it temporarily_unavailable): 503 with
+// Retry-After. err is logged; errors of devices and the database never
+// carry a token.
+func (a *API) oauthUnavailable(c echo.Context, err error) error {
+	if models.IsUnavailable(err) {
+		a.log.Warn("device token endpoint: database unavailable", "path", c.Path(), "err", err)
+	} else {
+		a.log.Error("device token endpoint failed", "path", c.Path(), "err", err)
+	}
+	c.Response().Header().Set("Retry-After", strconv.Itoa(unavailableRetryAfter))
+	return oauthFail(c, http.StatusServiceUnavailable, "temporarily_unavailable", "the service is temporarily unavailable; retry shortly")
 }
 
 // safeMessage is the message of a devices error: built to carry no token.
@@ -122,7 +153,7 @@ func (a *API) deviceRevoke(c echo.Context) error {
 		return oauthFail(c, http.StatusBadRequest, "invalid_request", "token is required")
 	}
 	if err := a.devices.RevokeByRefreshToken(c.Request().Context(), form.Get("token")); err != nil {
-		return err
+		return a.oauthUnavailable(c, err)
 	}
 	return c.JSON(http.StatusOK, map[string]any{})
 }
@@ -138,7 +169,10 @@ func (a *API) jwks(c echo.Context) error {
 
 const claimsKey = "device_claims"
 
-// requireDevice checks the device JWT; every failure is the same 401.
+// requireDevice checks the device JWT. Every invalid, expired or revoked
+// token gets the same 401; a token that could not be checked (the database
+// did not answer) gets 503 service_unavailable with Retry-After, never 401:
+// an SDK signs its user out on 401.
 func (a *API) requireDevice(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		auth := c.Request().Header.Get("Authorization")
@@ -147,8 +181,11 @@ func (a *API) requireDevice(next echo.HandlerFunc) echo.HandlerFunc {
 			return newProblem(http.StatusUnauthorized, "unauthorized", "a device bearer token is required")
 		}
 		claims, err := a.devices.Verify(c.Request().Context(), strings.TrimSpace(tok))
-		if err != nil {
+		if errors.Is(err, devices.ErrInvalidToken) {
 			return newProblem(http.StatusUnauthorized, "unauthorized", "the device token is invalid, expired or revoked")
+		}
+		if err != nil {
+			return unavailable(err)
 		}
 		c.Set(claimsKey, claims)
 		return next(c)

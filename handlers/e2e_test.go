@@ -52,14 +52,29 @@ type world struct {
 	validator *apitest.Validator
 	router    *echo.Echo
 	http      *http.Client
+	// pgURL is the Postgres database (empty on SQLite); logs is
+	// tokenwarm's log output.
+	pgURL string
+	logs  *testkit.SyncBuffer
 }
 
 func newWorld(t testing.TB, dialect models.Dialect) *world {
+	t.Helper()
+	return newWorldVia(t, dialect, nil)
+}
+
+// newWorldVia is newWorld whose server reaches Postgres at via(pgURL)
+// instead, e.g. through a proxy the test can cut.
+func newWorldVia(t testing.TB, dialect models.Dialect, via func(pgURL string) string) *world {
 	t.Helper()
 	w := &world{t: t, sfClock: clock.NewFake(time.Now().UTC()), devClock: clock.NewFake(time.Now().UTC())}
 	pgURL := ""
 	if dialect == models.Postgres {
 		pgURL = pgtest.NewDatabase(t)
+	}
+	w.pgURL = pgURL
+	if via != nil {
+		pgURL = via(pgURL)
 	}
 	db, err := models.Open(pgURL, t.TempDir(), models.Options{})
 	if err != nil {
@@ -82,6 +97,7 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 	t.Cleanup(w.srv.Close)
 
 	logs := &testkit.SyncBuffer{}
+	w.logs = logs
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		// No Salesforce token, code or verifier the emulator issued may

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tokenwarm/tokenwarm/vault"
 )
@@ -56,5 +60,28 @@ func TestVaultErrorsMapToStatus(t *testing.T) {
 		if p.Status != status || p.Code != string(code) {
 			t.Errorf("%s -> %d %s, want %d", code, p.Status, p.Code, status)
 		}
+	}
+}
+
+// Our own failures that a retry may cure are 503 service_unavailable with
+// Retry-After, not 500: a database that does not answer anywhere in the
+// error chain, and the vault's "service_unavailable" code. A network error
+// behind an upstream code stays Salesforce's.
+func TestUnavailableIsServiceUnavailable(t *testing.T) {
+	for name, err := range map[string]error{
+		"admin shutdown": fmt.Errorf("devices: load session: %w", &pgconn.PgError{Code: "57P01"}),
+		"closed pool":    fmt.Errorf("x: %w", errors.New("sql: database is closed")),
+		"vault code":     &vault.Error{Code: "service_unavailable", Message: "database unavailable"},
+	} {
+		p := toProblem(err)
+		if p.Status != 503 || p.Code != "service_unavailable" || p.RetryAfter != 1 {
+			t.Errorf("%s -> %d %s retry_after %d, want 503 service_unavailable retry_after 1", name, p.Status, p.Code, p.RetryAfter)
+		}
+	}
+	if p := toProblem(errors.New("boom")); p.Status != 500 || p.Code != "internal" {
+		t.Errorf("an unknown error -> %d %s, want 500 internal", p.Status, p.Code)
+	}
+	if p := toProblem(&vault.Error{Code: vault.CodeUpstreamUnavailable, RetryAfter: 30 * time.Second}); p.Code != "upstream_unavailable" || p.RetryAfter != 30 {
+		t.Errorf("upstream_unavailable -> %+v", p)
 	}
 }

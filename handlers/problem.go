@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
 
@@ -36,14 +37,44 @@ type FieldError struct {
 	Message string `json:"message"`
 }
 
-// problemError is an error that already knows its problem body.
-type problemError struct{ p Problem }
+// problemError is an error that already knows its problem body. cause,
+// if any, is our own failure behind it: logged, never shown.
+type problemError struct {
+	p     Problem
+	cause error
+}
 
-func (e *problemError) Error() string { return e.p.Code + ": " + e.p.Detail }
+func (e *problemError) Error() string {
+	if e.cause != nil {
+		return e.p.Code + ": " + e.p.Detail + ": " + e.cause.Error()
+	}
+	return e.p.Code + ": " + e.p.Detail
+}
 
 // newProblem builds an error that renders as the given problem.
 func newProblem(status int, code, detail string) error {
-	return &problemError{Problem{Status: status, Code: code, Title: http.StatusText(status), Detail: detail}}
+	return &problemError{p: Problem{Status: status, Code: code, Title: http.StatusText(status), Detail: detail}}
+}
+
+// codeUnavailable is the problem code of our own failures that a retry may
+// cure (the database cannot be reached): 503 with Retry-After, never 401
+// or 500, so that no client takes it for its own fault (an SDK treats 401
+// as "sign out").
+const codeUnavailable = "service_unavailable"
+
+// unavailableRetryAfter is the Retry-After of service_unavailable: a
+// database restart or failover takes seconds.
+const unavailableRetryAfter = 1
+
+func unavailableProblem() Problem {
+	return Problem{Status: http.StatusServiceUnavailable, Code: codeUnavailable, Title: http.StatusText(http.StatusServiceUnavailable),
+		Detail: "the service is temporarily unavailable; retry shortly", RetryAfter: unavailableRetryAfter}
+}
+
+// unavailable is the error of a check or action that could not be made
+// because of our own failure (cause, logged without being shown).
+func unavailable(cause error) error {
+	return &problemError{p: unavailableProblem(), cause: cause}
 }
 
 // vaultStatus is the one place where a vault error code becomes an HTTP
@@ -56,6 +87,10 @@ var vaultStatus = map[vault.Code]int{
 	vault.CodeUpstreamConfig:      http.StatusServiceUnavailable,
 	vault.CodeUnavailable:         http.StatusServiceUnavailable,
 	vault.CodeInternal:            http.StatusInternalServerError,
+	// The vault's coming CodeUnavailable ("service_unavailable": its
+	// database could not be reached); spelled as a string until vault
+	// declares it. TODO: vault.CodeUnavailable once it exists.
+	vault.Code(codeUnavailable): http.StatusServiceUnavailable,
 }
 
 // errorHandler renders every error as problem details and logs the
@@ -66,8 +101,11 @@ func errorHandler(log *slog.Logger) echo.HTTPErrorHandler {
 			return
 		}
 		p := toProblem(err)
-		if p.Status >= 500 && p.Code == "internal" {
+		switch {
+		case p.Status >= 500 && p.Code == "internal":
 			log.Error("request failed", "method", c.Request().Method, "path", c.Path(), "err", err)
+		case p.Code == codeUnavailable:
+			log.Warn("request failed: service unavailable", "method", c.Request().Method, "path", c.Path(), "err", err)
 		}
 		p.Instance = c.Request().URL.Path
 		if p.Type == "" {
@@ -94,6 +132,9 @@ func toProblem(err error) Problem {
 	}
 	var ve *vault.Error
 	if errors.As(err, &ve) {
+		if ve.Code == vault.CodeInternal && models.IsUnavailable(err) {
+			return unavailableProblem()
+		}
 		st, ok := vaultStatus[ve.Code]
 		if !ok {
 			st = http.StatusInternalServerError
@@ -104,6 +145,8 @@ func toProblem(err error) Problem {
 		}
 		if ve.RetryAfter > 0 {
 			p.RetryAfter = max(1, int(ve.RetryAfter.Seconds()+0.999))
+		} else if p.Code == codeUnavailable {
+			p.RetryAfter = unavailableRetryAfter
 		}
 		return p
 	}
@@ -121,6 +164,12 @@ func toProblem(err error) Problem {
 			code = "unauthorized"
 		}
 		return Problem{Status: he.Code, Code: code, Detail: http.StatusText(he.Code)}
+	}
+	// A database that cannot answer is our failure, and one a retry may
+	// cure: 503, not 500. (A vault error with an upstream code is checked
+	// above: its network errors are Salesforce's, not the database's.)
+	if models.IsUnavailable(err) {
+		return unavailableProblem()
 	}
 	return Problem{Status: http.StatusInternalServerError, Code: "internal", Detail: "internal error"}
 }

@@ -56,3 +56,21 @@ func IsUnavailable(err error) bool {
 	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "database is locked") ||
 		strings.Contains(msg, "sql: database is closed")
 }
+
+// RetryRead runs read, an idempotent read, and runs it once more when it
+// failed because the database was unavailable (IsUnavailable): after a
+// restart or failover every pooled connection is dead, and without a retry
+// the first request on each of them fails. Before the second try the pool
+// is pinged: database/sql discards the dead idle connections the ping meets
+// (two at most) and then opens a fresh one, which goes back to the pool
+// last and so serves the second try. Returns the error of the last try.
+func (d *DB) RetryRead(ctx context.Context, read func() error) error {
+	err := read()
+	if !IsUnavailable(err) || ctx.Err() != nil {
+		return err
+	}
+	if perr := d.SQL().PingContext(ctx); perr != nil {
+		return err // still unreachable: report the read's own failure
+	}
+	return read()
+}

@@ -90,7 +90,7 @@ func posInt(min int, dst func(*Config) *int) func(*Config, string) error {
 var settings = []setting{
 	{env: "DATABASE_URL", help: "Postgres URL (postgres://user:pass@host/db) for multi-replica deployments; empty = embedded SQLite file under TOKENWARM_DATA_DIR", secret: true,
 		set: str(func(c *Config) *string { return &c.DatabaseURL })},
-	{env: "TOKENWARM_DATA_DIR", def: "./data", help: "directory of the embedded SQLite database and the generated development seal key",
+	{env: "TOKENWARM_DATA_DIR", def: "./data", help: "directory of the embedded SQLite database, the generated development seal key and tokenwarm.lock (one embedded server per directory)",
 		set: str(func(c *Config) *string { return &c.DataDir })},
 	{env: "TOKENWARM_ADDR", def: "127.0.0.1:8080", help: "address to listen on (use :8080 to listen on every interface)",
 		set: str(func(c *Config) *string { return &c.Addr })},
@@ -335,9 +335,11 @@ func printUsage(w io.Writer) {
 	fmt.Fprint(w, `tokenwarm keeps Salesforce refresh tokens alive and safe on the server.
 
 Usage:
-  tokenwarm [serve]    run the server (default)
+  tokenwarm [serve]    run the server (default); embedded, one per data directory
+                       (it holds TOKENWARM_DATA_DIR/tokenwarm.lock)
   tokenwarm migrate    apply database migrations and exit
   tokenwarm reseal     re-encrypt every sealed token under the active key
+                       (embedded: stop the server first)
   tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked

@@ -17,6 +17,11 @@ func TestReadmeMatchesConfigAndCI(t *testing.T) {
 			t.Errorf("README does not document %s", s.env)
 		}
 	}
+	// The README stands alone: nothing outside the repository exists for
+	// its readers.
+	if strings.Contains(string(readme), "../shared") {
+		t.Error("README refers to ../shared, which is not part of the repository")
+	}
 	ci, err := os.ReadFile("../../.ci/run")
 	if err != nil {
 		t.Fatal(err)

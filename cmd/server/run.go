@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -69,6 +70,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	log := newLogger(stderr, cfg)
+	// One serve or reseal per embedded database: refreshes are serialised
+	// in-process on SQLite. admin-key, purge and migrate never present a
+	// token, so they work next to a running server.
+	if cfg.Embedded() && (cmd == "serve" || cmd == "reseal") {
+		lock, err := lockDataDir(cfg.DataDir)
+		if le := (*lockedError)(nil); errors.As(err, &le) {
+			if cmd == "reseal" {
+				return fmt.Errorf("reseal needs the embedded database to itself: stop the server first (lock %s is held%s)",
+					lockDisplay(cfg.DataDir), le.by())
+			}
+			return fmt.Errorf("another tokenwarm server is using the data directory %s (lock %s is held%s); stop it first or set TOKENWARM_DATA_DIR",
+				cfg.DataDir, lockDisplay(cfg.DataDir), le.by())
+		}
+		if err != nil {
+			return err
+		}
+		defer lock.release()
+	}
 	db, ring, err := openStorage(cfg, log)
 	if err != nil {
 		return err
@@ -110,6 +129,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	return serve(ctx, cfg, db, ring, log, stdout)
+}
+
+// lockDisplay names the lock file of dir as the operator wrote dir.
+func lockDisplay(dir string) string {
+	return strings.TrimRight(dir, "/") + "/" + lockName
 }
 
 // adminKey runs `admin-key create NAME`, `admin-key revoke NAME` and
