@@ -87,10 +87,6 @@ var vaultStatus = map[vault.Code]int{
 	vault.CodeUpstreamConfig:      http.StatusServiceUnavailable,
 	vault.CodeUnavailable:         http.StatusServiceUnavailable,
 	vault.CodeInternal:            http.StatusInternalServerError,
-	// The vault's coming CodeUnavailable ("service_unavailable": its
-	// database could not be reached); spelled as a string until vault
-	// declares it. TODO: vault.CodeUnavailable once it exists.
-	vault.Code(codeUnavailable): http.StatusServiceUnavailable,
 }
 
 // errorHandler renders every error as problem details and logs the

@@ -40,15 +40,15 @@ func TestHelperServerProcess(t *testing.T) {
 	os.Exit(0)
 }
 
-// serverProcess is a real tokenwarm process.
-type serverProcess struct {
+// signalledServer is a real tokenwarm process.
+type signalledServer struct {
 	cmd  *exec.Cmd
 	base string
 	logs *testkit.SyncBuffer
 	done chan error
 }
 
-func startServerProcess(t *testing.T, env map[string]string) *serverProcess {
+func startServerProcess(t *testing.T, env map[string]string) *signalledServer {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperServerProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "TW_SERVER_PROCESS=1")
@@ -59,7 +59,7 @@ func startServerProcess(t *testing.T, env map[string]string) *serverProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &serverProcess{cmd: cmd, logs: &testkit.SyncBuffer{}, done: make(chan error, 1)}
+	p := &signalledServer{cmd: cmd, logs: &testkit.SyncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
