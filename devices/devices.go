@@ -1,5 +1,5 @@
 // Package devices holds the sessions of mobile devices with tokenwarm
-// (ARCHITECTURE.md, "Mobile API"). A device never sees a Salesforce refresh
+// (docs/ARCHITECTURE.md). A device never sees a Salesforce refresh
 // token: it holds a short-lived access JWT signed with tokenwarm's own
 // Ed25519 keys and an opaque device refresh token that rotates on every use.
 //

@@ -1,5 +1,5 @@
 // Package warmer keeps every active connection's refresh token alive
-// (ARCHITECTURE.md, invariant I6): Salesforce kills a refresh token that
+// (docs/ARCHITECTURE.md, invariant I6): Salesforce kills a refresh token that
 // goes unused for 30 days, so each connection is refreshed once per warm
 // interval even when nobody pulls it.
 //
