@@ -487,6 +487,15 @@ func TestLostAnswersAreIntrospectedNotPresentedBlind(t *testing.T) {
 		if m := e.marker(lost); m == nil || m.State != models.AttemptUnresolved {
 			t.Fatalf("marker after a dropped answer: %+v", m)
 		}
+		// Salesforce may still be working on it: not even an admin may make
+		// anyone introspect or present before the settling time is over.
+		e.Clock.Advance(time.Second)
+		if _, err := v.Access(context.Background(), lost, vault.Request{Cause: vault.CauseAdmin, Force: true, IgnoreBackoff: true}); vaultCode(t, err) != vault.CodeUpstreamUnavailable {
+			t.Fatalf("admin refresh while settling: %v", err)
+		}
+		if st := e.Emu.Stats(); st.TokenCalls != 1 || st.Introspections != 0 {
+			t.Fatalf("while settling: token calls %d introspections %d", st.TokenCalls, st.Introspections)
+		}
 		e.Clock.Advance(2 * time.Hour) // past the backoff
 		_, err := v.GetAccessToken(context.Background(), lost, time.Minute)
 		if vaultCode(t, err) != vault.CodeReauthRequired {

@@ -196,7 +196,10 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	} else if at, ok := v.usable(c, req); ok {
 		return at, nil
 	}
-	if !req.IgnoreBackoff && c.NextAttemptAt != nil && c.NextAttemptAt.After(now) {
+	// An admin may skip a backoff, but not the settling time after a
+	// presentation whose outcome is unknown.
+	settling := row.prior != nil && row.prior.State == models.AttemptUnresolved
+	if (!req.IgnoreBackoff || settling) && c.NextAttemptAt != nil && c.NextAttemptAt.After(now) {
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce failed recently; retrying later", RetryAfter: c.NextAttemptAt.Sub(now)}
 	}
 	pause := v.appPause()
@@ -405,7 +408,14 @@ func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token
 	}
 	update := map[string]any{"last_error_code": se.Code, "last_error_at": now, "updated_at": now}
 	failures := c.ConsecutiveFailures + 1
+	unresolved := se.MayHaveRotated()
 	backoffUntil := func(d time.Duration) {
+		if unresolved {
+			// Salesforce may still be working on the request we gave up
+			// on: introspecting before it is done could find the token
+			// active and lead to a second, concurrent presentation.
+			d = max(d, v.cfg.UpstreamTimeout)
+		}
 		next := now.Add(d)
 		update["consecutive_failures"] = failures
 		update["next_attempt_at"] = next
@@ -413,7 +423,7 @@ func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token
 			update["next_warm_at"] = next
 		}
 	}
-	res := result{update: update, unresolved: se.MayHaveRotated()}
+	res := result{update: update, unresolved: unresolved}
 	switch se.Class {
 	case salesforce.Dead, salesforce.Concurrent:
 		reason := se.Code
