@@ -318,7 +318,10 @@ type AdminConnection struct {
 	// Owner The device user the connection belongs to.
 	Owner string `json:"owner"`
 
-	// ReauthReason Why the connection needs re-authorization (with `needs_reauth`).
+	// ReauthReason Why the connection needs re-authorization (with `needs_reauth`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` (a refresh answered by
+	// Salesforce whose answer was lost).
 	ReauthReason *string               `json:"reauth_reason,omitempty"`
 	Status       AdminConnectionStatus `json:"status"`
 
@@ -426,7 +429,11 @@ type Connection struct {
 	// Example: 00D5g000004Xyz1EAC
 	OrgId string `json:"org_id"`
 
-	// ReauthReason Why the connection needs re-authorization (with `needs_reauth`).
+	// ReauthReason Why the connection needs re-authorization (with `needs_reauth`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` (a refresh answered by
+	// Salesforce whose answer was lost).
+	//
 	//
 	// Example: expired access/refresh token
 	ReauthReason *string `json:"reauth_reason,omitempty"`
@@ -598,7 +605,12 @@ type Problem struct {
 	// Instance The request path this problem occurred on.
 	Instance *string `json:"instance,omitempty"`
 
-	// Reason Why the connection needs re-authorization (with `reauth_required`), e.g. Salesforce's error description.
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
 	//
 	// Example: expired access/refresh token
 	Reason *string `json:"reason,omitempty"`
