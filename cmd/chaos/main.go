@@ -53,6 +53,8 @@ type options struct {
 	pgCrash      bool
 	sfTimeout    time.Duration
 	commitBudget time.Duration
+	backoffBase  time.Duration
+	backoffMax   time.Duration
 	minRefreshes int
 }
 
@@ -72,6 +74,8 @@ func main() {
 	flag.BoolVar(&o.pgCrash, "pg-crash", true, "crash-restart PostgreSQL once mid-run")
 	flag.DurationVar(&o.sfTimeout, "sf-timeout", 2*time.Second, "SALESFORCE_TIMEOUT of the replicas")
 	flag.DurationVar(&o.commitBudget, "commit-budget", 3*time.Second, "TOKENWARM_COMMIT_RETRY_BUDGET of the replicas")
+	flag.DurationVar(&o.backoffBase, "backoff-base", time.Second, "TOKENWARM_BACKOFF_BASE of the replicas (short, so a run is not mostly backoff)")
+	flag.DurationVar(&o.backoffMax, "backoff-max", 10*time.Second, "TOKENWARM_BACKOFF_MAX of the replicas")
 	flag.IntVar(&o.minRefreshes, "min-refreshes", 50, "fewest successful emulator refreshes for the run to count")
 	flag.Parse()
 	if o.users < 1 || o.callers < 1 || o.replicas < 1 || o.killMax < o.killMin {
@@ -207,6 +211,8 @@ func run(ctx context.Context, o options) (err error) {
 			"SALESFORCE_TIMEOUT=" + o.sfTimeout.String(),
 			"TOKENWARM_LOCK_TIMEOUT=5s",
 			"TOKENWARM_COMMIT_RETRY_BUDGET=" + o.commitBudget.String(),
+			"TOKENWARM_BACKOFF_BASE=" + o.backoffBase.String(),
+			"TOKENWARM_BACKOFF_MAX=" + o.backoffMax.String(),
 			"TOKENWARM_APP_REDIRECT_URIS=" + appRedirect,
 			"TOKENWARM_WARM_SCHEDULE=@every 2s",
 			"TOKENWARM_WARM_INTERVAL=15s",

@@ -45,6 +45,8 @@ type Config struct {
 	IdleRiskBefore  time.Duration
 	ShutdownTimeout time.Duration
 	CommitRetry     time.Duration
+	BackoffBase     time.Duration
+	BackoffMax      time.Duration
 	Retention       time.Duration
 	EventRetention  time.Duration
 	AppRedirectURIs []string
@@ -224,6 +226,10 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.Retention })},
 	{env: "TOKENWARM_EVENT_RETENTION", def: "8760h", help: "how long connection events (the audit trail) are kept; at least 720h, the idle-risk check reads the last 30 days",
 		set: dur(func(c *Config) *time.Duration { return &c.EventRetention })},
+	{env: "TOKENWARM_BACKOFF_BASE", def: "30s", help: "first delay before a connection is refreshed again after a failed refresh; doubles (jittered) per consecutive failure",
+		set: dur(func(c *Config) *time.Duration { return &c.BackoffBase })},
+	{env: "TOKENWARM_BACKOFF_MAX", def: "1h", help: "longest delay between refresh attempts of a failing connection",
+		set: dur(func(c *Config) *time.Duration { return &c.BackoffMax })},
 	{env: "TOKENWARM_COMMIT_RETRY_BUDGET", def: "20s", help: "how long storing a refresh result is retried after a failed commit (the attempt's lease is SALESFORCE_TIMEOUT + this + 5s)",
 		set: dur(func(c *Config) *time.Duration { return &c.CommitRetry })},
 	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "60s", help: "how long shutdown waits for in-flight requests and refreshes; at least 2×SALESFORCE_TIMEOUT + TOKENWARM_COMMIT_RETRY_BUDGET + 5s, so no refresh that presented a token is abandoned",
@@ -275,6 +281,9 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	}
 	if c.UpstreamTimeout >= c.LockTimeout {
 		errs = append(errs, errors.New("SALESFORCE_TIMEOUT must be shorter than TOKENWARM_LOCK_TIMEOUT"))
+	}
+	if c.BackoffBase > c.BackoffMax {
+		errs = append(errs, errors.New("TOKENWARM_BACKOFF_BASE must not exceed TOKENWARM_BACKOFF_MAX"))
 	}
 	if worst := c.WorstCaseRefresh(); c.ShutdownTimeout < worst {
 		errs = append(errs, fmt.Errorf("TOKENWARM_SHUTDOWN_TIMEOUT (%s) is shorter than the longest a refresh that presented a token may take to store its outcome (%s = 2×SALESFORCE_TIMEOUT + TOKENWARM_COMMIT_RETRY_BUDGET + 5s): shutdown could abandon a rotation", c.ShutdownTimeout, worst))

@@ -282,6 +282,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		OnEvents:    announce,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		CommitRetryBudget: cfg.CommitRetry, AttemptLease: cfg.AttemptLease(),
+		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
 		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
 		// Half the pool: each refresh briefly holds two connections. Warm
 		// concurrency is capped below this so pulls always find slots.
