@@ -32,6 +32,8 @@ type DB struct {
 	Dialect Dialect
 	// Where tells where the data lives without credentials, for logs.
 	Where string
+
+	announce Announcer
 }
 
 // Options tunes Open.

@@ -46,6 +46,8 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+
+	"github.com/tokenwarm/tokenwarm/models"
 )
 
 // Event types.
@@ -121,14 +123,24 @@ var forbiddenWords = []string{"token", "secret", "password", "authorization", "c
 // transaction tx, so the event and its webhooks commit together. Enqueueing
 // the same event ID twice for an endpoint is a no-op.
 func Enqueue(tx *gorm.DB, endpoints []Endpoint, ev Event, now time.Time) error {
-	if !knownTypes[ev.Type] {
-		return fmt.Errorf("webhooks: unknown event type %q", ev.Type)
-	}
-	if err := checkData(ev.Data); err != nil {
+	rows, err := Deliveries(endpoints, ev, now)
+	if err != nil || len(rows) == 0 {
 		return err
 	}
+	return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error
+}
+
+// Deliveries returns ev's outbox rows, one per endpoint, for the storing
+// transaction to write.
+func Deliveries(endpoints []Endpoint, ev Event, now time.Time) ([]models.WebhookDelivery, error) {
+	if !knownTypes[ev.Type] {
+		return nil, fmt.Errorf("webhooks: unknown event type %q", ev.Type)
+	}
+	if err := checkData(ev.Data); err != nil {
+		return nil, err
+	}
 	if len(endpoints) == 0 {
-		return nil
+		return nil, nil
 	}
 	if ev.ID == "" {
 		ev.ID = NewEventID()
@@ -146,14 +158,14 @@ func Enqueue(tx *gorm.DB, endpoints []Endpoint, ev Event, now time.Time) error {
 	}
 	body, err := json.Marshal(payload{ID: ev.ID, Type: ev.Type, CreatedAt: ev.CreatedAt.UTC(), Data: data})
 	if err != nil {
-		return fmt.Errorf("webhooks: encode %s: %w", ev.Type, err)
+		return nil, fmt.Errorf("webhooks: encode %s: %w", ev.Type, err)
 	}
-	rows := make([]outboxRow, 0, len(endpoints))
+	rows := make([]models.WebhookDelivery, 0, len(endpoints))
 	for _, ep := range endpoints {
-		rows = append(rows, outboxRow{EventID: ev.ID, EventType: ev.Type, EndpointURL: ep.URL, Payload: string(body),
+		rows = append(rows, models.WebhookDelivery{EventID: ev.ID, EventType: ev.Type, EndpointURL: ep.URL, Payload: string(body),
 			CreatedAt: now, NextAttemptAt: now})
 	}
-	return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error
+	return rows, nil
 }
 
 // checkData refuses field names, at any depth, that look like credentials.

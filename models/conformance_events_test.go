@@ -1,0 +1,51 @@
+package models_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+func init() {
+	register(
+		storageCase{"events are stored with the webhook deliveries announcing them", func(t *testing.T, db *models.DB) {
+			db.SetAnnouncer(func(evs []models.Event) ([]models.WebhookDelivery, error) {
+				var out []models.WebhookDelivery
+				for _, ev := range evs {
+					if ev.ID == 0 {
+						t.Error("announced an event without its ID")
+					}
+					if ev.Kind == "announced" {
+						out = append(out, models.WebhookDelivery{EventID: "evt_" + ev.Kind, EventType: "t", EndpointURL: "https://example.com/hook",
+							Payload: "{}", CreatedAt: ev.CreatedAt, NextAttemptAt: ev.CreatedAt})
+					}
+				}
+				return out, nil
+			})
+			now := time.Now().UTC()
+			err := db.RecordEvents(context.Background(), []models.Event{{ID: 42, Kind: "announced", CreatedAt: now}, {Kind: "quiet", CreatedAt: now}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var events, deliveries int64
+			db.Gorm.Model(&models.Event{}).Count(&events)
+			db.Gorm.Model(&models.WebhookDelivery{}).Count(&deliveries)
+			if events != 2 || deliveries != 1 {
+				t.Fatalf("events %d deliveries %d, want 2 and 1", events, deliveries)
+			}
+		}},
+		storageCase{"an announcer failure stores neither events nor deliveries", func(t *testing.T, db *models.DB) {
+			db.SetAnnouncer(func([]models.Event) ([]models.WebhookDelivery, error) { return nil, context.Canceled })
+			if err := db.RecordEvents(context.Background(), []models.Event{{Kind: "x", CreatedAt: time.Now().UTC()}}); err == nil {
+				t.Fatal("no error")
+			}
+			var events int64
+			db.Gorm.Model(&models.Event{}).Count(&events)
+			if events != 0 {
+				t.Fatalf("%d events stored", events)
+			}
+		}},
+	)
+}
