@@ -88,13 +88,8 @@ func (a *API) deviceToken(c echo.Context) error {
 	}
 	// The session is stored (and a refresh token rotated): losing this
 	// answer now would make the app present the old token again, which is
-	// reuse. So the read is retried on a fresh connection first.
-	var conns []models.Connection
-	err = a.vault.DB().RetryRead(ctx, func() error {
-		var err error
-		conns, err = a.vault.ConnectionsOf(ctx, toks.Owner)
-		return err
-	})
+	// reuse. The read is retried on a fresh connection by the store.
+	conns, err := a.vault.ConnectionsOf(ctx, toks.Owner)
 	if err != nil {
 		return a.oauthUnavailable(c, err)
 	}

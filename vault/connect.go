@@ -2,12 +2,9 @@ package vault
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
@@ -46,79 +43,44 @@ func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesf
 func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesforce.Token) (*Connected, error) {
 	now := v.clock.Now().UTC()
 	var out Connected
-	err := v.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if v.db.Dialect == models.Postgres {
-			// It stores a new refresh token: durable whatever the server's
-			// default.
-			if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {
-				return err
+	stored, _, err := v.store.UpsertGrant(ctx, models.Grant{OrgID: tok.OrgID, UserID: tok.UserID,
+		Build: func(existing *models.Connection) (models.Connection, models.Event, error) {
+			id := uuid.NewString()
+			if existing != nil {
+				id = existing.ID
+				if old, err := v.OpenRefresh(existing); err == nil {
+					out.ReplacedRefreshToken = old
+				}
 			}
-		}
-		var existing models.Connection
-		q := tx.Where("org_id = ? AND user_id = ?", tok.OrgID, tok.UserID)
-		if v.db.Dialect == models.Postgres {
-			q = q.Clauses(clause.Locking{Strength: "NO KEY UPDATE"})
-		}
-		err := q.Take(&existing).Error
-		found := err == nil
-		if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
-			return err
-		}
-		id := uuid.NewString()
-		if found {
-			id = existing.ID
-			old, err := v.OpenRefresh(&existing)
-			if err == nil {
-				out.ReplacedRefreshToken = old
+			sealedRefresh, err := v.SealRefresh(id, tok.RefreshToken)
+			if err != nil {
+				return models.Connection{}, models.Event{}, err
 			}
-		}
-		sealedRefresh, err := v.SealRefresh(id, tok.RefreshToken)
-		if err != nil {
-			return err
-		}
-		sealedAccess, err := v.SealAccess(id, tok.AccessToken)
-		if err != nil {
-			return err
-		}
-		issued, expires := tok.IssuedAt.UTC(), tok.ExpiresAt.UTC()
-		c := models.Connection{
-			ID: id, Owner: owner, OrgID: tok.OrgID, UserID: tok.UserID, LoginURL: loginURL,
-			InstanceURL: tok.InstanceURL, IdentityURL: tok.IdentityURL, Scopes: tok.Scope,
-			Status: models.StatusActive, RefreshTokenSealed: sealedRefresh, AccessTokenSealed: sealedAccess,
-			AccessTokenIssuedAt: &issued, AccessTokenExpiresAt: &expires,
-			LastRefreshedAt: now, NextWarmAt: v.NextWarm(now), CreatedAt: now, UpdatedAt: now,
-		}
-		kind := models.EventConnected
-		if found {
-			kind = models.EventReauthorized
-			c.CreatedAt = existing.CreatedAt
-			c.RotationCount = existing.RotationCount + 1
-			// Select("*") writes zero values too: failures, errors and the
-			// re-auth reason are cleared.
-			if err := tx.Model(&models.Connection{}).Where("id = ?", id).Select("*").Updates(&c).Error; err != nil {
-				return err
+			sealedAccess, err := v.SealAccess(id, tok.AccessToken)
+			if err != nil {
+				return models.Connection{}, models.Event{}, err
 			}
-			// Any unfinished attempt was about the replaced token.
-			if err := tx.Where("connection_id = ?", id).Delete(&models.RefreshAttempt{}).Error; err != nil {
-				return err
+			issued, expires := tok.IssuedAt.UTC(), tok.ExpiresAt.UTC()
+			c := models.Connection{
+				ID: id, Owner: owner, OrgID: tok.OrgID, UserID: tok.UserID, LoginURL: loginURL,
+				InstanceURL: tok.InstanceURL, IdentityURL: tok.IdentityURL, Scopes: tok.Scope,
+				Status: models.StatusActive, RefreshTokenSealed: sealedRefresh, AccessTokenSealed: sealedAccess,
+				AccessTokenIssuedAt: &issued, AccessTokenExpiresAt: &expires,
+				LastRefreshedAt: now, NextWarmAt: v.NextWarm(now), CreatedAt: now, UpdatedAt: now,
 			}
-		} else if err := tx.Create(&c).Error; err != nil {
-			return err
-		}
-		ev := v.event(id, kind, "", 0, "", fmt.Sprintf("org %s user %s", tok.OrgID, tok.UserID))
-		if err := tx.Create(&ev).Error; err != nil {
-			return err
-		}
-		if v.cfg.OnEvents != nil {
-			if err := v.cfg.OnEvents(tx, []models.Event{ev}); err != nil {
-				return err
+			kind := models.EventConnected
+			if existing != nil {
+				kind = models.EventReauthorized
+				c.CreatedAt = existing.CreatedAt
+				// Any earlier attempt's late write is fenced off.
+				c.RotationCount = existing.RotationCount + 1
 			}
-		}
-		out.Connection, out.Reauthorized = &c, found
-		return nil
-	})
+			out.Reauthorized = existing != nil
+			return c, v.event(id, kind, "", 0, "", fmt.Sprintf("org %s user %s", tok.OrgID, tok.UserID)), nil
+		}})
 	if err != nil {
 		return nil, err
 	}
+	out.Connection = stored
 	return &out, nil
 }

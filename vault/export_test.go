@@ -1,9 +1,9 @@
 package vault
 
-import "gorm.io/gorm"
+import "github.com/tokenwarm/tokenwarm/models"
 
 // SetBeforeCommit installs a hook run before each commit of a refresh result.
-func (v *Vault) SetBeforeCommit(fn func(tx *gorm.DB, attempt int) error) { v.beforeCommit = fn }
+func (v *Vault) SetBeforeCommit(fn func(attempt int, tx *models.Tx) error) { v.beforeCommit = fn }
 
 // SetAfterLock installs a hook run right after the row lock is taken.
 func (v *Vault) SetAfterLock(fn func(id string)) { v.afterLock = fn }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
@@ -85,7 +84,7 @@ func TestCommitRetryWritesFreshEventRows(t *testing.T) {
 		e.Emu.ResetStats()
 
 		inserted := make(chan error, 1)
-		v.SetBeforeCommit(func(tx *gorm.DB, attempt int) error {
+		v.SetBeforeCommit(func(attempt int, tx *models.Tx) error {
 			if attempt > 0 {
 				return nil
 			}
@@ -194,7 +193,7 @@ func TestLateOwnerIsFencedOff(t *testing.T) {
 	e.Emu.ResetStats()
 
 	failed, moveOn := make(chan struct{}), make(chan struct{})
-	late.SetBeforeCommit(func(tx *gorm.DB, attempt int) error {
+	late.SetBeforeCommit(func(attempt int, tx *models.Tx) error {
 		if attempt == 0 {
 			return errors.New("injected commit failure")
 		}
@@ -245,7 +244,7 @@ func TestRevokeWaitsForAnUnsettledAttempt(t *testing.T) {
 	e.Emu.ResetStats()
 
 	failed, tried := make(chan struct{}), make(chan struct{})
-	v.SetBeforeCommit(func(tx *gorm.DB, attempt int) error {
+	v.SetBeforeCommit(func(attempt int, tx *models.Tx) error {
 		if attempt == 0 {
 			return errors.New("injected commit failure")
 		}

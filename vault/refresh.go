@@ -6,123 +6,33 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-	"gorm.io/gorm"
-
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 )
 
-// marker is the attempt marker found on a locked row.
-type marker struct {
-	models.RefreshAttempt
-	// live: the lease has not run out by the database's clock, so its
-	// owner may still be presenting the token or storing the answer.
-	live bool
-}
-
-// lockedRow is a connection row held against other workers, with the
-// attempt marker found for it, if any.
-type lockedRow struct {
-	conn    models.Connection
-	prior   *marker
-	tx      *gorm.DB // Postgres: the transaction holding the row lock
-	release func()
-}
-
 // lock takes the connection's row lock on Postgres (callers in other
-// processes queue), the in-process stripe on SQLite (one process per data
-// directory; the attempt marker's compare-and-swap covers the rest). The
-// lock is FOR NO KEY UPDATE, the strength Postgres itself takes to update
-// non-key columns: it excludes every other refresher like FOR UPDATE, but
-// not the KEY SHARE lock that the attempt marker's foreign key takes from
-// its own connection while we hold the row (FOR UPDATE would deadlock us
-// against ourselves).
-func (v *Vault) lock(ctx context.Context, id string) (*lockedRow, error) {
-	if v.db.Dialect != models.Postgres {
+// processes queue), or on embedded SQLite (one process per data directory)
+// the in-process stripe and then a plain read; the attempt marker's
+// compare-and-swap covers the rest.
+func (v *Vault) lock(ctx context.Context, id string) (*models.RefreshLock, func(), error) {
+	unlock := func() {}
+	if !v.store.LocksRows() {
 		mu := v.stripe(id)
 		mu.Lock()
-		c, err := v.load(ctx, id)
-		if err != nil {
-			mu.Unlock()
-			return nil, err
-		}
-		var prior models.RefreshAttempt
-		err = v.db.Gorm.WithContext(ctx).Where("connection_id = ?", id).Limit(1).Find(&prior).Error
-		if err != nil {
-			mu.Unlock()
-			return nil, v.dbError(err)
-		}
-		row := &lockedRow{conn: *c, release: mu.Unlock}
-		if prior.ConnectionID != "" {
-			row.prior = &marker{RefreshAttempt: prior, live: prior.LeaseUntil.After(time.Now())}
-		}
-		return row, nil
+		unlock = mu.Unlock
 	}
-	tx := v.db.Gorm.WithContext(ctx).Begin()
-	if tx.Error != nil {
-		return nil, v.dbError(tx.Error)
-	}
-	fail := func(err error) (*lockedRow, error) {
-		tx.Rollback()
-		if isLockTimeout(err) {
-			return nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is still refreshing this connection", RetryAfter: time.Second, cause: err}
-		}
-		return nil, v.dbError(err)
-	}
-	// One round trip for the transaction's settings. synchronous_commit is
-	// set here, not left to the server's default: this transaction may
-	// store a rotated refresh token.
-	if err := tx.Exec("SELECT set_config('lock_timeout', ?, true), set_config('idle_in_transaction_session_timeout', ?, true), set_config('synchronous_commit', 'on', true)",
-		fmt.Sprint(v.cfg.LockTimeout.Milliseconds()), fmt.Sprint(v.cfg.IdleInTransactionTimeout.Milliseconds())).Error; err != nil {
-		return fail(err)
-	}
-	// The row and its attempt marker in one round trip; only the row is
-	// locked. The marker's liveness is judged by the database's clock, the
-	// one clock every replica shares.
-	var rows []struct {
-		models.Connection `gorm:"embedded"`
-		AttemptID         *string
-		AttemptWorker     *string
-		AttemptRotation   *int64
-		AttemptStartedAt  *time.Time
-		AttemptLeaseUntil *time.Time
-		AttemptState      *string
-		AttemptAlertedAt  *time.Time
-		AttemptLive       *bool
-	}
-	err := tx.Raw(`SELECT c.*, a.attempt_id AS attempt_id, a.worker AS attempt_worker, a.rotation_count AS attempt_rotation,
-			a.started_at AS attempt_started_at, a.lease_until AS attempt_lease_until, a.state AS attempt_state,
-			a.alerted_at AS attempt_alerted_at, a.lease_until > clock_timestamp() AS attempt_live
-		FROM connections c LEFT JOIN refresh_attempts a ON a.connection_id = c.id
-		WHERE c.id = ? FOR NO KEY UPDATE OF c`, id).Scan(&rows).Error
+	row, err := v.store.LockForRefresh(ctx, id, v.cfg.LockTimeout, v.cfg.IdleInTransactionTimeout)
 	if err != nil {
-		return fail(err)
-	}
-	if len(rows) == 0 {
-		tx.Rollback()
-		return nil, newErr(CodeNotFound, "no such connection")
-	}
-	r := rows[0]
-	row := &lockedRow{conn: r.Connection, tx: tx}
-	if r.AttemptID != nil {
-		row.prior = &marker{RefreshAttempt: models.RefreshAttempt{ConnectionID: id, AttemptID: *r.AttemptID, Worker: *r.AttemptWorker,
-			RotationCount: *r.AttemptRotation, StartedAt: *r.AttemptStartedAt, LeaseUntil: *r.AttemptLeaseUntil,
-			State: *r.AttemptState, AlertedAt: r.AttemptAlertedAt}, live: *r.AttemptLive}
-	}
-	done := false
-	row.release = func() {
-		if !done {
-			done = true
-			tx.Rollback()
+		unlock()
+		switch {
+		case errors.Is(err, models.ErrNotFound):
+			return nil, nil, newErr(CodeNotFound, "no such connection")
+		case errors.Is(err, models.ErrLockTimeout):
+			return nil, nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is still refreshing this connection", RetryAfter: time.Second, cause: err}
 		}
+		return nil, nil, v.dbError(err)
 	}
-	return row, nil
-}
-
-func isLockTimeout(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+	return row, func() { row.Release(); unlock() }, nil
 }
 
 // dbError wraps a database failure: unavailable (retry soon, our fault) or
@@ -134,14 +44,13 @@ func (v *Vault) dbError(err error) *Error {
 	return &Error{Code: CodeInternal, Message: "database error", cause: err}
 }
 
-// now returns the database's clock as a value for a statement: Postgres's
-// clock_timestamp(), shared by every replica; on embedded SQLite, one
-// process's wall clock, which is the only clock there is.
-func (v *Vault) now(plus time.Duration) any {
-	if v.db.Dialect == models.Postgres {
-		return gorm.Expr("clock_timestamp() + make_interval(secs => ?)", plus.Seconds())
+// storeError maps a failed store: fenced off (retry later) or a database
+// failure.
+func (v *Vault) storeError(err error) *Error {
+	if models.IsFenced(err) {
+		return &Error{Code: CodeUpstreamUnavailable, Message: "the connection changed meanwhile; retry", RetryAfter: time.Second, cause: err}
 	}
-	return time.Now().UTC().Add(plus)
+	return v.dbError(err)
 }
 
 // refresh is the one refresh path. It runs as the one flight of its
@@ -168,15 +77,15 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	// eat the time needed to store a rotation.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.LockTimeout+2*v.cfg.UpstreamTimeout+v.cfg.CommitRetryBudget+10*time.Second)
 	defer cancel()
-	row, err := v.lock(ctx, id)
+	row, release, err := v.lock(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	defer row.release()
+	defer release()
 	if v.afterLock != nil {
 		v.afterLock(id)
 	}
-	c := &row.conn
+	c := &row.Conn
 	now := v.clock.Now().UTC()
 
 	// Second look, now that nobody else can refresh this connection.
@@ -198,7 +107,7 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	}
 	// An admin may skip a backoff, but not the settling time after a
 	// presentation whose outcome is unknown.
-	settling := row.prior != nil && row.prior.State == models.AttemptUnresolved
+	settling := row.Prior != nil && row.Prior.State == models.AttemptUnresolved
 	if (!req.IgnoreBackoff || settling) && c.NextAttemptAt != nil && c.NextAttemptAt.After(now) {
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce failed recently; retrying later", RetryAfter: c.NextAttemptAt.Sub(now)}
 	}
@@ -218,8 +127,8 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	// the token is never presented blind: introspection tells whether it is
 	// still the live one.
 	var events []models.Event
-	if prior := row.prior; prior != nil {
-		if prior.live {
+	if prior := row.Prior; prior != nil {
+		if prior.Live {
 			return nil, &Error{Code: CodeUpstreamUnavailable, Message: "an earlier refresh of this connection is still settling", RetryAfter: time.Second}
 		}
 		evs, err := v.resolve(ctx, row, req, refreshToken)
@@ -234,8 +143,11 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	}
 
 	attemptID := newAttemptID()
-	if err := v.claim(ctx, c, row.prior, attemptID); err != nil {
-		return nil, err
+	switch err := v.store.ClaimAttempt(ctx, c, row.Prior, attemptID, v.cfg.Worker, v.cfg.AttemptLease); {
+	case errors.Is(err, models.ErrLostClaim):
+		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is refreshing this connection", RetryAfter: time.Second}
+	case err != nil:
+		return nil, v.dbError(err)
 	}
 	claimed := time.Now()
 
@@ -265,11 +177,7 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 			v.log.Error("refresh rotated the token but the result could not be stored; the next attempt will introspect the stored token",
 				"connection_id", id, "err", err)
 		}
-		var fenced *fencedError
-		if errors.As(err, &fenced) {
-			return nil, &Error{Code: CodeUpstreamUnavailable, Message: "the refresh result could not be stored", RetryAfter: time.Second, cause: err}
-		}
-		return nil, v.dbError(err)
+		return nil, v.storeError(err)
 	}
 	v.log.Info("refresh", "connection_id", id, "cause", req.Cause, "outcome", outcomeClass(sfErr).String(),
 		"error_code", errorCode(sfErr), "upstream_ms", elapsed.Milliseconds())
@@ -287,60 +195,6 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 func errShuttingDown() *Error {
 	return &Error{Code: CodeUpstreamUnavailable, Message: "this replica is shutting down", RetryAfter: time.Second}
 }
-
-// claim commits this attempt's marker, durably and on its own, before the
-// token is presented, so that it survives this process dying mid-call. It
-// is a compare-and-swap: it replaces exactly the prior marker that was
-// read (if any) and only while the row is as it was read, so two workers
-// that somehow both passed the lock (two processes on one SQLite file)
-// cannot both present.
-func (v *Vault) claim(ctx context.Context, c *models.Connection, prior *marker, attemptID string) error {
-	err := v.inTx(ctx, func(tx *gorm.DB) error {
-		if v.db.Dialect == models.Postgres {
-			if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {
-				return err
-			}
-		}
-		if prior != nil {
-			res := tx.Where("connection_id = ? AND attempt_id = ?", c.ID, prior.AttemptID).Delete(&models.RefreshAttempt{})
-			if res.Error != nil {
-				return res.Error
-			}
-			if res.RowsAffected != 1 {
-				return errLostClaim
-			}
-		}
-		res := tx.Exec(`INSERT INTO refresh_attempts (connection_id, attempt_id, worker, rotation_count, started_at, lease_until, protocol, state)
-			SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM connections WHERE id = ? AND rotation_count = ? AND status = ?)`,
-			c.ID, attemptID, v.cfg.Worker, c.RotationCount, v.now(0), v.now(v.cfg.AttemptLease), models.RefreshProtocol, models.AttemptPresenting,
-			c.ID, c.RotationCount, models.StatusActive)
-		if res.Error != nil {
-			if models.IsUniqueViolation(res.Error) {
-				return errLostClaim
-			}
-			return res.Error
-		}
-		if res.RowsAffected != 1 {
-			return errLostClaim
-		}
-		return tx.Commit().Error
-	})
-	switch {
-	case errors.Is(err, errLostClaim):
-		return &Error{Code: CodeUpstreamUnavailable, Message: "another worker is refreshing this connection", RetryAfter: time.Second}
-	case err != nil:
-		return v.dbError(err)
-	}
-	return nil
-}
-
-var errLostClaim = errors.New("the connection or its attempt marker changed since it was read")
-
-// fencedError: the attempt no longer owns the connection (its lease ran
-// out, or the row moved on), so its result must not be written.
-type fencedError struct{ what string }
-
-func (e *fencedError) Error() string { return "refresh result fenced off: " + e.what }
 
 // result is what one attempt writes and returns.
 type result struct {
@@ -488,122 +342,28 @@ func (v *Vault) sealFailure(c *models.Connection, err error) result {
 
 // persist writes an attempt's outcome, its events and the marker's removal
 // (or, for an unresolved outcome, the marker's change to unresolved) in one
-// transaction, fenced: it succeeds only while this attempt's marker is
-// there with its lease running (database clock) and the row is still
-// active at the rotation count that was read. The first try commits the
-// row-locking transaction; if that fails, the write is retried in new
-// transactions until the deadline. Meanwhile the marker keeps everyone
-// else from presenting the token.
-func (v *Vault) persist(ctx context.Context, row *lockedRow, attemptID string, res result, deadline time.Time) error {
-	id, rotation := row.conn.ID, row.conn.RotationCount
-	write := func(tx *gorm.DB, attempt int) error {
-		mark := tx.Model(&models.RefreshAttempt{}).Where("connection_id = ? AND attempt_id = ? AND lease_until > ?", id, attemptID, v.now(0))
-		var m *gorm.DB
-		if res.unresolved {
-			// Nobody owns it any more; the next worker introspects first.
-			m = mark.Updates(map[string]any{"state": models.AttemptUnresolved, "lease_until": v.now(0)})
-		} else {
-			m = mark.Delete(&models.RefreshAttempt{})
-		}
-		if m.Error != nil {
-			return m.Error
-		}
-		if m.RowsAffected != 1 {
-			return &fencedError{"the attempt's lease ran out or its marker is gone"}
-		}
-		return v.writeRow(tx, id, rotation, res.update, res.events, attempt)
+// fenced transaction (models.RefreshLock.Store), retried until deadline.
+// Meanwhile the marker keeps everyone else from presenting the token.
+func (v *Vault) persist(ctx context.Context, row *models.RefreshLock, attemptID string, res result, deadline time.Time) error {
+	op := models.RemoveOwnMarker
+	if res.unresolved {
+		op = models.UnresolveOwnMarker
 	}
-	return v.store(ctx, row, write, deadline)
+	return row.Store(ctx, v.write(row, models.RefreshWrite{Marker: op, AttemptID: attemptID, Update: res.update, Events: res.events, Deadline: deadline}))
 }
 
-// writeRow updates the connection row, conditioned on it being active at
-// the rotation count that was read, and adds the events (fresh rows on
-// every try: a rolled-back insert must not leave its IDs behind).
-func (v *Vault) writeRow(tx *gorm.DB, id string, rotation int64, update map[string]any, events []models.Event, attempt int) error {
-	u := tx.Model(&models.Connection{}).Where("id = ? AND rotation_count = ? AND status = ?", id, rotation, models.StatusActive).Updates(update)
-	if u.Error != nil {
-		return u.Error
+// write completes a RefreshWrite with the vault's retry event, logging and
+// test hooks.
+func (v *Vault) write(row *models.RefreshLock, w models.RefreshWrite) models.RefreshWrite {
+	id := row.Conn.ID
+	w.RetryEvent = func(n int) models.Event {
+		return v.event(id, models.EventCommitRetried, "", 0, "", fmt.Sprintf("result stored on retry %d", n))
 	}
-	if u.RowsAffected != 1 {
-		return &fencedError{fmt.Sprintf("connection %s changed while its refresh result was unsaved (rotation %d)", id, rotation)}
+	w.OnRetry = func(n int, err error) {
+		v.log.Warn("storing a refresh result failed; retrying", "connection_id", id, "attempt", n, "err", err)
 	}
-	evs := make([]models.Event, 0, len(events)+1)
-	for _, ev := range events {
-		ev.ID = 0
-		evs = append(evs, ev)
-	}
-	if attempt > 0 {
-		evs = append(evs, v.event(id, models.EventCommitRetried, "", 0, "", fmt.Sprintf("result stored on retry %d", attempt)))
-	}
-	if len(evs) > 0 {
-		if err := tx.Create(&evs).Error; err != nil {
-			return err
-		}
-		if v.cfg.OnEvents != nil {
-			if err := v.cfg.OnEvents(tx, evs); err != nil {
-				return err
-			}
-		}
-	}
-	if v.beforeCommit != nil {
-		if err := v.beforeCommit(tx, attempt); err != nil {
-			return err
-		}
-	}
-	return tx.Commit().Error
-}
-
-// store runs write (which commits) on the row-locking transaction, then, if
-// that failed for a reason other than the fence, in new transactions until
-// deadline.
-func (v *Vault) store(ctx context.Context, row *lockedRow, write func(tx *gorm.DB, attempt int) error, deadline time.Time) error {
-	var err error
-	if row.tx != nil {
-		err = write(row.tx, 0)
-		row.release()
-	} else {
-		err = v.inTx(ctx, func(tx *gorm.DB) error { return write(tx, 0) })
-	}
-	// Retries get their own budget, whatever the first try used up.
-	retryCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(5*time.Second))
-	defer cancel()
-	delay := 50 * time.Millisecond
-	var fenced *fencedError
-	for attempt := 1; err != nil && !errors.As(err, &fenced) && time.Now().Add(delay).Before(deadline); attempt++ {
-		v.log.Warn("storing a refresh result failed; retrying", "connection_id", row.conn.ID, "attempt", attempt, "err", err)
-		select {
-		case <-time.After(delay):
-		case <-retryCtx.Done():
-			return errors.Join(err, retryCtx.Err())
-		}
-		delay = min(delay*2, time.Second)
-		if v.beforeRetry != nil {
-			v.beforeRetry(attempt)
-		}
-		err = v.inTx(retryCtx, func(tx *gorm.DB) error {
-			if v.db.Dialect == models.Postgres {
-				if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {
-					return err
-				}
-				if err := tx.Exec("SELECT 1 FROM connections WHERE id = ? FOR NO KEY UPDATE", row.conn.ID).Error; err != nil {
-					return err
-				}
-			}
-			return write(tx, attempt)
-		})
-	}
-	return err
-}
-
-// inTx runs fn in a transaction that fn commits; it is rolled back if fn
-// returns an error or does not commit.
-func (v *Vault) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	tx := v.db.Gorm.WithContext(ctx).Begin()
-	if tx.Error != nil {
-		return tx.Error
-	}
-	defer tx.Rollback()
-	return fn(tx)
+	w.BeforeCommit, w.BeforeRetry = v.beforeCommit, v.beforeRetry
+	return w
 }
 
 func (v *Vault) event(id, kind, cause string, status int, code, detail string) models.Event {

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
-
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/seal"
 )
@@ -15,17 +12,13 @@ import (
 // Reseal rewrites every sealed token not sealed under the ring's active key.
 // Each row is rewritten under its own row lock, so it is safe to run while
 // servers refresh. It returns how many connections it rewrote.
-func Reseal(ctx context.Context, db *models.DB, ring *seal.Ring, log *slog.Logger) (int, error) {
+func Reseal(ctx context.Context, db Resealer, ring *seal.Ring, log *slog.Logger) (int, error) {
 	const batch = 200
 	active := ring.ActiveKeyID()
 	rewritten, after := 0, ""
 	for {
-		var ids []string
-		q := db.Gorm.WithContext(ctx).Model(&models.Connection{}).Order("id").Limit(batch)
-		if after != "" {
-			q = q.Where("id > ?", after)
-		}
-		if err := q.Pluck("id", &ids).Error; err != nil {
+		ids, err := db.ConnectionIDsAfter(ctx, after, batch)
+		if err != nil {
 			return rewritten, err
 		}
 		if len(ids) == 0 {
@@ -33,7 +26,9 @@ func Reseal(ctx context.Context, db *models.DB, ring *seal.Ring, log *slog.Logge
 		}
 		after = ids[len(ids)-1]
 		for _, id := range ids {
-			changed, err := resealOne(ctx, db, ring, active, id)
+			changed, err := db.RewriteSealed(ctx, id, func(c *models.Connection) (map[string]any, error) {
+				return resealColumns(c, ring, active)
+			})
 			if err != nil {
 				return rewritten, fmt.Errorf("connection %s: %w", id, err)
 			}
@@ -47,40 +42,33 @@ func Reseal(ctx context.Context, db *models.DB, ring *seal.Ring, log *slog.Logge
 	}
 }
 
-func resealOne(ctx context.Context, db *models.DB, ring *seal.Ring, active, id string) (bool, error) {
-	changed := false
-	err := db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		q := tx.Where("id = ?", id)
-		if db.Dialect == models.Postgres {
-			q = q.Clauses(clause.Locking{Strength: "NO KEY UPDATE"})
+// Resealer pages through connections and rewrites their sealed columns
+// under their row lock; *models.DB is one.
+type Resealer interface {
+	ConnectionIDsAfter(ctx context.Context, after string, n int) ([]string, error)
+	RewriteSealed(ctx context.Context, id string, update func(c *models.Connection) (map[string]any, error)) (bool, error)
+}
+
+// resealColumns returns the sealed columns of c not sealed under the
+// active key, sealed under it.
+func resealColumns(c *models.Connection, ring *seal.Ring, active string) (map[string]any, error) {
+	update := map[string]any{}
+	for col, f := range map[string]struct{ sealed, ad string }{
+		"refresh_token_sealed": {c.RefreshTokenSealed, adRefresh(c.ID)},
+		"access_token_sealed":  {c.AccessTokenSealed, adAccess(c.ID)},
+	} {
+		if kid, ok := seal.KeyID(f.sealed); !ok || kid == active {
+			continue
 		}
-		var c models.Connection
-		if err := q.Take(&c).Error; err != nil {
-			return err
+		plain, err := ring.Open(f.sealed, f.ad)
+		if err != nil {
+			return nil, err
 		}
-		update := map[string]any{}
-		for col, f := range map[string]struct{ sealed, ad string }{
-			"refresh_token_sealed": {c.RefreshTokenSealed, adRefresh(id)},
-			"access_token_sealed":  {c.AccessTokenSealed, adAccess(id)},
-		} {
-			if kid, ok := seal.KeyID(f.sealed); !ok || kid == active {
-				continue
-			}
-			plain, err := ring.Open(f.sealed, f.ad)
-			if err != nil {
-				return err
-			}
-			resealed, err := ring.Seal(plain, f.ad)
-			if err != nil {
-				return err
-			}
-			update[col] = resealed
+		resealed, err := ring.Seal(plain, f.ad)
+		if err != nil {
+			return nil, err
 		}
-		if len(update) == 0 {
-			return nil
-		}
-		changed = true
-		return tx.Model(&models.Connection{}).Where("id = ?", id).Updates(update).Error
-	})
-	return changed, err
+		update[col] = resealed
+	}
+	return update, nil
 }

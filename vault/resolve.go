@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 )
@@ -25,8 +23,8 @@ import (
 // result is lost; the connection needs re-authorization and the token is
 // never presented. Anything else: the state is not known; the marker
 // stays, the connection backs off, and the caller gets a retryable error.
-func (v *Vault) resolve(ctx context.Context, row *lockedRow, req Request, refreshToken string) ([]models.Event, error) {
-	c, prior := &row.conn, row.prior
+func (v *Vault) resolve(ctx context.Context, row *models.RefreshLock, req Request, refreshToken string) ([]models.Event, error) {
+	c, prior := &row.Conn, row.Prior
 	callCtx, cancel := context.WithTimeout(ctx, v.cfg.UpstreamTimeout)
 	active, err := v.sf.RefreshTokenActive(callCtx, c.LoginURL, refreshToken)
 	cancel()
@@ -52,17 +50,9 @@ func (v *Vault) resolve(ctx context.Context, row *lockedRow, req Request, refres
 			v.event(c.ID, models.EventRotationLost, req.Cause, 200, models.ReasonRotationLost, attempt+"; introspection: the stored token is inactive"),
 			v.event(c.ID, models.EventNeedsReauth, req.Cause, 0, models.ReasonRotationLost, "the stored refresh token was rotated by a lost presentation"),
 		}
-		write := func(tx *gorm.DB, n int) error {
-			m := tx.Where("connection_id = ? AND attempt_id = ?", c.ID, prior.AttemptID).Delete(&models.RefreshAttempt{})
-			if m.Error != nil {
-				return m.Error
-			}
-			if m.RowsAffected != 1 {
-				return &fencedError{"the attempt marker changed"}
-			}
-			return v.writeRow(tx, c.ID, c.RotationCount, update, events, n)
-		}
-		if err := v.store(ctx, row, write, time.Now().Add(v.cfg.CommitRetryBudget)); err != nil {
+		err := row.Store(ctx, v.write(row, models.RefreshWrite{Marker: models.RemovePriorMarker, AttemptID: prior.AttemptID,
+			Update: update, Events: events, Deadline: time.Now().Add(v.cfg.CommitRetryBudget)}))
+		if err != nil {
 			return nil, v.storeError(err)
 		}
 		v.log.Error("ALERT: a refresh token was rotated by a presentation whose answer was lost; it is never presented again and the connection needs re-authorization",
@@ -92,17 +82,9 @@ func (v *Vault) resolve(ctx context.Context, row *lockedRow, req Request, refres
 		events = append(events, v.event(c.ID, models.EventAttemptUnresolved, req.Cause, status, code,
 			"held back by an unresolved refresh attempt since "+prior.StartedAt.UTC().Format(time.RFC3339)))
 	}
-	write := func(tx *gorm.DB, n int) error {
-		if alert {
-			if err := tx.Model(&models.RefreshAttempt{}).Where("connection_id = ? AND attempt_id = ?", c.ID, prior.AttemptID).
-				Update("alerted_at", now).Error; err != nil {
-				return err
-			}
-		}
-		return v.writeRow(tx, c.ID, c.RotationCount, update, events, n)
-	}
 	// Nothing is lost if this bookkeeping fails: no retries.
-	if serr := v.store(ctx, row, write, time.Now()); serr != nil {
+	if serr := row.Store(ctx, v.write(row, models.RefreshWrite{Marker: models.KeepPriorMarker, AttemptID: prior.AttemptID, AlertPrior: alert,
+		Update: update, Events: events})); serr != nil {
 		v.log.Warn("could not record a failed introspection", "connection_id", c.ID, "err", serr)
 	}
 	if alert {
@@ -111,15 +93,6 @@ func (v *Vault) resolve(ctx context.Context, row *lockedRow, req Request, refres
 	}
 	return nil, &Error{Code: CodeUpstreamUnavailable, RetryAfter: d, cause: err,
 		Message: "an earlier refresh has an unknown outcome and Salesforce could not confirm the token's state; retrying later"}
-}
-
-// storeError maps a failed store.
-func (v *Vault) storeError(err error) *Error {
-	var fenced *fencedError
-	if errors.As(err, &fenced) {
-		return &Error{Code: CodeUpstreamUnavailable, Message: "the connection changed meanwhile; retry", RetryAfter: time.Second, cause: err}
-	}
-	return v.dbError(err)
 }
 
 // corroborate decides whether an "IP restricted or invalid login hours"
@@ -131,10 +104,7 @@ func (v *Vault) corroborate(ctx context.Context, err error) error {
 	if !errors.As(err, &ve) {
 		return err
 	}
-	since := v.clock.Now().UTC().Add(-v.cfg.RestrictedWindow)
-	var n int64
-	qerr := v.db.Gorm.WithContext(ctx).Model(&models.Event{}).Where("kind = ? AND created_at >= ?", models.EventRestricted, since).
-		Distinct("connection_id").Count(&n).Error
+	n, qerr := v.store.CountConnectionsWithEvent(ctx, models.EventRestricted, v.clock.Now().Add(-v.cfg.RestrictedWindow))
 	if qerr != nil {
 		v.log.Warn("could not count restricted answers; treating this one as one user's", "err", qerr)
 		return err

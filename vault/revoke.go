@@ -5,8 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
@@ -20,16 +18,16 @@ import (
 // store a new token. The revocation moves the rotation count and removes
 // any marker, so a late write of an earlier attempt is fenced off.
 func (v *Vault) Revoke(ctx context.Context, id, cause, detail string, revoke func(ctx context.Context, loginURL, refreshToken string) error) (*models.Connection, error) {
-	row, err := v.lock(ctx, id)
+	row, release, err := v.lock(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	defer row.release()
-	c := row.conn
+	defer release()
+	c := row.Conn
 	if c.Status == models.StatusRevoked {
 		return &c, nil
 	}
-	if row.prior != nil && row.prior.live {
+	if row.Prior != nil && row.Prior.Live {
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "a refresh of this connection is still settling; retry", RetryAfter: time.Second}
 	}
 	if c.RefreshTokenSealed != "" {
@@ -42,45 +40,10 @@ func (v *Vault) Revoke(ctx context.Context, id, cause, detail string, revoke fun
 		}
 	}
 	now := v.clock.Now().UTC()
-	write := func(tx *gorm.DB) error {
-		u := tx.Model(&models.Connection{}).Where("id = ? AND rotation_count = ?", id, c.RotationCount).Updates(map[string]any{
-			"status": models.StatusRevoked, "refresh_token_sealed": "", "access_token_sealed": "",
-			"access_token_issued_at": nil, "access_token_expires_at": nil, "next_attempt_at": nil, "updated_at": now,
-			"rotation_count": c.RotationCount + 1,
-		})
-		if u.Error != nil {
-			return u.Error
+	if err := row.StoreRevocation(ctx, now, []models.Event{v.event(id, models.EventRevoked, cause, 0, "", detail)}); err != nil {
+		if models.IsFenced(err) {
+			return nil, v.storeError(err)
 		}
-		if u.RowsAffected != 1 {
-			return &fencedError{"the connection changed while it was being revoked"}
-		}
-		evs := []models.Event{v.event(id, models.EventRevoked, cause, 0, "", detail)}
-		if err := tx.Create(&evs).Error; err != nil {
-			return err
-		}
-		// Salesforce is no longer holding anything for this connection.
-		if err := tx.Where("connection_id = ?", id).Delete(&models.RefreshAttempt{}).Error; err != nil {
-			return err
-		}
-		if v.cfg.OnEvents != nil {
-			if err := v.cfg.OnEvents(tx, evs); err != nil {
-				return err
-			}
-		}
-		return tx.Commit().Error
-	}
-	if row.tx != nil {
-		err = write(row.tx)
-		row.release()
-	} else {
-		err = v.inTx(ctx, func(tx *gorm.DB) error {
-			if err := tx.Where("connection_id = ? AND lease_until > ?", id, v.now(0)).Take(&models.RefreshAttempt{}).Error; err == nil {
-				return &fencedError{"a refresh attempt started meanwhile"}
-			}
-			return write(tx)
-		})
-	}
-	if err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "Salesforce revoked the token but the connection could not be marked revoked; revoke again", cause: err}
 	}
 	c.Status, c.RefreshTokenSealed, c.AccessTokenSealed, c.RotationCount = models.StatusRevoked, "", "", c.RotationCount+1

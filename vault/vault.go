@@ -32,7 +32,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
-	"gorm.io/gorm"
 
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -100,10 +99,6 @@ type Config struct {
 	// a pull that can still be answered also starts a background refresh.
 	// Default 0.8.
 	RevalidateAfter float64
-	// OnEvents, when set, runs inside the transaction that stores events
-	// (refresh results, connects, re-authorizations), so that what it
-	// writes (a webhook outbox) commits or rolls back with them.
-	OnEvents func(tx *gorm.DB, events []models.Event) error
 	// Observe, when set, is told of every refresh that reached Salesforce:
 	// its cause, outcome class and upstream duration (for metrics).
 	Observe func(cause, outcome string, upstream time.Duration)
@@ -146,9 +141,36 @@ func (c *Config) defaults() {
 	}
 }
 
+// Store is where the vault keeps connections; *models.DB is one. Events
+// the vault stores reach the webhook outbox in the same transaction
+// (models.DB.SetAnnouncer).
+type Store interface {
+	Reads
+	Locks
+	// UpsertGrant stores a completed authorization by (org, user).
+	UpsertGrant(ctx context.Context, g models.Grant) (stored, replaced *models.Connection, err error)
+}
+
+// Reads are the reads of a pull.
+type Reads interface {
+	Connection(ctx context.Context, id string) (*models.Connection, error)
+	ConnectionsOf(ctx context.Context, owner string) ([]models.Connection, error)
+}
+
+// Locks are what the refresh protocol needs across workers.
+type Locks interface {
+	// LocksRows reports whether LockForRefresh excludes other processes
+	// (Postgres); if not (embedded SQLite), the vault adds an in-process
+	// lock.
+	LocksRows() bool
+	LockForRefresh(ctx context.Context, id string, lockTimeout, idleTimeout time.Duration) (*models.RefreshLock, error)
+	ClaimAttempt(ctx context.Context, c *models.Connection, prior *models.Attempt, attemptID, worker string, lease time.Duration) error
+	CountConnectionsWithEvent(ctx context.Context, kind string, since time.Time) (int64, error)
+}
+
 // Vault stores and refreshes Salesforce tokens.
 type Vault struct {
-	db    *models.DB
+	store Store
 	ring  *seal.Ring
 	sf    Refresher
 	clock clock.Clock
@@ -172,7 +194,7 @@ type Vault struct {
 	pause atomic.Pointer[pauseHolder]
 
 	// beforeCommit lets tests break the commit of a refresh result.
-	beforeCommit func(tx *gorm.DB, attempt int) error
+	beforeCommit func(attempt int, tx *models.Tx) error
 	// afterLock lets tests act while the row lock is held.
 	afterLock func(id string)
 	// beforeRetry lets tests act between a failed store and its retry.
@@ -205,8 +227,8 @@ func (v *Vault) appPause() AppPause {
 	return nil
 }
 
-// New builds a vault. log may be nil.
-func New(db *models.DB, ring *seal.Ring, sf Refresher, clk clock.Clock, log *slog.Logger, cfg Config) *Vault {
+// New builds a vault over store. log may be nil.
+func New(store Store, ring *seal.Ring, sf Refresher, clk clock.Clock, log *slog.Logger, cfg Config) *Vault {
 	cfg.defaults()
 	if clk == nil {
 		clk = clock.System{}
@@ -216,15 +238,21 @@ func New(db *models.DB, ring *seal.Ring, sf Refresher, clk clock.Clock, log *slo
 	}
 	var seed [32]byte
 	_, _ = rand.Read(seed[:])
-	return &Vault{db: db, ring: ring, sf: sf, clock: clk, log: log, cfg: cfg,
+	return &Vault{store: store, ring: ring, sf: sf, clock: clk, log: log, cfg: cfg,
 		slots: make(chan struct{}, cfg.MaxConcurrentRefreshes), rand: mrand.New(mrand.NewChaCha8(seed))}
+}
+
+// DB returns the vault's database.
+//
+// Deprecated: only the admin handlers still use it, until the admin
+// service owns its queries.
+func (v *Vault) DB() *models.DB {
+	db, _ := v.store.(*models.DB)
+	return db
 }
 
 // Config returns the effective configuration.
 func (v *Vault) Config() Config { return v.cfg }
-
-// DB returns the vault's database.
-func (v *Vault) DB() *models.DB { return v.db }
 
 // AccessToken is a Salesforce access token handed to a caller.
 type AccessToken struct {
@@ -524,21 +552,14 @@ func statusError(c *models.Connection) error {
 }
 
 func (v *Vault) load(ctx context.Context, id string) (*models.Connection, error) {
-	var c models.Connection
-	err := v.db.Gorm.WithContext(ctx).Where("id = ?", id).Take(&c).Error
-	if models.IsUnavailable(err) {
-		// A restarted database leaves dead connections in the pool; a read
-		// is safe to repeat on a fresh one.
-		c = models.Connection{}
-		err = v.db.Gorm.WithContext(ctx).Where("id = ?", id).Take(&c).Error
-	}
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	c, err := v.store.Connection(ctx, id)
+	if errors.Is(err, models.ErrNotFound) {
 		return nil, newErr(CodeNotFound, "no such connection")
 	}
 	if err != nil {
 		return nil, v.dbError(err)
 	}
-	return &c, nil
+	return c, nil
 }
 
 // Connection returns a connection record (sealed columns included; they are
@@ -603,12 +624,7 @@ func (v *Vault) backoff(failures int, retryAfter time.Duration) time.Duration {
 
 // ConnectionsOf lists the connections of an owner, oldest first.
 func (v *Vault) ConnectionsOf(ctx context.Context, owner string) ([]models.Connection, error) {
-	var cs []models.Connection
-	err := v.db.Gorm.WithContext(ctx).Where("owner = ?", owner).Order("created_at, id").Find(&cs).Error
-	if models.IsUnavailable(err) {
-		cs = nil
-		err = v.db.Gorm.WithContext(ctx).Where("owner = ?", owner).Order("created_at, id").Find(&cs).Error
-	}
+	cs, err := v.store.ConnectionsOf(ctx, owner)
 	if err != nil {
 		return nil, v.dbError(err)
 	}

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
@@ -355,13 +353,13 @@ func TestCommitFailureAfterRotationIsRetried(t *testing.T) {
 		claimed := e.conn(id).LastRefreshedAt
 
 		otherDone := make(chan error, 1)
-		v.SetBeforeCommit(func(tx *gorm.DB, attempt int) error {
+		v.SetBeforeCommit(func(attempt int, tx *models.Tx) error {
 			switch attempt {
 			case 0:
 				if dialect == models.Postgres {
 					// A real failure: our own connection dies under the
 					// transaction that holds the row lock.
-					tx.Exec("SELECT pg_terminate_backend(pg_backend_pid())")
+					_ = tx.Exec("SELECT pg_terminate_backend(pg_backend_pid())")
 				}
 				// Another worker wants the connection while the result is
 				// unsaved; it must not present the old token.
@@ -510,21 +508,26 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	})
 }
 
-// OnEvents sees the events of connects and refresh results, inside the
-// transactions that store them.
-func TestOnEventsRunsInTheStoringTransaction(t *testing.T) {
+// The announcer (the webhook outbox) sees the events of connects and
+// refresh results, with their row IDs, from inside the transactions that
+// store them: a delivery it adds commits or rolls back with its event.
+func TestEventsAreAnnouncedInTheStoringTransaction(t *testing.T) {
 	e := newEnv(t, models.SQLite)
+	db := e.openDB()
 	var seen []string
-	v := e.vault(vault.Config{OnEvents: func(tx *gorm.DB, evs []models.Event) error {
-		var stored int64
-		if err := tx.Model(&models.Event{}).Where("kind = ?", evs[0].Kind).Count(&stored).Error; err != nil || stored == 0 {
-			t.Errorf("event %s not visible in the hook's transaction (%v)", evs[0].Kind, err)
-		}
+	db.SetAnnouncer(func(evs []models.Event) ([]models.WebhookDelivery, error) {
+		var out []models.WebhookDelivery
 		for _, ev := range evs {
+			if ev.ID == 0 {
+				t.Errorf("event %s announced without its row ID", ev.Kind)
+			}
 			seen = append(seen, ev.Kind)
+			out = append(out, models.WebhookDelivery{EventID: fmt.Sprintf("evt_%d", ev.ID), EventType: ev.Kind,
+				EndpointURL: "https://example.com/hook", Payload: "{}", CreatedAt: ev.CreatedAt, NextAttemptAt: ev.CreatedAt})
 		}
-		return nil
-	}})
+		return out, nil
+	})
+	v := e.vaultOn(db, vault.Config{})
 	id := e.connect(v, "hooks@example.com")
 	e.Emu.ExpireChainOf(e.storedRefreshToken(id))
 	e.Clock.Advance(testkit.SessionTimeout)
@@ -532,7 +535,13 @@ func TestOnEventsRunsInTheStoringTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !contains(seen, models.EventConnected) || !contains(seen, models.EventNeedsReauth) {
-		t.Fatalf("OnEvents saw %v", seen)
+		t.Fatalf("the announcer saw %v", seen)
+	}
+	var deliveries, events int64
+	db.Gorm.Model(&models.WebhookDelivery{}).Count(&deliveries)
+	db.Gorm.Model(&models.Event{}).Count(&events)
+	if deliveries != events {
+		t.Fatalf("%d deliveries for %d events", deliveries, events)
 	}
 }
 

@@ -44,7 +44,7 @@ func BenchmarkWarmThroughput(b *testing.B) {
 			tr.MaxIdleConnsPerHost = c
 			sf.HTTP = &http.Client{Transport: tr}
 			v := vault.New(db, e.Ring, sf, e.Clock, e.Log, vault.Config{Worker: "bench", MaxConcurrentRefreshes: c})
-			w := warmer.New(v, e.Clock, e.Log, warmer.Config{Concurrency: c, BatchSize: 100})
+			w := warmer.New(v, db, e.Clock, e.Log, warmer.Config{Concurrency: c, BatchSize: 100})
 			defer func() { <-w.Stop().Done() }()
 			e.Emu.SetLatency(func() time.Duration { return latency })
 
@@ -144,7 +144,7 @@ func BenchmarkWarmMemoryAllDue(b *testing.B) {
 	var base runtime.MemStats
 	runtime.ReadMemStats(&base)
 
-	w := warmer.New(v, e.Clock, quiet, warmer.Config{Concurrency: 12, BatchSize: 100})
+	w := warmer.New(v, db, e.Clock, quiet, warmer.Config{Concurrency: 12, BatchSize: 100})
 	defer func() { <-w.Stop().Done() }()
 	var peak atomic.Uint64
 	stop := make(chan struct{})

@@ -23,6 +23,8 @@ type env struct {
 	*testkit.World
 	db    *models.DB // the test's own view of the database
 	setup *vault.Vault
+	// announce, when set, is installed on the pools of replicas made after.
+	announce models.Announcer
 }
 
 func newEnv(t testing.TB, dialect models.Dialect) *env {
@@ -48,8 +50,11 @@ func (e *env) replica(name string, cfg warmer.Config) replica {
 	if e.Dialect == models.Postgres {
 		db = e.OpenDB()
 	}
+	if e.announce != nil {
+		db.SetAnnouncer(e.announce)
+	}
 	v := e.vaultOn(db, vault.Config{Worker: name})
-	w := warmer.New(v, e.Clock, e.Log, cfg)
+	w := warmer.New(v, db, e.Clock, e.Log, cfg)
 	e.T.Cleanup(func() { <-w.Stop().Done() })
 	return replica{vault: v, warmer: w}
 }

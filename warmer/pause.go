@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"gorm.io/gorm"
-
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/vault"
@@ -24,11 +22,15 @@ const (
 	EventAppResumed = "config_error_app_resumed"
 )
 
-// Advisory lock keys (models uses 7216000001 for migrations).
-const (
-	pauseLockKey = 7216000101
-	riskLockKey  = 7216000102
-)
+// PauseLog is where the app-wide pause state lives: the newest pause or
+// resume event, shared by every replica.
+type PauseLog interface {
+	LatestAppEvent(ctx context.Context, kinds []string) (string, error)
+	RecordAppEvent(ctx context.Context, ev models.Event, kinds []string, want func(latest string) bool) (bool, error)
+}
+
+// pauseKinds are the app events the pause state is read from.
+var pauseKinds = []string{EventAppPaused, EventAppResumed}
 
 // The pause is app-wide, so it lives in the database as the latest app
 // event: a replica that sees the configuration error records the pause,
@@ -42,7 +44,7 @@ func (w *Warmer) syncPause(ctx context.Context) error {
 	// recorded right now is not undone by a state read just before it.
 	w.pauseMu.Lock()
 	defer w.pauseMu.Unlock()
-	latest, err := latestAppEvent(w.db.Gorm.WithContext(ctx))
+	latest, err := w.store.LatestAppEvent(ctx, pauseKinds)
 	if err != nil {
 		return fmt.Errorf("read pause state: %w", err)
 	}
@@ -143,35 +145,7 @@ func (w *Warmer) probe(ctx context.Context, p *pass) (resumed bool, err error) {
 // recordAppEvent stores ev if want(kind of the latest app event) holds,
 // atomically across replicas, and reports whether it did.
 func (w *Warmer) recordAppEvent(ctx context.Context, ev models.Event, want func(latest string) bool) (bool, error) {
-	recorded := false
-	err := w.db.Gorm.WithContext(context.WithoutCancel(ctx)).Transaction(func(tx *gorm.DB) error {
-		if w.db.Dialect == models.Postgres {
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", pauseLockKey).Error; err != nil {
-				return err
-			}
-		}
-		latest, err := latestAppEvent(tx)
-		if err != nil || !want(latest) {
-			return err
-		}
-		recorded = true
-		if err := tx.Create(&ev).Error; err != nil {
-			return err
-		}
-		return w.onEvents(tx, []models.Event{ev})
-	})
-	return recorded && err == nil, err
-}
-
-// latestAppEvent returns the kind of the newest pause or resume event, or "".
-func latestAppEvent(db *gorm.DB) (string, error) {
-	var kinds []string
-	err := db.Model(&models.Event{}).Where("connection_id IS NULL AND kind IN ?", []string{EventAppPaused, EventAppResumed}).
-		Order("id DESC").Limit(1).Pluck("kind", &kinds).Error
-	if err != nil || len(kinds) == 0 {
-		return "", err
-	}
-	return kinds[0], nil
+	return w.store.RecordAppEvent(context.WithoutCancel(ctx), ev, pauseKinds, want)
 }
 
 func (w *Warmer) event(connectionID *string, kind string, status int, code, detail string) models.Event {
@@ -201,11 +175,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
-}
-
-func (w *Warmer) onEvents(tx *gorm.DB, evs []models.Event) error {
-	if w.cfg.OnEvents == nil {
-		return nil
-	}
-	return w.cfg.OnEvents(tx, evs)
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/tokenwarm/tokenwarm/models"
 )
 
 // Outcomes counts warm refreshes by outcome class.
@@ -77,21 +75,13 @@ func (w *Warmer) Stats() Stats {
 // nothing is loaded per connection.
 func (w *Warmer) measure(ctx context.Context) error {
 	now := w.clock.Now().UTC()
-	var backlog int64
-	if err := w.db.Gorm.WithContext(ctx).Model(&models.Connection{}).Where("status = 'active' AND next_warm_at <= ?", now).
-		Count(&backlog).Error; err != nil {
-		return fmt.Errorf("measure backlog: %w", err)
-	}
-	// ORDER BY ... LIMIT 1 rather than MIN(): SQLite hands back an
-	// aggregate of a datetime column as text.
-	var oldest []time.Time
-	if err := w.db.Gorm.WithContext(ctx).Model(&models.Connection{}).Where("status = 'active'").
-		Order("last_refreshed_at").Limit(1).Pluck("last_refreshed_at", &oldest).Error; err != nil {
-		return fmt.Errorf("measure idle budget: %w", err)
+	backlog, oldest, err := w.store.WarmGauges(ctx, now)
+	if err != nil {
+		return fmt.Errorf("measure: %w", err)
 	}
 	budget := IdleTTL
-	if len(oldest) == 1 {
-		budget = IdleTTL - now.Sub(oldest[0])
+	if !oldest.IsZero() {
+		budget = IdleTTL - now.Sub(oldest)
 	}
 	w.statsMu.Lock()
 	w.stats.Backlog = backlog

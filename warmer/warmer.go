@@ -24,10 +24,8 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
-	"gorm.io/gorm"
 
 	"github.com/tokenwarm/tokenwarm/clock"
-	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
 
@@ -56,9 +54,6 @@ type Config struct {
 	ProbeInterval time.Duration
 	// Worker names this replica on events. Default the vault's worker name.
 	Worker string
-	// OnEvents, when set, runs in the transaction that stores the warmer's
-	// events (idle risk, app pause and resume): the webhook outbox.
-	OnEvents func(tx *gorm.DB, events []models.Event) error
 }
 
 func (c *Config) defaults(v *vault.Vault) {
@@ -88,7 +83,7 @@ var ErrStopped = errors.New("warmer: stopped")
 // Warmer refreshes due connections. All methods are safe for concurrent use.
 type Warmer struct {
 	vault *vault.Vault
-	db    *models.DB
+	store Store
 	clock clock.Clock
 	log   *slog.Logger
 	cfg   Config
@@ -110,9 +105,16 @@ type Warmer struct {
 	passes   sync.WaitGroup
 }
 
-// New builds a warmer that refreshes through v. clk nil means the system
-// clock, log nil discards logs.
-func New(v *vault.Vault, clk clock.Clock, log *slog.Logger, cfg Config) *Warmer {
+// Store is what the warmer keeps in the database; *models.DB is one.
+type Store interface {
+	Claims
+	PauseLog
+	Sweeps
+}
+
+// New builds a warmer that refreshes through v and keeps its state in
+// store. clk nil means the system clock, log nil discards logs.
+func New(v *vault.Vault, store Store, clk clock.Clock, log *slog.Logger, cfg Config) *Warmer {
 	cfg.defaults(v)
 	if clk == nil {
 		clk = clock.System{}
@@ -120,7 +122,7 @@ func New(v *vault.Vault, clk clock.Clock, log *slog.Logger, cfg Config) *Warmer 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &Warmer{vault: v, db: v.DB(), clock: clk, log: log.With("component", "warmer"), cfg: cfg}
+	w := &Warmer{vault: v, store: store, clock: clk, log: log.With("component", "warmer"), cfg: cfg}
 	w.stopping, w.stop = context.WithCancel(context.Background())
 	w.stats.MinIdleBudget = IdleTTL
 	return w

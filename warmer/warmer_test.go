@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/vault"
 	"github.com/tokenwarm/tokenwarm/warmer"
@@ -425,15 +423,16 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 	const connections = 30
 	e := newEnv(t, dialect)
 	ids := e.connectMany(connections)
-	// The app-level events reach OnEvents (the webhook outbox) in the
+	// The app-level events reach the announcer (the webhook outbox) in the
 	// transaction that stores them.
 	var hooked sync.Map
-	hookCfg := warmer.Config{OnEvents: func(tx *gorm.DB, evs []models.Event) error {
+	e.announce = func(evs []models.Event) ([]models.WebhookDelivery, error) {
 		for _, ev := range evs {
 			hooked.Store(ev.Kind, true)
 		}
-		return nil
-	}}
+		return nil, nil
+	}
+	hookCfg := warmer.Config{}
 	rs := []replica{e.replica("w1", hookCfg)}
 	if dialect == models.Postgres {
 		rs = append(rs, e.replica("w2", hookCfg))
@@ -441,7 +440,7 @@ func testConfigErrorPausesTheApp(t *testing.T, dialect models.Dialect) {
 	defer func() {
 		for _, kind := range []string{warmer.EventAppPaused, warmer.EventAppResumed} {
 			if _, ok := hooked.Load(kind); !ok && !t.Failed() {
-				t.Errorf("OnEvents never saw %s", kind)
+				t.Errorf("the announcer never saw %s", kind)
 			}
 		}
 	}()

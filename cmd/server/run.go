@@ -276,10 +276,12 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	for _, u := range cfg.WebhookURLs {
 		endpoints = append(endpoints, webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret})
 	}
+	// Every event stored with a webhook type goes to the outbox in the same
+	// transaction.
+	db.SetAnnouncer(webhooks.Announcer(endpoints))
 	announce := webhooks.FromEvents(endpoints)
 	v := vault.New(db, ring, sf, clock.System{}, log, vault.Config{
 		Observe:     met.ObserveRefresh,
-		OnEvents:    announce,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		CommitRetryBudget: cfg.CommitRetry, AttemptLease: cfg.AttemptLease(),
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
@@ -288,8 +290,8 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		// concurrency is capped below this so pulls always find slots.
 		MaxConcurrentRefreshes: cfg.DBMaxConns / 2,
 	})
-	warm := warmer.New(v, clock.System{}, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
-		RiskThreshold: cfg.IdleRiskBefore, OnEvents: announce})
+	warm := warmer.New(v, db, clock.System{}, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
+		RiskThreshold: cfg.IdleRiskBefore})
 	// Pulls respect the app-wide pause, and their configuration errors
 	// raise it: one alert, no flood of refused refreshes.
 	v.SetPause(warm)

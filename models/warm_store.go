@@ -1,0 +1,208 @@
+package models
+
+import (
+	"context"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// The warmer's queries: claims of due connections, their release, the
+// app-wide pause state and the idle-risk sweep.
+
+// Advisory lock keys (7216000001 serialises migrations).
+const (
+	pauseLockKey = 7216000101
+	riskLockKey  = 7216000102
+)
+
+// Claimed is a connection a warmer holds under a lease.
+type Claimed struct {
+	ID string
+	// LastRefreshedAt as claimed: the vault skips the refresh if someone
+	// refreshed the connection after it.
+	LastRefreshedAt time.Time
+	// NextWarmAt before the lease, given back if the connection is released
+	// unwarmed.
+	NextWarmAt time.Time
+	// Lease is the next_warm_at the claim wrote; a row that no longer holds
+	// it was refreshed or backed off by someone else.
+	Lease time.Time
+}
+
+// due selects connections to warm now. The status is written out, not
+// bound, so Postgres can use the partial index connections_warm_due. A
+// connection still in backoff after a failure is left to its backoff: the
+// vault would refuse to call Salesforce for it anyway.
+const due = "status = 'active' AND next_warm_at <= ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+
+// probeable selects any active connection not in backoff, for a probe
+// while nothing is due.
+const probeable = "status = 'active' AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+
+// ClaimDue takes up to n due connections (any active one not in backoff,
+// for dueOnly false), earliest due first, and pushes their next_warm_at
+// out to now+lease in one short transaction. On Postgres rows locked by
+// another replica's claim (or by a refresh in progress) are skipped rather
+// than waited for; embedded SQLite has one process and one writer, so a
+// plain claim is enough.
+func (d *DB) ClaimDue(ctx context.Context, n int, dueOnly bool, now time.Time, lease time.Duration) ([]Claimed, error) {
+	now = now.UTC()
+	// Truncated to what Postgres stores, so the lease can be recognised
+	// later by equality.
+	until := now.Add(lease).Truncate(time.Microsecond)
+	var out []Claimed
+	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		q := tx.Model(&Connection{}).Select("id", "last_refreshed_at", "next_warm_at")
+		if dueOnly {
+			q = q.Where(due, now, now)
+		} else {
+			q = q.Where(probeable, now)
+		}
+		q = q.Order("next_warm_at").Limit(n)
+		if d.Dialect == Postgres {
+			q = q.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate, Options: clause.LockingOptionsSkipLocked})
+		}
+		var rows []Connection
+		if err := q.Find(&rows).Error; err != nil || len(rows) == 0 {
+			return err
+		}
+		ids := make([]string, len(rows))
+		out = make([]Claimed, len(rows))
+		for i, r := range rows {
+			ids[i] = r.ID
+			out[i] = Claimed{ID: r.ID, LastRefreshedAt: r.LastRefreshedAt, NextWarmAt: r.NextWarmAt, Lease: until}
+		}
+		// Exec, not Update: the lease is bookkeeping, not a change of the
+		// connection, so updated_at stays.
+		return tx.Exec("UPDATE connections SET next_warm_at = ? WHERE id IN ?", until, ids).Error
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ReleaseClaim gives a connection claimed but not warmed its old
+// next_warm_at back, so any replica can take it at once. A connection whose
+// next_warm_at is no longer the lease was refreshed by someone else and is
+// left alone.
+func (d *DB) ReleaseClaim(ctx context.Context, c Claimed) error {
+	return d.Gorm.WithContext(ctx).Exec("UPDATE connections SET next_warm_at = ? WHERE id = ? AND next_warm_at = ?",
+		c.NextWarmAt, c.ID, c.Lease).Error
+}
+
+// RetryWarmLater makes a claimed connection whose warm did not go through
+// come due again at retryAt or at the end of its backoff, whichever is
+// later, if the row still holds exactly the claim's lease (a row that does
+// not was refreshed or backed off past it, and that write wins).
+func (d *DB) RetryWarmLater(ctx context.Context, c Claimed, retryAt time.Time) error {
+	greatest := "MAX" // SQLite's scalar max
+	if d.Dialect == Postgres {
+		greatest = "GREATEST"
+	}
+	retryAt = retryAt.UTC()
+	return d.Gorm.WithContext(ctx).Exec("UPDATE connections SET next_warm_at = "+greatest+"(COALESCE(next_attempt_at, ?), ?) WHERE id = ? AND next_warm_at = ?",
+		retryAt, retryAt, c.ID, c.Lease).Error
+}
+
+// LatestAppEvent returns the kind of the newest app-level event (no
+// connection) among kinds, or "".
+func (d *DB) LatestAppEvent(ctx context.Context, kinds []string) (string, error) {
+	return latestAppEvent(d.Gorm.WithContext(ctx), kinds)
+}
+
+func latestAppEvent(db *gorm.DB, kinds []string) (string, error) {
+	var got []string
+	err := db.Model(&Event{}).Where("connection_id IS NULL AND kind IN ?", kinds).
+		Order("id DESC").Limit(1).Pluck("kind", &got).Error
+	if err != nil || len(got) == 0 {
+		return "", err
+	}
+	return got[0], nil
+}
+
+// RecordAppEvent stores ev (with its webhook deliveries) if want holds for
+// the kind of the newest app-level event among kinds, atomically across
+// replicas, and reports whether it did.
+func (d *DB) RecordAppEvent(ctx context.Context, ev Event, kinds []string, want func(latest string) bool) (bool, error) {
+	recorded := false
+	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if d.Dialect == Postgres {
+			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", pauseLockKey).Error; err != nil {
+				return err
+			}
+		}
+		latest, err := latestAppEvent(tx, kinds)
+		if err != nil || !want(latest) {
+			return err
+		}
+		recorded = true
+		_, err = d.insertEvents(tx, []Event{ev})
+		return err
+	})
+	return recorded && err == nil, err
+}
+
+// IdleRisk is an active connection whose idle budget ran low.
+type IdleRisk struct {
+	ID              string
+	LastRefreshedAt time.Time
+}
+
+// RecordIdleRisks finds up to n active connections last refreshed before
+// cutoff that have no event of kind since that refresh, oldest first, and
+// stores the event event(c) makes for each (with webhook deliveries), in
+// one transaction. On Postgres one replica sweeps at a time; the others
+// find nothing.
+func (d *DB) RecordIdleRisks(ctx context.Context, cutoff time.Time, kind string, n int, event func(IdleRisk) Event) ([]IdleRisk, error) {
+	var found []IdleRisk
+	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if d.Dialect == Postgres {
+			var got bool
+			if err := tx.Raw("SELECT pg_try_advisory_xact_lock(?)", riskLockKey).Scan(&got).Error; err != nil || !got {
+				return err
+			}
+		}
+		var rows []Connection
+		err := tx.Model(&Connection{}).Select("id", "last_refreshed_at").
+			Where("status = 'active' AND last_refreshed_at < ?", cutoff.UTC()).
+			Where("NOT EXISTS (SELECT 1 FROM events e WHERE e.connection_id = connections.id AND e.kind = ? AND e.created_at >= connections.last_refreshed_at)", kind).
+			Order("last_refreshed_at").Limit(n).Find(&rows).Error
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		evs := make([]Event, len(rows))
+		for i, r := range rows {
+			found = append(found, IdleRisk{ID: r.ID, LastRefreshedAt: r.LastRefreshedAt})
+			evs[i] = event(found[i])
+		}
+		_, err = d.insertEvents(tx, evs)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return found, nil
+}
+
+// WarmGauges returns how many active connections are due at now and the
+// oldest last successful refresh among active connections (zero when there
+// are none). Both aggregate in the database.
+func (d *DB) WarmGauges(ctx context.Context, now time.Time) (backlog int64, oldest time.Time, err error) {
+	g := d.Gorm.WithContext(ctx)
+	if err := g.Model(&Connection{}).Where("status = 'active' AND next_warm_at <= ?", now.UTC()).Count(&backlog).Error; err != nil {
+		return 0, time.Time{}, err
+	}
+	// ORDER BY ... LIMIT 1 rather than MIN(): SQLite hands back an
+	// aggregate of a datetime column as text.
+	var ts []time.Time
+	if err := g.Model(&Connection{}).Where("status = 'active'").Order("last_refreshed_at").Limit(1).Pluck("last_refreshed_at", &ts).Error; err != nil {
+		return 0, time.Time{}, err
+	}
+	if len(ts) == 1 {
+		oldest = ts[0]
+	}
+	return backlog, oldest, nil
+}
