@@ -12,7 +12,7 @@ import (
 const (
 	candDropped     = emulator.LostDropped    // the emulator dropped the answer
 	candClientGone  = emulator.LostClientGone // the replica went away before the answer
-	candKilledAfter = "killed_after_answer"   // answered, then its replica was SIGKILLed before it could commit
+	candKilledAfter = "killed_around_answer"  // its replica was SIGKILLed while the request was in flight or before it could commit
 )
 
 // kill is one SIGKILL of a replica.
@@ -39,6 +39,11 @@ type lossInput struct {
 	// window: how long after an answer a replica may still be committing it
 	// (its upstream timeout plus commit retry budget, and a margin).
 	window time.Duration
+	// inflight: how long before the rotation its request may have been
+	// sent (the replicas' SALESFORCE_TIMEOUT). A replica killed while its
+	// request was at the emulator leaves an answer that looks delivered
+	// when the emulator's write landed in a socket buffer before the reset.
+	inflight time.Duration
 	// current: per username, the refresh token current at the emulator for
 	// a connection that ended active and working; a rotation that issued it
 	// was not lost.
@@ -61,8 +66,8 @@ func isRotationLost(reason string) bool { return strings.HasPrefix(reason, "rota
 // rotation_lost each. A rotation qualifies when its new token was never
 // presented afterwards (had tokenwarm stored it, it would have presented it
 // at its next refresh) and either the emulator knows the answer never
-// arrived, or the answer went to a replica SIGKILLed within the window after
-// it.
+// arrived, or the request came from a replica SIGKILLed between sending it
+// and the end of the window after its answer.
 func candidates(in lossInput) map[string][]candidate {
 	presented := make(map[string]bool, len(in.rotations))
 	for _, r := range in.rotations {
@@ -83,7 +88,7 @@ func candidates(in lossInput) map[string][]candidate {
 				continue
 			}
 			for _, k := range in.kills {
-				if k.replica == rep && !k.at.Before(r.AnsweredAt) && k.at.Sub(r.AnsweredAt) <= in.window {
+				if k.replica == rep && !k.at.Before(r.At.Add(-in.inflight)) && k.at.Sub(r.AnsweredAt) <= in.window {
 					why = candKilledAfter
 					break
 				}

@@ -90,10 +90,18 @@ func TestMatchLosses(t *testing.T) {
 			cands:     map[string]int{},
 		},
 		{
-			name:      "killed before the answer is not this case",
+			name:      "killed while the answer was on its way, which the emulator saw as delivered",
 			episodes:  map[string][]string{"a": {"rotation_lost"}},
 			rotations: []emulator.Rotation{rot("a", "t1", "t2", true, "", "127.0.0.1:2", 2*time.Second)},
 			kills:     []kill{{replica: 1, at: t0.Add(time.Second)}},
+			matched:   1,
+			cands:     map[string]int{candKilledAfter: 1},
+		},
+		{
+			name:      "killed before its request could have been sent is not this case",
+			episodes:  map[string][]string{"a": {"rotation_lost"}},
+			rotations: []emulator.Rotation{rot("a", "t1", "t2", true, "", "127.0.0.1:2", 0)},
+			kills:     []kill{{replica: 1, at: t0.Add(-time.Minute)}},
 			unmatched: map[string]int{"a": 1},
 			cands:     map[string]int{},
 		},
@@ -117,7 +125,7 @@ func TestMatchLosses(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := matchLosses(lossInput{episodes: tc.episodes, rotations: tc.rotations, kills: tc.kills,
-				listener: listener, window: 5 * time.Second, current: tc.current})
+				listener: listener, window: 5 * time.Second, inflight: 2 * time.Second, current: tc.current})
 			if rep.Matched != tc.matched || len(rep.OtherReauth) != tc.other {
 				t.Fatalf("report %+v", rep)
 			}
