@@ -34,6 +34,7 @@ type DB struct {
 	Where string
 
 	announce Announcer
+	maxIdle  int
 }
 
 // Options tunes Open.
@@ -71,7 +72,7 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 		sqlDB.SetMaxOpenConns(n)
 		sqlDB.SetMaxIdleConns(n)
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-		return &DB{Gorm: g, Dialect: Postgres, Where: RedactURL(databaseURL)}, nil
+		return &DB{Gorm: g, Dialect: Postgres, Where: RedactURL(databaseURL), maxIdle: n}, nil
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -91,7 +92,7 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 	}
 	sqlDB.SetMaxOpenConns(sqliteConns)
 	sqlDB.SetMaxIdleConns(sqliteConns)
-	return &DB{Gorm: g, Dialect: SQLite, Where: path}, nil
+	return &DB{Gorm: g, Dialect: SQLite, Where: path, maxIdle: sqliteConns}, nil
 }
 
 // withSynchronousCommit asks the server, at connection start-up, to make

@@ -347,6 +347,11 @@ func (l *RefreshLock) Store(ctx context.Context, w RefreshWrite) error {
 		if w.OnRetry != nil {
 			w.OnRetry(n, err)
 		}
+		if IsUnavailable(err) {
+			// The database restarted: let the retry take a fresh
+			// connection, not the next dead one.
+			d.DiscardIdle()
+		}
 		select {
 		case <-time.After(delay):
 		case <-retryCtx.Done():

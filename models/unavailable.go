@@ -69,8 +69,22 @@ func (d *DB) RetryRead(ctx context.Context, read func() error) error {
 	if !IsUnavailable(err) || ctx.Err() != nil {
 		return err
 	}
+	d.DiscardIdle()
 	if perr := d.SQL().PingContext(ctx); perr != nil {
 		return err // still unreachable: report the read's own failure
 	}
 	return read()
+}
+
+// DiscardIdle closes every idle pooled connection. After the database
+// restarted they are all dead, and database/sql would otherwise hand them
+// out one by one, each failing its caller; the next callers get fresh ones.
+// Connections in use are discarded as they fail.
+func (d *DB) DiscardIdle() {
+	sqlDB := d.SQL()
+	if sqlDB == nil || d.maxIdle <= 0 {
+		return
+	}
+	sqlDB.SetMaxIdleConns(-1)
+	sqlDB.SetMaxIdleConns(d.maxIdle)
 }
