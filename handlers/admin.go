@@ -211,7 +211,7 @@ func (ad *admin) connection(c echo.Context) (*models.Connection, error) {
 	if !validUUID(id) {
 		return nil, newProblem(http.StatusNotFound, "not_found", "no such connection")
 	}
-	return ad.api.vault.Connection(c.Request().Context(), strings.ToLower(id))
+	return ad.api.vault.DB().Connection(c.Request().Context(), strings.ToLower(id))
 }
 
 func (ad *admin) getConnection(c echo.Context) error {
@@ -272,7 +272,7 @@ func (ad *admin) refresh(c echo.Context) error {
 		}
 		return err
 	}
-	if cn, err = ad.api.vault.Connection(ctx, cn.ID); err != nil {
+	if cn, err = ad.api.vault.DB().Connection(ctx, cn.ID); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, ad.view(cn))

@@ -5,16 +5,14 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
-	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
-
-// idleTTL is Salesforce's sliding idle lifetime of a refresh token.
-const idleTTL = 30 * 24 * time.Hour
 
 type connectionView struct {
 	ID              string    `json:"id"`
@@ -30,11 +28,11 @@ type connectionView struct {
 	CreatedAt       time.Time `json:"created_at"`
 }
 
-func (a *API) view(cn *models.Connection) connectionView {
+func (a *API) view(cn *vault.View) connectionView {
 	v := connectionView{ID: cn.ID, OrgID: cn.OrgID, UserID: cn.UserID, LoginURL: cn.LoginURL, InstanceURL: cn.InstanceURL,
-		Status: cn.Status, ReauthReason: cn.ReauthReason, LastRefreshedAt: cn.LastRefreshedAt.UTC(),
-		IdleExpiresAt: cn.LastRefreshedAt.Add(idleTTL).UTC(), CreatedAt: cn.CreatedAt.UTC()}
-	if cn.Status == models.StatusNeedsReauth {
+		Status: cn.Status, ReauthReason: cn.ReauthReason, LastRefreshedAt: cn.LastRefreshedAt,
+		IdleExpiresAt: cn.IdleExpiresAt, CreatedAt: cn.CreatedAt}
+	if cn.Status == vault.StatusNeedsReauth {
 		v.ReauthURL = a.ReauthURL(cn.ID)
 	}
 	return v
@@ -52,23 +50,22 @@ func (a *API) listConnections(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"connections": out})
 }
 
-// ownConnection loads a connection of the calling device's user; anything
-// else is 404, so IDs of other users' connections cannot be probed.
-func (a *API) ownConnection(c echo.Context) (*models.Connection, error) {
-	id := c.Param("id")
-	notFound := newProblem(http.StatusNotFound, "not_found", "no such connection")
-	if !validUUID(id) {
-		return nil, notFound
+// connectionID is the path's connection ID; a malformed one is the same
+// 404 as another user's, so IDs cannot be probed.
+func connectionID(c echo.Context) (string, error) {
+	id, err := uuid.Parse(c.Param("id"))
+	if err != nil || len(c.Param("id")) != 36 {
+		return "", newProblem(http.StatusNotFound, "not_found", "no such connection")
 	}
-	cn, err := a.vault.Connection(c.Request().Context(), id)
-	if vault.ErrorCode(err) == vault.CodeNotFound || (err == nil && cn.Owner != deviceOwner(c)) {
-		return nil, notFound
-	}
-	return cn, err
+	return id.String(), nil
 }
 
 func (a *API) getConnection(c echo.Context) error {
-	cn, err := a.ownConnection(c)
+	id, err := connectionID(c)
+	if err != nil {
+		return err
+	}
+	cn, err := a.vault.ConnectionOf(c.Request().Context(), deviceOwner(c), id)
 	if err != nil {
 		return err
 	}
@@ -103,22 +100,25 @@ func (a *API) getAccessToken(c echo.Context) error {
 		}
 		req.RejectedTokenSHA256 = h
 	}
-	cn, err := a.ownConnection(c)
+	id, err := connectionID(c)
 	if err != nil {
 		return err
 	}
-	at, err := a.vault.Access(c.Request().Context(), cn.ID, req)
+	// One read of the connection row: the vault checks the owner in the
+	// read its herd shares.
+	req.Owner = deviceOwner(c)
+	at, err := a.vault.Access(c.Request().Context(), id, req)
 	if err != nil {
 		var ve *vault.Error
 		if errors.As(err, &ve) && ve.Code == vault.CodeReauthRequired {
 			p := toProblem(err)
-			p.ReauthURL = a.ReauthURL(cn.ID)
+			p.ReauthURL = a.ReauthURL(id)
 			return &problemError{p: p}
 		}
 		return err
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, accessTokenView{ConnectionID: cn.ID, AccessToken: at.Token, TokenType: "Bearer",
+	return c.JSON(http.StatusOK, accessTokenView{ConnectionID: id, AccessToken: at.Token, TokenType: "Bearer",
 		InstanceURL: at.InstanceURL, IssuedAt: at.IssuedAt.UTC(), ExpiresAt: at.ExpiresAt.UTC()})
 }
 
@@ -127,21 +127,10 @@ func newFieldProblem(code, field, msg string) error {
 		Detail: field + " " + msg, Errors: []FieldError{{Field: field, Message: msg}}}}
 }
 
+// idleTTL is Salesforce's default sliding idle lifetime of a refresh token.
+const idleTTL = vault.DefaultIdleTTL
+
 func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if c != '-' {
-				return false
-			}
-			continue
-		}
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
+	id, err := uuid.Parse(s)
+	return err == nil && len(s) == 36 && strings.EqualFold(id.String(), s)
 }

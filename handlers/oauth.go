@@ -1,18 +1,17 @@
 package handlers
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
+	"github.com/tokenwarm/tokenwarm/vault"
 )
 
 const (
@@ -152,32 +151,21 @@ func (a *API) callback(c echo.Context) error {
 		a.log.Warn("authorization code exchange failed", "err", err)
 		return a.finish(c, p, "", "server_error", "the code exchange with Salesforce failed")
 	}
+	expect := ""
 	if p.Purpose == pkce.PurposeReauth {
-		conn, err := a.vault.Connection(ctx, p.ConnectionID)
-		if err != nil || conn.OrgID != tok.OrgID || conn.UserID != tok.UserID {
-			a.revokeQuietly(p.LoginURL, tok.RefreshToken)
-			return a.finish(c, p, "", "access_denied", "signed in as a different Salesforce user than the one of this connection")
-		}
+		expect = p.ConnectionID
 	}
-	res, err := a.vault.Connect(ctx, p.LoginURL, ownerOf(tok), tok)
-	if err != nil {
-		a.revokeQuietly(p.LoginURL, tok.RefreshToken)
+	// The vault revokes whatever token it does not keep: a grant of the
+	// wrong user, one it could not store, the one a re-authorization
+	// replaced.
+	res, err := a.vault.Connect(ctx, p.LoginURL, ownerOf(tok), tok, expect)
+	switch {
+	case vault.ErrorCode(err) == vault.CodeWrongUser:
+		return a.finish(c, p, "", "access_denied", "signed in as a different Salesforce user than the one of this connection")
+	case err != nil:
 		return a.finish(c, p, "", "server_error", "the connection could not be stored")
 	}
-	if old := res.ReplacedRefreshToken; old != "" && old != tok.RefreshToken {
-		// Salesforce allows five approvals per user and app: free the old
-		// one now that the new token is committed.
-		a.revokeQuietly(res.Connection.LoginURL, old)
-	}
 	return a.finish(c, p, res.Connection.ID, "", "")
-}
-
-func (a *API) revokeQuietly(loginURL, token string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.sf.Revoke(ctx, loginURL, token); err != nil {
-		a.log.Warn("revoking a replaced Salesforce token failed", "err", err)
-	}
 }
 
 // finish ends the flow: to the app's redirect URI with a handoff code or an

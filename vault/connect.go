@@ -12,21 +12,39 @@ import (
 
 // Connected is the result of storing a fresh authorization.
 type Connected struct {
-	Connection *models.Connection
+	Connection *View
 	// Reauthorized reports that an existing connection (same org and user)
 	// took the new grant and kept its ID.
 	Reauthorized bool
-	// ReplacedRefreshToken is the refresh token the new grant replaced. The
-	// caller revokes it at Salesforce after this commit (five approvals per
-	// user per connected app).
-	ReplacedRefreshToken string
+	// replaced is the refresh token the new grant replaced, revoked once
+	// the new one is committed.
+	replaced string
 }
 
+// CodeWrongUser: a re-authorization link was completed by another
+// Salesforce user than the one of its connection.
+const CodeWrongUser Code = "wrong_user"
+
 // Connect stores tokens from a completed authorization, upserting by
-// (org, user) so a re-authorization keeps the connection ID.
-func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesforce.Token) (*Connected, error) {
+// (org, user) so a re-authorization keeps the connection ID. expect, when
+// not empty, is the connection a re-authorization link was made for: a
+// grant of anybody else is refused (CodeWrongUser). Tokens never leave the
+// vault: a refused or unstorable grant is revoked at Salesforce, and so is
+// the refresh token a re-authorization replaced, once the new one is
+// committed (Salesforce allows five approvals per user and app).
+func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesforce.Token, expect string) (*Connected, error) {
 	if tok.OrgID == "" || tok.UserID == "" || tok.RefreshToken == "" {
 		return nil, newErr(CodeInternal, "authorization result lacks identity or refresh token")
+	}
+	if expect != "" {
+		c, err := v.load(ctx, expect)
+		if err != nil || c.OrgID != tok.OrgID || c.UserID != tok.UserID {
+			v.revokeQuietly(loginURL, tok.RefreshToken)
+			if err != nil && ErrorCode(err) != CodeNotFound {
+				return nil, err
+			}
+			return nil, newErr(CodeWrongUser, "signed in as a different Salesforce user than the one of this connection")
+		}
 	}
 	out, err := v.connect(ctx, loginURL, owner, tok)
 	if err != nil && models.IsUniqueViolation(err) {
@@ -35,9 +53,23 @@ func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesf
 		out, err = v.connect(ctx, loginURL, owner, tok)
 	}
 	if err != nil {
+		v.revokeQuietly(loginURL, tok.RefreshToken)
 		return nil, &Error{Code: CodeInternal, Message: "could not store the connection", cause: err}
 	}
+	if out.replaced != "" && out.replaced != tok.RefreshToken {
+		v.revokeQuietly(out.Connection.LoginURL, out.replaced)
+	}
 	return out, nil
+}
+
+// revokeQuietly revokes a token nobody will use again; a failure is logged,
+// never returned (the grant it belonged to is settled either way).
+func (v *Vault) revokeQuietly(loginURL, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), v.cfg.UpstreamTimeout)
+	defer cancel()
+	if err := v.sf.Revoke(ctx, loginURL, token); err != nil {
+		v.log.Warn("revoking a replaced or refused Salesforce token failed", "err", err)
+	}
 }
 
 func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesforce.Token) (*Connected, error) {
@@ -49,7 +81,7 @@ func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesf
 			if existing != nil {
 				id = existing.ID
 				if old, err := v.OpenRefresh(existing); err == nil {
-					out.ReplacedRefreshToken = old
+					out.replaced = old
 				}
 			}
 			sealedRefresh, err := v.SealRefresh(id, tok.RefreshToken)
@@ -81,6 +113,6 @@ func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesf
 	if err != nil {
 		return nil, err
 	}
-	out.Connection = stored
+	out.Connection = v.view(stored)
 	return &out, nil
 }

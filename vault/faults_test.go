@@ -609,3 +609,41 @@ func TestOldBinariesCannotClaimAMarker(t *testing.T) {
 		}
 	})
 }
+
+// Tokens never leave the vault: a re-authorization revokes the token it
+// replaced once the new one is stored, and a re-authorization link
+// completed by another Salesforce user is refused with its fresh grant
+// revoked, the connection untouched.
+func TestConnectRevokesWhatItDoesNotKeep(t *testing.T) {
+	e := newEnv(t, models.SQLite)
+	v := e.vault(vault.Config{})
+	id := e.connect(v, "keeper@example.com")
+	first := e.storedRefreshToken(id)
+
+	tok, err := testkit.Authorize(e.EmuURL, e.SFClient(), "keeper@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := v.Connect(context.Background(), e.EmuURL, tok.OrgID+"/"+tok.UserID, tok, id)
+	if err != nil || res.Connection.ID != id || !res.Reauthorized {
+		t.Fatalf("re-authorization: %+v %v", res, err)
+	}
+	if e.Emu.ChainAlive(first) || !e.Emu.ChainAlive(tok.RefreshToken) {
+		t.Fatal("the replaced token is alive or the new one is not")
+	}
+
+	other, err := testkit.Authorize(e.EmuURL, e.SFClient(), "intruder@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Connect(context.Background(), e.EmuURL, other.OrgID+"/"+other.UserID, other, id)
+	if vaultCode(t, err) != vault.CodeWrongUser {
+		t.Fatalf("another user's re-authorization: %v", err)
+	}
+	if e.Emu.ChainAlive(other.RefreshToken) {
+		t.Fatal("the refused grant was not revoked")
+	}
+	if e.storedRefreshToken(id) != tok.RefreshToken {
+		t.Fatal("the refused grant touched the connection")
+	}
+}

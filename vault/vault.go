@@ -39,13 +39,20 @@ import (
 	"github.com/tokenwarm/tokenwarm/seal"
 )
 
-// Refresher presents a refresh token to Salesforce and, when the outcome of
-// an earlier presentation is unknown, asks whether the token is still live
-// (introspection, which is not a presentation); *salesforce.Client is one.
+// Refresher presents a refresh token to Salesforce, asks whether one is
+// still live when the outcome of an earlier presentation is unknown
+// (introspection, which is not a presentation), and revokes the tokens a
+// re-authorization replaced; *salesforce.Client is one. Only the vault
+// hands Salesforce refresh tokens to it.
 type Refresher interface {
 	Refresh(ctx context.Context, loginURL, refreshToken string) (*salesforce.Token, error)
 	RefreshTokenActive(ctx context.Context, loginURL, refreshToken string) (bool, error)
+	Revoke(ctx context.Context, loginURL, token string) error
 }
+
+// DefaultIdleTTL is Salesforce's default refresh-token idle expiry: a
+// refresh token unused this long dies.
+const DefaultIdleTTL = 30 * 24 * time.Hour
 
 // Causes of a refresh, recorded on events and metrics.
 const (
@@ -104,6 +111,9 @@ type Config struct {
 	Observe func(cause, outcome string, upstream time.Duration)
 	// Worker names this replica on events. Default host-pid.
 	Worker string
+	// IdleTTL is the refresh tokens' idle expiry (an org admin may set
+	// another than Salesforce's default). Default 30 days.
+	IdleTTL time.Duration
 }
 
 func (c *Config) defaults() {
@@ -118,6 +128,7 @@ func (c *Config) defaults() {
 	def(&c.CommitRetryBudget, 20*time.Second)
 	def(&c.AttemptLease, c.UpstreamTimeout+c.CommitRetryBudget+5*time.Second)
 	def(&c.UnresolvedAlertAfter, 6*time.Hour)
+	def(&c.IdleTTL, DefaultIdleTTL)
 	def(&c.RestrictedWindow, 10*time.Minute)
 	if c.RestrictedQuorum <= 0 {
 		c.RestrictedQuorum = 3
@@ -288,6 +299,10 @@ type Request struct {
 	UnlessRefreshedAfter time.Time
 	// IgnoreBackoff lets an admin retry at once after a failure.
 	IgnoreBackoff bool
+	// Owner, when set, limits the request to that owner's connection:
+	// another owner's is not found. It is checked in the same read the
+	// herd shares.
+	Owner string
 }
 
 // GetAccessToken returns an access token with at least minValidity left,
@@ -316,6 +331,9 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 			return nil, err
 		}
 		c := res.(*models.Connection)
+		if req.Owner != "" && c.Owner != req.Owner {
+			return nil, newErr(CodeNotFound, "no such connection")
+		}
 		if err := statusError(c); err != nil {
 			return nil, err
 		}
@@ -564,8 +582,51 @@ func (v *Vault) load(ctx context.Context, id string) (*models.Connection, error)
 
 // Connection returns a connection record (sealed columns included; they are
 // useless without the key ring).
-func (v *Vault) Connection(ctx context.Context, id string) (*models.Connection, error) {
-	return v.load(ctx, id)
+func (v *Vault) Connection(ctx context.Context, id string) (*View, error) {
+	c, err := v.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return v.view(c), nil
+}
+
+// ConnectionOf returns a connection of owner; any other is not found, so
+// IDs of other owners' connections cannot be probed.
+func (v *Vault) ConnectionOf(ctx context.Context, owner, id string) (*View, error) {
+	c, err := v.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if c.Owner != owner {
+		return nil, newErr(CodeNotFound, "no such connection")
+	}
+	return v.view(c), nil
+}
+
+// Connection statuses.
+const (
+	StatusActive      = models.StatusActive
+	StatusNeedsReauth = models.StatusNeedsReauth
+	StatusRevoked     = models.StatusRevoked
+)
+
+// View is what the vault tells about a connection: never a token, sealed
+// or not.
+type View struct {
+	ID, Owner, OrgID, UserID string
+	LoginURL, InstanceURL    string
+	Status, ReauthReason     string
+	LastRefreshedAt          time.Time
+	// IdleExpiresAt is when Salesforce's idle TTL kills the refresh token
+	// unless it is refreshed before.
+	IdleExpiresAt time.Time
+	CreatedAt     time.Time
+}
+
+func (v *Vault) view(c *models.Connection) *View {
+	return &View{ID: c.ID, Owner: c.Owner, OrgID: c.OrgID, UserID: c.UserID, LoginURL: c.LoginURL, InstanceURL: c.InstanceURL,
+		Status: c.Status, ReauthReason: c.ReauthReason, LastRefreshedAt: c.LastRefreshedAt.UTC(),
+		IdleExpiresAt: c.LastRefreshedAt.Add(v.cfg.IdleTTL).UTC(), CreatedAt: c.CreatedAt.UTC()}
 }
 
 func (v *Vault) stripe(id string) *sync.Mutex {
@@ -623,10 +684,14 @@ func (v *Vault) backoff(failures int, retryAfter time.Duration) time.Duration {
 }
 
 // ConnectionsOf lists the connections of an owner, oldest first.
-func (v *Vault) ConnectionsOf(ctx context.Context, owner string) ([]models.Connection, error) {
+func (v *Vault) ConnectionsOf(ctx context.Context, owner string) ([]View, error) {
 	cs, err := v.store.ConnectionsOf(ctx, owner)
 	if err != nil {
 		return nil, v.dbError(err)
 	}
-	return cs, nil
+	out := make([]View, len(cs))
+	for i := range cs {
+		out[i] = *v.view(&cs[i])
+	}
+	return out, nil
 }

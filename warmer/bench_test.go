@@ -86,6 +86,8 @@ type rotatingRefresher struct {
 	calls atomic.Int64
 }
 
+func (r *rotatingRefresher) Revoke(context.Context, string, string) error { return nil }
+
 func (r *rotatingRefresher) RefreshTokenActive(context.Context, string, string) (bool, error) {
 	return true, nil
 }

@@ -50,7 +50,7 @@ func Connect(emuURL string, sf *salesforce.Client, v *vault.Vault, username stri
 	if err != nil {
 		return "", err
 	}
-	c, err := v.Connect(context.Background(), emuURL, tok.OrgID+"/"+tok.UserID, tok)
+	c, err := v.Connect(context.Background(), emuURL, tok.OrgID+"/"+tok.UserID, tok, "")
 	if err != nil {
 		return "", err
 	}
