@@ -49,3 +49,31 @@ func init() {
 		}},
 	)
 }
+
+func init() {
+	register(
+		storageCase{"org idle TTL overrides are set, read and removed", func(t *testing.T, db *models.DB) {
+			ctx := context.Background()
+			def := 30 * 24 * time.Hour
+			if err := db.SetOrgIdleTTL(ctx, "00Dshort", 7*24*time.Hour, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.SetOrgIdleTTL(ctx, "00Dshort", 10*24*time.Hour, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			ttls, err := db.IdleTTLs(ctx, def)
+			if err != nil || ttls.For("00Dshort") != 10*24*time.Hour || ttls.For("00Dother") != def {
+				t.Fatalf("%+v %v", ttls, err)
+			}
+			if sc := ttls.Scopes(); len(sc) != 2 || sc[0].TTL != def || sc[1].Scope.Only != "00Dshort" {
+				t.Fatalf("scopes %+v", sc)
+			}
+			if err := db.SetOrgIdleTTL(ctx, "00Dshort", 0, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if ttls, err := db.IdleTTLs(ctx, def); err != nil || len(ttls.ByOrg) != 0 {
+				t.Fatalf("after removal: %+v %v", ttls, err)
+			}
+		}},
+	)
+}

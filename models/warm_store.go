@@ -156,7 +156,7 @@ type IdleRisk struct {
 // stores the event event(c) makes for each (with webhook deliveries), in
 // one transaction. On Postgres one replica sweeps at a time; the others
 // find nothing.
-func (d *DB) RecordIdleRisks(ctx context.Context, cutoff time.Time, kind string, n int, event func(IdleRisk) Event) ([]IdleRisk, error) {
+func (d *DB) RecordIdleRisks(ctx context.Context, scope OrgScope, cutoff time.Time, kind string, n int, event func(IdleRisk) Event) ([]IdleRisk, error) {
 	var found []IdleRisk
 	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if d.Dialect == Postgres {
@@ -166,7 +166,7 @@ func (d *DB) RecordIdleRisks(ctx context.Context, cutoff time.Time, kind string,
 			}
 		}
 		var rows []Connection
-		err := tx.Model(&Connection{}).Select("id", "last_refreshed_at").
+		err := scope.apply(tx.Model(&Connection{}), "org_id").Select("id", "last_refreshed_at").
 			Where("status = 'active' AND last_refreshed_at < ?", cutoff.UTC()).
 			Where("NOT EXISTS (SELECT 1 FROM events e WHERE e.connection_id = connections.id AND e.kind = ? AND e.created_at >= connections.last_refreshed_at)", kind).
 			Order("last_refreshed_at").Limit(n).Find(&rows).Error
@@ -187,22 +187,23 @@ func (d *DB) RecordIdleRisks(ctx context.Context, cutoff time.Time, kind string,
 	return found, nil
 }
 
-// WarmGauges returns how many active connections are due at now and the
-// oldest last successful refresh among active connections (zero when there
-// are none). Both aggregate in the database.
-func (d *DB) WarmGauges(ctx context.Context, now time.Time) (backlog int64, oldest time.Time, err error) {
-	g := d.Gorm.WithContext(ctx)
-	if err := g.Model(&Connection{}).Where("status = 'active' AND next_warm_at <= ?", now.UTC()).Count(&backlog).Error; err != nil {
-		return 0, time.Time{}, err
-	}
+// WarmBacklog counts the active connections due at now.
+func (d *DB) WarmBacklog(ctx context.Context, now time.Time) (int64, error) {
+	var n int64
+	err := d.Gorm.WithContext(ctx).Model(&Connection{}).Where("status = 'active' AND next_warm_at <= ?", now.UTC()).Count(&n).Error
+	return n, err
+}
+
+// OldestRefresh returns the oldest last successful refresh among the active
+// connections of scope, zero when there are none.
+func (d *DB) OldestRefresh(ctx context.Context, scope OrgScope) (time.Time, error) {
 	// ORDER BY ... LIMIT 1 rather than MIN(): SQLite hands back an
 	// aggregate of a datetime column as text.
 	var ts []time.Time
-	if err := g.Model(&Connection{}).Where("status = 'active'").Order("last_refreshed_at").Limit(1).Pluck("last_refreshed_at", &ts).Error; err != nil {
-		return 0, time.Time{}, err
+	err := scope.apply(d.Gorm.WithContext(ctx).Model(&Connection{}), "org_id").Where("status = 'active'").
+		Order("last_refreshed_at").Limit(1).Pluck("last_refreshed_at", &ts).Error
+	if err != nil || len(ts) == 0 {
+		return time.Time{}, err
 	}
-	if len(ts) == 1 {
-		oldest = ts[0]
-	}
-	return backlog, oldest, nil
+	return ts[0], nil
 }

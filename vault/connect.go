@@ -113,6 +113,6 @@ func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesf
 	if err != nil {
 		return nil, err
 	}
-	out.Connection = v.view(stored)
+	out.Connection = v.view(ctx, stored)
 	return &out, nil
 }

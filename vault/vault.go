@@ -162,10 +162,11 @@ type Store interface {
 	UpsertGrant(ctx context.Context, g models.Grant) (stored, replaced *models.Connection, err error)
 }
 
-// Reads are the reads of a pull.
+// Reads are the reads of a pull, and each org's idle TTL for the views.
 type Reads interface {
 	Connection(ctx context.Context, id string) (*models.Connection, error)
 	ConnectionsOf(ctx context.Context, owner string) ([]models.Connection, error)
+	IdleTTLs(ctx context.Context, def time.Duration) (models.IdleTTLs, error)
 }
 
 // Locks are what the refresh protocol needs across workers.
@@ -587,7 +588,7 @@ func (v *Vault) Connection(ctx context.Context, id string) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.view(c), nil
+	return v.view(ctx, c), nil
 }
 
 // ConnectionOf returns a connection of owner; any other is not found, so
@@ -600,7 +601,7 @@ func (v *Vault) ConnectionOf(ctx context.Context, owner, id string) (*View, erro
 	if c.Owner != owner {
 		return nil, newErr(CodeNotFound, "no such connection")
 	}
-	return v.view(c), nil
+	return v.view(ctx, c), nil
 }
 
 // Connection statuses.
@@ -623,10 +624,25 @@ type View struct {
 	CreatedAt     time.Time
 }
 
-func (v *Vault) view(c *models.Connection) *View {
+func (v *Vault) view(ctx context.Context, c *models.Connection) *View {
+	return v.viewWith(v.idleTTLs(ctx), c)
+}
+
+func (v *Vault) viewWith(ttls models.IdleTTLs, c *models.Connection) *View {
 	return &View{ID: c.ID, Owner: c.Owner, OrgID: c.OrgID, UserID: c.UserID, LoginURL: c.LoginURL, InstanceURL: c.InstanceURL,
 		Status: c.Status, ReauthReason: c.ReauthReason, LastRefreshedAt: c.LastRefreshedAt.UTC(),
-		IdleExpiresAt: c.LastRefreshedAt.Add(v.cfg.IdleTTL).UTC(), CreatedAt: c.CreatedAt.UTC()}
+		IdleExpiresAt: c.LastRefreshedAt.Add(ttls.For(c.OrgID)).UTC(), CreatedAt: c.CreatedAt.UTC()}
+}
+
+// idleTTLs reads each org's idle TTL; if that fails, the default stands
+// (a view is information, never a reason to fail a request).
+func (v *Vault) idleTTLs(ctx context.Context) models.IdleTTLs {
+	ttls, err := v.store.IdleTTLs(ctx, v.cfg.IdleTTL)
+	if err != nil {
+		v.log.Warn("could not read the orgs' idle TTLs; showing the default", "err", err)
+		return models.IdleTTLs{Default: v.cfg.IdleTTL}
+	}
+	return ttls
 }
 
 func (v *Vault) stripe(id string) *sync.Mutex {
@@ -689,9 +705,10 @@ func (v *Vault) ConnectionsOf(ctx context.Context, owner string) ([]View, error)
 	if err != nil {
 		return nil, v.dbError(err)
 	}
+	ttls := v.idleTTLs(ctx)
 	out := make([]View, len(cs))
 	for i := range cs {
-		out[i] = *v.view(&cs[i])
+		out[i] = *v.viewWith(ttls, &cs[i])
 	}
 	return out, nil
 }

@@ -13,21 +13,42 @@ import (
 // since its last successful refresh, in bounded batches. On Postgres one
 // replica sweeps at a time (the others skip this pass), so a crossing is
 // reported once.
-// Sweeps are the warmer's bookkeeping queries.
+// Sweeps find connections running out of idle budget; each org's idle TTL
+// counts.
 type Sweeps interface {
-	RecordIdleRisks(ctx context.Context, cutoff time.Time, kind string, n int, event func(models.IdleRisk) models.Event) ([]models.IdleRisk, error)
-	WarmGauges(ctx context.Context, now time.Time) (backlog int64, oldest time.Time, err error)
+	IdleTTLs(ctx context.Context, def time.Duration) (models.IdleTTLs, error)
+	RecordIdleRisks(ctx context.Context, scope models.OrgScope, cutoff time.Time, kind string, n int, event func(models.IdleRisk) models.Event) ([]models.IdleRisk, error)
+}
+
+// Gauges are the warmer's measurements.
+type Gauges interface {
+	WarmBacklog(ctx context.Context, now time.Time) (int64, error)
+	OldestRefresh(ctx context.Context, scope models.OrgScope) (time.Time, error)
 }
 
 func (w *Warmer) sweepIdleRisk(ctx context.Context, p *pass) error {
+	ttls, err := w.store.IdleTTLs(ctx, w.idleTTL)
+	if err != nil {
+		return fmt.Errorf("idle risk sweep: %w", err)
+	}
+	for _, g := range ttls.Scopes() {
+		if err := w.sweepScope(ctx, p, g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sweepScope sweeps the orgs of one idle TTL.
+func (w *Warmer) sweepScope(ctx context.Context, p *pass, g models.ScopedTTL) error {
 	now := w.clock.Now().UTC()
-	cutoff := now.Add(-(IdleTTL - w.cfg.RiskThreshold))
+	cutoff := now.Add(-(g.TTL - w.cfg.RiskThreshold))
 	for ctx.Err() == nil {
-		found, err := w.store.RecordIdleRisks(ctx, cutoff, EventIdleExpiryRisk, w.cfg.BatchSize, func(c models.IdleRisk) models.Event {
+		found, err := w.store.RecordIdleRisks(ctx, g.Scope, cutoff, EventIdleExpiryRisk, w.cfg.BatchSize, func(c models.IdleRisk) models.Event {
 			id := c.ID
-			budget := IdleTTL - now.Sub(c.LastRefreshedAt)
+			budget := g.TTL - now.Sub(c.LastRefreshedAt)
 			return w.event(&id, EventIdleExpiryRisk, 0, "",
-				fmt.Sprintf("idle budget %s left: last successful refresh %s", budget.Round(time.Minute), c.LastRefreshedAt.UTC().Format(time.RFC3339)))
+				fmt.Sprintf("idle budget %s left of %s: last successful refresh %s", budget.Round(time.Minute), g.TTL, c.LastRefreshedAt.UTC().Format(time.RFC3339)))
 		})
 		if err != nil {
 			return fmt.Errorf("idle risk sweep: %w", err)
@@ -42,9 +63,9 @@ func (w *Warmer) sweepIdleRisk(ctx context.Context, p *pass) error {
 		w.statsMu.Lock()
 		w.stats.IdleRiskEvents += n
 		w.statsMu.Unlock()
-		w.log.Error("ALERT: connections are running out of idle budget without a successful refresh; Salesforce kills a refresh token unused for 30 days",
-			"connections", n, "smallest_budget", (IdleTTL - now.Sub(found[0].LastRefreshedAt)).Round(time.Minute),
-			"first_connection_id", found[0].ID, "threshold", w.cfg.RiskThreshold)
+		w.log.Error("ALERT: connections are running out of idle budget without a successful refresh; Salesforce kills a refresh token unused for its idle TTL",
+			"connections", n, "smallest_budget", (g.TTL - now.Sub(found[0].LastRefreshedAt)).Round(time.Minute),
+			"first_connection_id", found[0].ID, "threshold", w.cfg.RiskThreshold, "idle_ttl", g.TTL)
 		if len(found) < w.cfg.BatchSize {
 			return nil
 		}

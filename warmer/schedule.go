@@ -5,15 +5,13 @@ import (
 	"time"
 )
 
-// IdleTTL is Salesforce's idle expiry: a refresh token unused this long dies.
-const IdleTTL = 30 * 24 * time.Hour
-
 // ValidateConfig refuses a warm schedule that could let a refresh token go
-// idle for Salesforce's whole 30-day TTL. A connection is warmed at most
-// interval·(1+jitter) after its last refresh; retryBudget is the longest
-// span of failed attempts (backoff) tolerated after that before somebody is
-// alerted. Pass the effective values (after defaults).
-func ValidateConfig(interval time.Duration, jitter float64, retryBudget time.Duration) error {
+// idle for a whole idle TTL (Salesforce's 30 days by default; an org admin
+// may set another). A connection is warmed at most interval·(1+jitter)
+// after its last refresh; retryBudget is the longest span of failed
+// attempts (backoff) tolerated after that before somebody is alerted. Pass
+// the effective values (after defaults).
+func ValidateConfig(interval time.Duration, jitter float64, retryBudget, idleTTL time.Duration) error {
 	switch {
 	case interval <= 0:
 		return fmt.Errorf("warm interval %s: must be positive", interval)
@@ -24,9 +22,9 @@ func ValidateConfig(interval time.Duration, jitter float64, retryBudget time.Dur
 	}
 	// In float64: a huge interval must fail here, not overflow.
 	worst := float64(interval)*(1+jitter) + float64(retryBudget)
-	if worst >= float64(IdleTTL) {
-		return fmt.Errorf("warm interval %s with jitter %g and a retry budget of %s can leave a refresh token unused for %s, which reaches Salesforce's %s idle expiry",
-			interval, jitter, retryBudget, time.Duration(worst).Round(time.Hour), IdleTTL)
+	if worst >= float64(idleTTL) {
+		return fmt.Errorf("warm interval %s with jitter %g and a retry budget of %s can leave a refresh token unused for %s, which reaches the %s idle expiry",
+			interval, jitter, retryBudget, time.Duration(worst).Round(time.Hour), idleTTL)
 	}
 	return nil
 }

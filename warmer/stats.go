@@ -54,7 +54,7 @@ type Stats struct {
 	Paused bool
 
 	LastPassDuration time.Duration
-	// MinIdleBudget is the smallest idle budget (IdleTTL minus the time
+	// MinIdleBudget is the smallest idle budget (the org's idle TTL minus the time
 	// since the last successful refresh) among active connections; IdleTTL
 	// when there are none. Negative means a token is past the TTL.
 	MinIdleBudget time.Duration
@@ -75,13 +75,23 @@ func (w *Warmer) Stats() Stats {
 // nothing is loaded per connection.
 func (w *Warmer) measure(ctx context.Context) error {
 	now := w.clock.Now().UTC()
-	backlog, oldest, err := w.store.WarmGauges(ctx, now)
+	backlog, err := w.store.WarmBacklog(ctx, now)
 	if err != nil {
-		return fmt.Errorf("measure: %w", err)
+		return fmt.Errorf("measure backlog: %w", err)
 	}
-	budget := IdleTTL
-	if !oldest.IsZero() {
-		budget = IdleTTL - now.Sub(oldest)
+	ttls, err := w.store.IdleTTLs(ctx, w.idleTTL)
+	if err != nil {
+		return fmt.Errorf("measure idle budget: %w", err)
+	}
+	budget := ttls.Default
+	for _, g := range ttls.Scopes() {
+		oldest, err := w.store.OldestRefresh(ctx, g.Scope)
+		if err != nil {
+			return fmt.Errorf("measure idle budget: %w", err)
+		}
+		if !oldest.IsZero() {
+			budget = min(budget, g.TTL-now.Sub(oldest))
+		}
 	}
 	w.statsMu.Lock()
 	w.stats.Backlog = backlog

@@ -84,6 +84,9 @@ var ErrStopped = errors.New("warmer: stopped")
 type Warmer struct {
 	vault *vault.Vault
 	store Store
+	// idleTTL is the default refresh-token idle TTL (orgs may have their
+	// own).
+	idleTTL time.Duration
 	clock clock.Clock
 	log   *slog.Logger
 	cfg   Config
@@ -110,6 +113,7 @@ type Store interface {
 	Claims
 	PauseLog
 	Sweeps
+	Gauges
 }
 
 // New builds a warmer that refreshes through v and keeps its state in
@@ -122,9 +126,9 @@ func New(v *vault.Vault, store Store, clk clock.Clock, log *slog.Logger, cfg Con
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &Warmer{vault: v, store: store, clock: clk, log: log.With("component", "warmer"), cfg: cfg}
+	w := &Warmer{vault: v, store: store, idleTTL: v.Config().IdleTTL, clock: clk, log: log.With("component", "warmer"), cfg: cfg}
 	w.stopping, w.stop = context.WithCancel(context.Background())
-	w.stats.MinIdleBudget = IdleTTL
+	w.stats.MinIdleBudget = w.idleTTL
 	return w
 }
 

@@ -38,7 +38,7 @@ func TestValidateConfig(t *testing.T) {
 		{"exactly the TTL", 20 * day, 0.25, 5 * day, false},
 		{"jitter pushes past the TTL", 27 * day, 0.15, 0, false},
 		{"budget pushes past the TTL", 72 * time.Hour, 0.15, 27 * day, false},
-		{"interval alone is the TTL", warmer.IdleTTL, 0, 0, false},
+		{"interval alone is the TTL", vault.DefaultIdleTTL, 0, 0, false},
 		{"huge interval does not overflow", time.Duration(1 << 62), 0.5, time.Duration(1 << 62), false},
 		{"zero interval", 0, 0.15, 0, false},
 		{"negative jitter", 72 * time.Hour, -0.1, 0, false},
@@ -47,7 +47,7 @@ func TestValidateConfig(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := warmer.ValidateConfig(tc.interval, tc.jitter, tc.budget)
+			err := warmer.ValidateConfig(tc.interval, tc.jitter, tc.budget, vault.DefaultIdleTTL)
 			if (err == nil) != tc.ok {
 				t.Fatalf("ValidateConfig(%s, %g, %s) = %v, want ok=%v", tc.interval, tc.jitter, tc.budget, err, tc.ok)
 			}
@@ -69,7 +69,7 @@ func TestRunOnceWarmsDueConnections(t *testing.T) {
 		if err != nil || p.Claimed != 0 {
 			t.Fatalf("nothing is due yet, pass claimed %d (%v)", p.Claimed, err)
 		}
-		if st := r.warmer.Stats(); st.Backlog != 0 || st.MinIdleBudget != warmer.IdleTTL {
+		if st := r.warmer.Stats(); st.Backlog != 0 || st.MinIdleBudget != vault.DefaultIdleTTL {
 			t.Fatalf("fresh connections: backlog %d, min idle budget %s", st.Backlog, st.MinIdleBudget)
 		}
 
@@ -111,7 +111,7 @@ func TestRunOnceWarmsDueConnections(t *testing.T) {
 		if st.Passes != 3 || st.Claimed != 21 || st.Outcomes.OK != 20 || st.Outcomes.Transient != 1 || st.Backlog != 0 {
 			t.Fatalf("stats = %+v", st)
 		}
-		if want := warmer.IdleTTL - cfg.RetryDelay; st.MinIdleBudget != want {
+		if want := vault.DefaultIdleTTL - cfg.RetryDelay; st.MinIdleBudget != want {
 			t.Fatalf("min idle budget = %s, want %s", st.MinIdleBudget, want)
 		}
 		if st := e.Emu.Stats(); st.Refreshes != 20 || st.StalePresentations != 0 || st.ChainsRevoked != 0 {
@@ -295,7 +295,7 @@ func TestSimulation90DaysThreeReplicas(t *testing.T) {
 			t.Fatalf("replica stats: %+v", st)
 		}
 	}
-	if st := rs[0].warmer.Stats(); st.MinIdleBudget < warmer.IdleTTL-maxGap-4*step {
+	if st := rs[0].warmer.Stats(); st.MinIdleBudget < vault.DefaultIdleTTL-maxGap-4*step {
 		t.Fatalf("min idle budget %s", st.MinIdleBudget)
 	}
 	e.checkTokensInSync()
@@ -310,7 +310,7 @@ func TestOutageOfFiveDays(t *testing.T) {
 		step        = time.Hour
 		// With 6.5 days of the 30 used up counting as a risk, a five-day
 		// outage makes about half the connections cross.
-		threshold = warmer.IdleTTL - 6*day - 12*time.Hour
+		threshold = vault.DefaultIdleTTL - 6*day - 12*time.Hour
 	)
 	e := newEnv(t, models.Postgres)
 	ids := e.connectMany(connections)
@@ -365,7 +365,7 @@ func TestOutageOfFiveDays(t *testing.T) {
 	// crosses when a step finds it unrefreshed for longer than the allowed
 	// idle time. Crossings inside the last step before a refresh may race
 	// that refresh in another replica, so they may go either way.
-	allowed := warmer.IdleTTL - threshold
+	allowed := vault.DefaultIdleTTL - threshold
 	crossed := 0
 	for _, id := range ids {
 		times := append(refreshes[id], e.Clock.Now().Add(step))
@@ -658,5 +658,51 @@ func TestPullConfigErrorPausesTheApp(t *testing.T) {
 			}
 		}
 		e.checkTokensInSync()
+	})
+}
+
+// An org whose admin set a shorter refresh-token idle expiry is measured
+// and alerted on against its own TTL, the other orgs against the default.
+func TestOrgIdleTTLOverride(t *testing.T) {
+	dialects(t, func(t *testing.T, dialect models.Dialect) {
+		e := newEnv(t, dialect)
+		r := e.replica("w1", warmer.Config{RiskThreshold: 9*day + 23*time.Hour})
+		ids := e.connectMany(1)
+		ctx := context.Background()
+		org := e.conns()[0].OrgID
+		e.Clock.Advance(2 * time.Hour)
+		if _, err := r.warmer.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := r.warmer.Stats(); st.MinIdleBudget != vault.DefaultIdleTTL-2*time.Hour || e.countEvents(warmer.EventIdleExpiryRisk) != 0 {
+			t.Fatalf("default TTL: budget %s, %d risk events", st.MinIdleBudget, e.countEvents(warmer.EventIdleExpiryRisk))
+		}
+
+		if err := e.db.SetOrgIdleTTL(ctx, org, 10*day, e.Clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.warmer.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := r.warmer.Stats(); st.MinIdleBudget != 10*day-2*time.Hour {
+			t.Fatalf("org TTL: budget %s, want %s", st.MinIdleBudget, 10*day-2*time.Hour)
+		}
+		if n := e.countEvents(warmer.EventIdleExpiryRisk); n != 1 {
+			t.Fatalf("%d idle risk events under the org's 10-day TTL, want 1", n)
+		}
+		v, err := r.vault.Connection(ctx, ids[0])
+		if err != nil || !v.IdleExpiresAt.Equal(v.LastRefreshedAt.Add(10*day)) {
+			t.Fatalf("view: %+v %v", v, err)
+		}
+
+		if err := e.db.SetOrgIdleTTL(ctx, org, 0, e.Clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.warmer.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := r.warmer.Stats(); st.MinIdleBudget != vault.DefaultIdleTTL-2*time.Hour {
+			t.Fatalf("override removed: budget %s", st.MinIdleBudget)
+		}
 	})
 }

@@ -27,6 +27,7 @@ type Config struct {
 	ClientID        string
 	ClientSecret    string
 	SessionTimeout  time.Duration
+	RefreshIdleTTL  time.Duration
 	Introspect      bool
 	UpstreamTimeout time.Duration
 	ProxyURL        string
@@ -128,6 +129,8 @@ var settings = []setting{
 		set: str(func(c *Config) *string { return &c.ClientID })},
 	{env: "SALESFORCE_CLIENT_SECRET", help: "consumer secret of the connected app", secret: true,
 		set: str(func(c *Config) *string { return &c.ClientSecret })},
+	{env: "SALESFORCE_REFRESH_IDLE_TTL", def: "720h", help: "refresh-token idle expiry of the connected app (Salesforce's default 30 days; an org admin may set another, which the admin API records per org); warming must stay well inside it",
+		set: dur(func(c *Config) *time.Duration { return &c.RefreshIdleTTL })},
 	{env: "SALESFORCE_SESSION_TIMEOUT", def: "2h", help: "access-token lifetime assumed when introspection is off (Salesforce sends no expires_in)",
 		set: dur(func(c *Config) *time.Duration { return &c.SessionTimeout })},
 	{env: "SALESFORCE_INTROSPECT", def: "false", help: "learn each access token's real expiry from the introspection endpoint",
@@ -291,14 +294,14 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	if c.Retention < 24*time.Hour {
 		errs = append(errs, errors.New("TOKENWARM_RETENTION must be at least 24h"))
 	}
-	if c.EventRetention < warmer.IdleTTL {
-		errs = append(errs, errors.New("TOKENWARM_EVENT_RETENTION must be at least 720h: the idle-risk check reads the events of the last 30 days"))
+	if c.EventRetention < c.RefreshIdleTTL {
+		errs = append(errs, errors.New("TOKENWARM_EVENT_RETENTION must be at least SALESFORCE_REFRESH_IDLE_TTL: the idle-risk check reads the events of one idle TTL"))
 	}
 	if len(c.WebhookURLs) > 0 && len(c.WebhookSecret) < 16 {
 		errs = append(errs, errors.New("TOKENWARM_WEBHOOK_SECRET of at least 16 characters is required with TOKENWARM_WEBHOOK_URLS"))
 	}
-	if err := warmer.ValidateConfig(c.WarmInterval, c.WarmJitter, c.WarmRetryBudget); err != nil {
-		errs = append(errs, fmt.Errorf("TOKENWARM_WARM_INTERVAL, TOKENWARM_WARM_JITTER, TOKENWARM_WARM_RETRY_BUDGET: %w", err))
+	if err := warmer.ValidateConfig(c.WarmInterval, c.WarmJitter, c.WarmRetryBudget, c.RefreshIdleTTL); err != nil {
+		errs = append(errs, fmt.Errorf("TOKENWARM_WARM_INTERVAL, TOKENWARM_WARM_JITTER, TOKENWARM_WARM_RETRY_BUDGET, SALESFORCE_REFRESH_IDLE_TTL: %w", err))
 	}
 	if c.WarmConcurrency > c.DBMaxConns/2-4 {
 		errs = append(errs, errors.New("TOKENWARM_WARM_CONCURRENCY must leave refresh slots for mobile pulls: at most TOKENWARM_DB_MAX_CONNS/2 - 4 (each refresh briefly holds two connections)"))

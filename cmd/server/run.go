@@ -284,7 +284,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		Observe:     met.ObserveRefresh,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		CommitRetryBudget: cfg.CommitRetry, AttemptLease: cfg.AttemptLease(),
-		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
+		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, IdleTTL: cfg.RefreshIdleTTL,
 		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
 		// Half the pool: each refresh briefly holds two connections. Warm
 		// concurrency is capped below this so pulls always find slots.
