@@ -87,9 +87,9 @@ type Warmer struct {
 	// idleTTL is the default refresh-token idle TTL (orgs may have their
 	// own).
 	idleTTL time.Duration
-	clock clock.Clock
-	log   *slog.Logger
-	cfg   Config
+	clock   clock.Clock
+	log     *slog.Logger
+	cfg     Config
 
 	// paused is the app-wide pause after a configuration error.
 	paused atomic.Bool
