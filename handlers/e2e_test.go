@@ -111,8 +111,12 @@ func newWorldVia(t testing.TB, dialect models.Dialect, via func(pgURL string) st
 	if err := dev.EnsureSigningKey(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	sessions, err := ring.Derive("tokenwarm admin session v1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect},
-		AllowAnyLoginHost: true}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
+		AllowAnyLoginHost: true, AdminSessions: sessions}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	w.router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api, Metrics: http.NotFoundHandler()})
 	strict := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect}},
 		log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
