@@ -56,6 +56,9 @@ type world struct {
 	// tokenwarm's log output.
 	pgURL string
 	logs  *testkit.SyncBuffer
+	// ring is the seal key ring; sf the Salesforce client.
+	ring *seal.Ring
+	sf   *salesforce.Client
 }
 
 func newWorld(t testing.TB, dialect models.Dialect) *world {
@@ -106,6 +109,7 @@ func newWorldVia(t testing.TB, dialect models.Dialect, via func(pgURL string) st
 	})
 	sf := &salesforce.Client{HTTP: &http.Client{}, ClientID: "cid", ClientSecret: "csecret",
 		RedirectURI: w.srv.URL + "/v1/oauth/callback", Timeout: 5 * time.Second, SessionTimeout: 2 * time.Hour, Clock: w.sfClock}
+	w.ring, w.sf = ring, sf
 	w.vault = vault.New(db, ring, sf, w.sfClock, log, vault.Config{})
 	dev := devices.New(db, ring, w.devClock, devices.Config{Issuer: w.srv.URL})
 	if err := dev.EnsureSigningKey(context.Background()); err != nil {
