@@ -25,7 +25,7 @@ func (s *Service) audit(ctx context.Context, connectionID, kind, detail string) 
 	cid := connectionID
 	ev := models.Event{ConnectionID: &cid, Kind: kind, Cause: vault.CauseAdmin, Worker: s.cfg.Worker,
 		Detail: detail, CreatedAt: s.cfg.Now().UTC()}
-	if err := s.Auditor.RecordAdminEvent(ctx, ev); err != nil {
+	if err := s.d.Auditor.RecordAdminEvent(ctx, ev); err != nil {
 		return fmt.Errorf("admin: audit %s: %w", kind, err)
 	}
 	return nil
@@ -39,7 +39,7 @@ func (s *Service) Refresh(ctx context.Context, id, keyName string) (*Connection,
 	if err != nil {
 		return nil, err
 	}
-	_, err = s.Vault.Access(ctx, cn.ID, vault.Request{Cause: vault.CauseAdmin, Force: true, IgnoreBackoff: true})
+	_, err = s.d.Vault.Access(ctx, cn.ID, vault.Request{Cause: vault.CauseAdmin, Force: true, IgnoreBackoff: true})
 	outcome := "ok"
 	if err != nil {
 		outcome = string(vault.ErrorCode(err))
@@ -50,7 +50,7 @@ func (s *Service) Refresh(ctx context.Context, id, keyName string) (*Connection,
 	if err != nil {
 		return nil, &RefreshError{Err: err}
 	}
-	if cn, err = s.Vault.Connection(ctx, cn.ID); err != nil {
+	if cn, err = s.d.Vault.Connection(ctx, cn.ID); err != nil {
 		return nil, err
 	}
 	v := s.view(cn)
@@ -73,7 +73,7 @@ func (s *Service) ReauthLink(ctx context.Context, id, keyName string) (*Link, er
 	if cn.Status == models.StatusRevoked {
 		return nil, errRevoked()
 	}
-	link, exp, err := s.Links.ReauthLink(cn.ID)
+	link, exp, err := s.d.Links.ReauthLink(cn.ID)
 	if err != nil {
 		return nil, fmt.Errorf("admin: re-authorization link: %w", err)
 	}
@@ -99,7 +99,7 @@ func (s *Service) Revoke(ctx context.Context, id, keyName string) (*Connection, 
 	}
 	if cn.Status != models.StatusRevoked {
 		detail := fmt.Sprintf("revoked by admin key %q", keyName)
-		cn, err = s.Vault.Revoke(ctx, cn.ID, vault.CauseAdmin, detail, s.Revoker.Revoke)
+		cn, err = s.d.Vault.Revoke(ctx, cn.ID, vault.CauseAdmin, detail, s.d.Revoker.Revoke)
 		if err != nil && !vault.IsVaultError(err) {
 			return nil, upstreamRevokeError(err)
 		}

@@ -68,7 +68,7 @@ type Deps struct {
 
 // Service is the operators' view of the fleet and their actions on it.
 type Service struct {
-	Deps
+	d   Deps
 	cfg Config
 }
 
@@ -80,7 +80,7 @@ func New(d Deps, cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{Deps: d, cfg: cfg}
+	return &Service{d: d, cfg: cfg}
 }
 
 // Connection statuses.

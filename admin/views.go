@@ -62,7 +62,7 @@ func (s *Service) ListConnections(ctx context.Context, q ListQuery) (*Page, erro
 		}
 		after = &p
 	}
-	conns, err := s.Store.PageConnections(ctx, f, models.ByCreated, after, limit+1)
+	conns, err := s.d.Store.PageConnections(ctx, f, models.ByCreated, after, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("admin: list connections: %w", err)
 	}
@@ -99,7 +99,7 @@ func (s *Service) TableByIdleBudget(ctx context.Context, status, after string) (
 		}
 		pos = &p
 	}
-	conns, err := s.Store.PageConnections(ctx, models.ConnectionFilter{Status: status}, models.ByLastRefreshed, pos, TablePageSize+1)
+	conns, err := s.d.Store.PageConnections(ctx, models.ConnectionFilter{Status: status}, models.ByLastRefreshed, pos, TablePageSize+1)
 	if err != nil {
 		return nil, fmt.Errorf("admin: connections table: %w", err)
 	}
@@ -125,7 +125,7 @@ func (s *Service) Connection(ctx context.Context, id string) (*Detail, error) {
 	if err != nil {
 		return nil, err
 	}
-	evs, err := s.Store.ConnectionEvents(ctx, cn.ID, EventsShown)
+	evs, err := s.d.Store.ConnectionEvents(ctx, cn.ID, EventsShown)
 	if err != nil {
 		return nil, fmt.Errorf("admin: events of a connection: %w", err)
 	}
@@ -138,7 +138,7 @@ func (s *Service) lookup(ctx context.Context, id string) (*models.Connection, er
 	if err != nil {
 		return nil, err
 	}
-	return s.Vault.Connection(ctx, id)
+	return s.d.Vault.Connection(ctx, id)
 }
 
 // Summary is the state of the fleet. Idle budgets count active
@@ -154,7 +154,7 @@ type Summary struct {
 // Summary counts connections by status and shows the ones at risk.
 func (s *Service) Summary(ctx context.Context) (*Summary, error) {
 	now := s.cfg.Now().UTC()
-	st, err := s.Store.AdminSummary(ctx, models.SummaryQuery{AtRiskBefore: s.atRiskBefore(now),
+	st, err := s.d.Store.AdminSummary(ctx, models.SummaryQuery{AtRiskBefore: s.atRiskBefore(now),
 		ConfigErrorsSince: now.Add(-ConfigErrorAge), ConfigErrors: ConfigErrorsShown})
 	if err != nil {
 		return nil, fmt.Errorf("admin: summary: %w", err)
@@ -188,12 +188,12 @@ func (s *Service) Overview(ctx context.Context) (*Overview, error) {
 		return nil, err
 	}
 	now := s.cfg.Now().UTC()
-	risk, err := s.Store.PageConnections(ctx, models.ConnectionFilter{Status: StatusActive, RefreshedBefore: s.atRiskBefore(now)},
+	risk, err := s.d.Store.PageConnections(ctx, models.ConnectionFilter{Status: StatusActive, RefreshedBefore: s.atRiskBefore(now)},
 		models.ByLastRefreshed, nil, TablePageSize)
 	if err != nil {
 		return nil, fmt.Errorf("admin: connections at risk: %w", err)
 	}
-	dead, err := s.Store.PageConnections(ctx, models.ConnectionFilter{Status: StatusNeedsReauth}, models.ByLastRefreshed, nil, TablePageSize)
+	dead, err := s.d.Store.PageConnections(ctx, models.ConnectionFilter{Status: StatusNeedsReauth}, models.ByLastRefreshed, nil, TablePageSize)
 	if err != nil {
 		return nil, fmt.Errorf("admin: connections needing re-authorization: %w", err)
 	}
