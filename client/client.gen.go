@@ -4,6 +4,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -381,6 +382,18 @@ type AdminEvent struct {
 	Worker *string `json:"worker,omitempty"`
 }
 
+// AdminOrgSettings defines model for AdminOrgSettings.
+type AdminOrgSettings struct {
+	// DefaultRefreshIdleTtlSeconds The connected app's default refresh-token idle expiry.
+	DefaultRefreshIdleTtlSeconds int64 `json:"default_refresh_idle_ttl_seconds"`
+
+	// Orgs Orgs with an idle expiry of their own.
+	Orgs []struct {
+		OrgId                 string `json:"org_id"`
+		RefreshIdleTtlSeconds int64  `json:"refresh_idle_ttl_seconds"`
+	} `json:"orgs"`
+}
+
 // AdminSummary defines model for AdminSummary.
 type AdminSummary struct {
 	// ByStatus Connection count per status.
@@ -738,6 +751,12 @@ type AdminListConnectionsParams struct {
 // AdminListConnectionsParamsStatus defines parameters for AdminListConnections.
 type AdminListConnectionsParamsStatus string
 
+// AdminSetOrgIdleTTLJSONBody defines parameters for AdminSetOrgIdleTTL.
+type AdminSetOrgIdleTTLJSONBody struct {
+	// RefreshIdleTtlSeconds The org's idle TTL in seconds (at least 3600), or 0 for the default.
+	RefreshIdleTtlSeconds int64 `json:"refresh_idle_ttl_seconds"`
+}
+
 // GetAccessTokenParams defines parameters for GetAccessToken.
 type GetAccessTokenParams struct {
 	// MinValidity Minimum remaining validity, in seconds, of the returned access token.
@@ -802,6 +821,9 @@ type OauthCallbackParams struct {
 	// ErrorDescription Salesforce's error description.
 	ErrorDescription *string `form:"error_description,omitempty" json:"error_description,omitempty"`
 }
+
+// AdminSetOrgIdleTTLJSONRequestBody defines body for AdminSetOrgIdleTTL for application/json ContentType.
+type AdminSetOrgIdleTTLJSONRequestBody AdminSetOrgIdleTTLJSONBody
 
 // DeviceRevokeFormdataRequestBody defines body for DeviceRevoke for application/x-www-form-urlencoded ContentType.
 type DeviceRevokeFormdataRequestBody = DeviceRevokeRequest
@@ -939,6 +961,41 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /admin/v1/connections/{id}/revoke (the `AdminRevokeConnection` operationId).
 	AdminRevokeConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminListOrgs Refresh-token idle TTLs of the orgs (admin)
+	//
+	// The default refresh-token idle expiry (`SALESFORCE_REFRESH_IDLE_TTL`)
+	// and every org whose admin set another for the connected app. The
+	// warmer, the metrics and the admin views use each connection's own.
+	//
+	// Corresponds with GET /admin/v1/orgs (the `AdminListOrgs` operationId).
+	AdminListOrgs(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminSetOrgIdleTTLWithBody Record an org's refresh-token idle TTL (admin)
+	//
+	// Records the "expire refresh token if not used for N" that an org's
+	// admin set on the connected app; `0` goes back to the default. A TTL
+	// the warm schedule cannot keep inside (warm interval with jitter plus
+	// the retry budget must stay under it) is refused. Audited as an event
+	// naming the key.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl (the `AdminSetOrgIdleTTL` operationId).
+	AdminSetOrgIdleTTLWithBody(ctx context.Context, orgId string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminSetOrgIdleTTL Record an org's refresh-token idle TTL (admin)
+	//
+	// Records the "expire refresh token if not used for N" that an org's
+	// admin set on the connected app; `0` goes back to the default. A TTL
+	// the warm schedule cannot keep inside (warm interval with jitter plus
+	// the retry budget must stay under it) is refused. Audited as an event
+	// naming the key.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl (the `AdminSetOrgIdleTTL` operationId).
+	AdminSetOrgIdleTTL(ctx context.Context, orgId string, body AdminSetOrgIdleTTLJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AdminSummary Fleet summary (admin)
 	//
@@ -1249,6 +1306,71 @@ func (c *Client) AdminRefreshConnection(ctx context.Context, id ConnectionId, re
 // Corresponds with POST /admin/v1/connections/{id}/revoke (the `AdminRevokeConnection` operationId).
 func (c *Client) AdminRevokeConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminRevokeConnectionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminListOrgs Refresh-token idle TTLs of the orgs (admin)
+//
+// The default refresh-token idle expiry (`SALESFORCE_REFRESH_IDLE_TTL`)
+// and every org whose admin set another for the connected app. The
+// warmer, the metrics and the admin views use each connection's own.
+//
+// Corresponds with GET /admin/v1/orgs (the `AdminListOrgs` operationId).
+func (c *Client) AdminListOrgs(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminListOrgsRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminSetOrgIdleTTLWithBody Record an org's refresh-token idle TTL (admin)
+//
+// Records the "expire refresh token if not used for N" that an org's
+// admin set on the connected app; `0` goes back to the default. A TTL
+// the warm schedule cannot keep inside (warm interval with jitter plus
+// the retry budget must stay under it) is refused. Audited as an event
+// naming the key.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl (the `AdminSetOrgIdleTTL` operationId).
+func (c *Client) AdminSetOrgIdleTTLWithBody(ctx context.Context, orgId string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminSetOrgIdleTTLRequestWithBody(c.Server, orgId, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminSetOrgIdleTTL Record an org's refresh-token idle TTL (admin)
+//
+// Records the "expire refresh token if not used for N" that an org's
+// admin set on the connected app; `0` goes back to the default. A TTL
+// the warm schedule cannot keep inside (warm interval with jitter plus
+// the retry budget must stay under it) is refused. Audited as an event
+// naming the key.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl (the `AdminSetOrgIdleTTL` operationId).
+func (c *Client) AdminSetOrgIdleTTL(ctx context.Context, orgId string, body AdminSetOrgIdleTTLJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminSetOrgIdleTTLRequest(c.Server, orgId, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1863,6 +1985,80 @@ func NewAdminRevokeConnectionRequest(server string, id ConnectionId) (*http.Requ
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewAdminListOrgsRequest constructs an http.Request for the AdminListOrgs method
+func NewAdminListOrgsRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/orgs")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminSetOrgIdleTTLRequest calls the generic AdminSetOrgIdleTTL builder with application/json body
+func NewAdminSetOrgIdleTTLRequest(server string, orgId string, body AdminSetOrgIdleTTLJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminSetOrgIdleTTLRequestWithBody(server, orgId, "application/json", bodyReader)
+}
+
+// NewAdminSetOrgIdleTTLRequestWithBody constructs an http.Request for the AdminSetOrgIdleTTL method, with any body, and a specified content type
+func NewAdminSetOrgIdleTTLRequestWithBody(server string, orgId string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "org_id", orgId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/orgs/%s/refresh-idle-ttl", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPut, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -2529,6 +2725,43 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /admin/v1/connections/{id}/revoke (the `AdminRevokeConnection` operationId).
 	AdminRevokeConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminRevokeConnectionResponse, error)
+
+	// AdminListOrgsWithResponse Refresh-token idle TTLs of the orgs (admin)
+	//
+	// The default refresh-token idle expiry (`SALESFORCE_REFRESH_IDLE_TTL`)
+	// and every org whose admin set another for the connected app. The
+	// warmer, the metrics and the admin views use each connection's own.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /admin/v1/orgs (the `AdminListOrgs` operationId).
+	AdminListOrgsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListOrgsResponse, error)
+
+	// AdminSetOrgIdleTTLWithBodyWithResponse Record an org's refresh-token idle TTL (admin)
+	//
+	// Records the "expire refresh token if not used for N" that an org's
+	// admin set on the connected app; `0` goes back to the default. A TTL
+	// the warm schedule cannot keep inside (warm interval with jitter plus
+	// the retry budget must stay under it) is refused. Audited as an event
+	// naming the key.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl (the `AdminSetOrgIdleTTL` operationId).
+	AdminSetOrgIdleTTLWithBodyWithResponse(ctx context.Context, orgId string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminSetOrgIdleTTLResponse, error)
+
+	// AdminSetOrgIdleTTLWithResponse Record an org's refresh-token idle TTL (admin)
+	//
+	// Records the "expire refresh token if not used for N" that an org's
+	// admin set on the connected app; `0` goes back to the default. A TTL
+	// the warm schedule cannot keep inside (warm interval with jitter plus
+	// the retry budget must stay under it) is refused. Audited as an event
+	// naming the key.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl (the `AdminSetOrgIdleTTL` operationId).
+	AdminSetOrgIdleTTLWithResponse(ctx context.Context, orgId string, body AdminSetOrgIdleTTLJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminSetOrgIdleTTLResponse, error)
 
 	// AdminSummaryWithResponse Fleet summary (admin)
 	//
@@ -3200,6 +3433,151 @@ func (r AdminRevokeConnectionResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminRevokeConnectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminListOrgsResponse401Headers the declared response headers of an HTTP 401 response for AdminListOrgs
+type AdminListOrgsResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+// AdminListOrgsResponse503Headers the declared response headers of an HTTP 503 response for AdminListOrgs
+type AdminListOrgsResponse503Headers struct {
+	RetryAfter int
+}
+
+type AdminListOrgsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminOrgSettings
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminListOrgsResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminListOrgsResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminListOrgsResponse) GetJSON200() *AdminOrgSettings {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminListOrgsResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminListOrgsResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminListOrgsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminListOrgsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminListOrgsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminListOrgsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminSetOrgIdleTTLResponse401Headers the declared response headers of an HTTP 401 response for AdminSetOrgIdleTTL
+type AdminSetOrgIdleTTLResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+// AdminSetOrgIdleTTLResponse503Headers the declared response headers of an HTTP 503 response for AdminSetOrgIdleTTL
+type AdminSetOrgIdleTTLResponse503Headers struct {
+	RetryAfter int
+}
+
+type AdminSetOrgIdleTTLResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminOrgSettings
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *AdminBadParameter
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminSetOrgIdleTTLResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminSetOrgIdleTTLResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminSetOrgIdleTTLResponse) GetJSON200() *AdminOrgSettings {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AdminSetOrgIdleTTLResponse) GetApplicationproblemJSON400() *AdminBadParameter {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminSetOrgIdleTTLResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminSetOrgIdleTTLResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminSetOrgIdleTTLResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminSetOrgIdleTTLResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminSetOrgIdleTTLResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminSetOrgIdleTTLResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4014,6 +4392,61 @@ func (c *ClientWithResponses) AdminRevokeConnectionWithResponse(ctx context.Cont
 	return ParseAdminRevokeConnectionResponse(rsp)
 }
 
+// AdminListOrgsWithResponse Refresh-token idle TTLs of the orgs (admin)
+//
+// The default refresh-token idle expiry (`SALESFORCE_REFRESH_IDLE_TTL`)
+// and every org whose admin set another for the connected app. The
+// warmer, the metrics and the admin views use each connection's own.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /admin/v1/orgs (the `AdminListOrgs` operationId).
+func (c *ClientWithResponses) AdminListOrgsWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminListOrgsResponse, error) {
+	rsp, err := c.AdminListOrgs(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminListOrgsResponse(rsp)
+}
+
+// AdminSetOrgIdleTTLWithBodyWithResponse Record an org's refresh-token idle TTL (admin)
+//
+// Records the "expire refresh token if not used for N" that an org's
+// admin set on the connected app; `0` goes back to the default. A TTL
+// the warm schedule cannot keep inside (warm interval with jitter plus
+// the retry budget must stay under it) is refused. Audited as an event
+// naming the key.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl (the `AdminSetOrgIdleTTL` operationId).
+func (c *ClientWithResponses) AdminSetOrgIdleTTLWithBodyWithResponse(ctx context.Context, orgId string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminSetOrgIdleTTLResponse, error) {
+	rsp, err := c.AdminSetOrgIdleTTLWithBody(ctx, orgId, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminSetOrgIdleTTLResponse(rsp)
+}
+
+// AdminSetOrgIdleTTLWithResponse Record an org's refresh-token idle TTL (admin)
+//
+// Records the "expire refresh token if not used for N" that an org's
+// admin set on the connected app; `0` goes back to the default. A TTL
+// the warm schedule cannot keep inside (warm interval with jitter plus
+// the retry budget must stay under it) is refused. Audited as an event
+// naming the key.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl (the `AdminSetOrgIdleTTL` operationId).
+func (c *ClientWithResponses) AdminSetOrgIdleTTLWithResponse(ctx context.Context, orgId string, body AdminSetOrgIdleTTLJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminSetOrgIdleTTLResponse, error) {
+	rsp, err := c.AdminSetOrgIdleTTL(ctx, orgId, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminSetOrgIdleTTLResponse(rsp)
+}
+
 // AdminSummaryWithResponse Fleet summary (admin)
 //
 // Connection counts by status, the smallest idle budget of an active
@@ -4724,6 +5157,139 @@ func ParseAdminRevokeConnectionResponse(rsp *http.Response) (*AdminRevokeConnect
 				return nil, err
 			}
 			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminListOrgsResponse parses an HTTP response from a AdminListOrgsWithResponse call
+func ParseAdminListOrgsResponse(rsp *http.Response) (*AdminListOrgsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminListOrgsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminOrgSettings
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers AdminListOrgsResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminListOrgsResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminSetOrgIdleTTLResponse parses an HTTP response from a AdminSetOrgIdleTTLWithResponse call
+func ParseAdminSetOrgIdleTTLResponse(rsp *http.Response) (*AdminSetOrgIdleTTLResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminSetOrgIdleTTLResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminOrgSettings
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest AdminBadParameter
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers AdminSetOrgIdleTTLResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminSetOrgIdleTTLResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
 		}
 		response.Headers503 = &headers
 	}

@@ -1,56 +1,56 @@
 package handlers
 
 import (
-	"context"
-	"encoding/base64"
+	"encoding/json"
 	"errors"
-	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"gorm.io/gorm"
 
+	"github.com/tokenwarm/tokenwarm/admin"
 	"github.com/tokenwarm/tokenwarm/adminkeys"
-	"github.com/tokenwarm/tokenwarm/models"
-	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
 
-// Audit event kinds of admin actions (a revocation records models.EventRevoked).
-const (
-	eventAdminRefresh    = "admin_refresh"
-	eventAdminReauthLink = "admin_reauth_link"
-)
+const adminKeyCtx = "admin_key"
 
-const (
-	adminKeyCtx         = "admin_key"
-	adminPageDefault    = 50
-	adminPageMax        = 200
-	adminEventsShown    = 50
-	adminIdleWarning    = 7 * 24 * time.Hour
-	adminConfigErrorAge = 7 * 24 * time.Hour
-	adminConfigErrors   = 20
-)
-
-// admin is the operators' API under /admin/v1. It acts through the vault
-// (the one refresh path) and the same Salesforce client as the flow, and
-// never answers a token.
-type admin struct {
+// adminAPI is the operators' API under /admin/v1: it checks the key, reads
+// the request, and renders the admin service's values and errors. The
+// service acts through the vault (the one refresh path) and never answers
+// a token.
+type adminAPI struct {
 	api  *API
 	keys *adminkeys.Store
+	svc  *admin.Service
 }
 
-func newAdmin(a *API) *admin {
-	return &admin{api: a, keys: adminkeys.New(a.vault.DB(), a.now)}
+func newAdminAPI(a *API) *adminAPI {
+	return &adminAPI{api: a, keys: adminkeys.New(a.vault.DB(), a.now), svc: a.admin}
+}
+
+// newAdminService wires the admin service to the API's vault, database,
+// Salesforce client and re-auth links.
+func newAdminService(a *API) *admin.Service {
+	db := a.vault.DB()
+	return admin.New(admin.Deps{Store: db, Orgs: db, Auditor: db, Vault: a.vault, Revoker: a.sf, Links: reauthLinks{a}},
+		admin.Config{Worker: a.vault.Config().Worker, IdleTTL: a.vault.Config().IdleTTL, ValidateIdleTTL: a.cfg.ValidateOrgIdleTTL, Now: a.now})
+}
+
+// reauthLinks makes the admin service's re-authorization links.
+type reauthLinks struct{ a *API }
+
+func (l reauthLinks) ReauthLink(connectionID string) (string, time.Time, error) {
+	return l.a.reauth.link(l.a.cfg.PublicURL, connectionID)
 }
 
 // requireKey lets only live admin keys in. Missing, wrong and revoked keys
 // get the same answer, so nothing tells them apart. A key that could not be
 // checked (the database did not answer) gets 503 service_unavailable.
-func (ad *admin) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
+func (ad *adminAPI) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		denied := newProblem(http.StatusUnauthorized, "unauthorized", "a valid admin key is required")
 		scheme, tok, ok := strings.Cut(c.Request().Header.Get("Authorization"), " ")
@@ -69,6 +69,7 @@ func (ad *admin) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// adminKeyName is the name of the request's admin key (never the key).
 func adminKeyName(c echo.Context) string {
 	k, _ := c.Get(adminKeyCtx).(*adminkeys.Key)
 	if k == nil {
@@ -77,312 +78,116 @@ func adminKeyName(c echo.Context) string {
 	return k.Name
 }
 
-type adminConnectionView struct {
-	ID                  string    `json:"id"`
-	OrgID               string    `json:"org_id"`
-	UserID              string    `json:"user_id"`
-	Owner               string    `json:"owner"`
-	LoginURL            string    `json:"login_url"`
-	InstanceURL         string    `json:"instance_url"`
-	Status              string    `json:"status"`
-	ReauthReason        string    `json:"reauth_reason,omitempty"`
-	LastRefreshedAt     time.Time `json:"last_refreshed_at"`
-	IdleExpiresAt       time.Time `json:"idle_expires_at"`
-	IdleBudgetSeconds   int64     `json:"idle_budget_seconds"`
-	NextWarmAt          time.Time `json:"next_warm_at"`
-	ConsecutiveFailures int       `json:"consecutive_failures"`
-	LastErrorCode       string    `json:"last_error_code,omitempty"`
-	CreatedAt           time.Time `json:"created_at"`
-}
-
-func (ad *admin) view(cn *models.Connection) adminConnectionView {
-	idleExpires := cn.LastRefreshedAt.Add(idleTTL).UTC()
-	return adminConnectionView{ID: cn.ID, OrgID: cn.OrgID, UserID: cn.UserID, Owner: cn.Owner, LoginURL: cn.LoginURL,
-		InstanceURL: cn.InstanceURL, Status: cn.Status, ReauthReason: cn.ReauthReason, LastRefreshedAt: cn.LastRefreshedAt.UTC(),
-		IdleExpiresAt: idleExpires, IdleBudgetSeconds: max(0, int64(idleExpires.Sub(ad.api.now()).Seconds())),
-		NextWarmAt: cn.NextWarmAt.UTC(), ConsecutiveFailures: cn.ConsecutiveFailures, LastErrorCode: cn.LastErrorCode,
-		CreatedAt: cn.CreatedAt.UTC()}
-}
-
-type adminEventView struct {
-	ConnectionID string    `json:"connection_id,omitempty"`
-	Kind         string    `json:"kind"`
-	Cause        string    `json:"cause,omitempty"`
-	Worker       string    `json:"worker,omitempty"`
-	HTTPStatus   int       `json:"http_status,omitempty"`
-	ErrorCode    string    `json:"error_code,omitempty"`
-	Detail       string    `json:"detail,omitempty"`
-	CreatedAt    time.Time `json:"created_at"`
-}
-
-func eventView(e *models.Event, withConnection bool) adminEventView {
-	v := adminEventView{Kind: e.Kind, Cause: e.Cause, Worker: e.Worker, HTTPStatus: e.HTTPStatus, ErrorCode: e.ErrorCode,
-		Detail: e.Detail, CreatedAt: e.CreatedAt.UTC()}
-	if withConnection && e.ConnectionID != nil {
-		v.ConnectionID = *e.ConnectionID
+// adminProblem renders the admin service's parameter errors; every other
+// error renders as itself (vault codes, storage failures).
+func adminProblem(err error) error {
+	var ie *admin.InvalidError
+	if errors.As(err, &ie) {
+		return newFieldProblem("invalid_parameter", ie.Field, ie.Message)
 	}
-	return v
+	return err
 }
 
-// pageCursor is the position after the last connection of a page: the
-// ordering time (created_at for the API, so connections created meanwhile
-// land after the cursor and none is skipped or repeated) and the id.
-type pageCursor struct {
-	At time.Time
-	ID string
-}
-
-func (p pageCursor) encode() string {
-	return base64.RawURLEncoding.EncodeToString([]byte(p.At.UTC().Format(time.RFC3339Nano) + "|" + p.ID))
-}
-
-func decodeCursor(s string) (pageCursor, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return pageCursor{}, false
-	}
-	ts, id, ok := strings.Cut(string(b), "|")
-	t, err := time.Parse(time.RFC3339Nano, ts)
-	if !ok || err != nil || !validUUID(id) {
-		return pageCursor{}, false
-	}
-	return pageCursor{At: t, ID: id}, true
-}
-
-func (ad *admin) listConnections(c echo.Context) error {
+func (ad *adminAPI) listConnections(c echo.Context) error {
 	q := c.QueryParams()
-	db := ad.api.vault.DB().Gorm.WithContext(c.Request().Context())
-	limit := adminPageDefault
+	lq := admin.ListQuery{Status: q.Get("status"), OrgID: q.Get("org_id"), Owner: q.Get("owner"), Cursor: q.Get("cursor")}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > adminPageMax {
-			return newFieldProblem("invalid_parameter", "limit", fmt.Sprintf("must be an integer from 1 to %d", adminPageMax))
+		if err != nil || n < 1 {
+			return newFieldProblem("invalid_parameter", "limit", admin.LimitRule)
 		}
-		limit = n
-	}
-	if s := q.Get("status"); s != "" {
-		if s != models.StatusActive && s != models.StatusNeedsReauth && s != models.StatusRevoked {
-			return newFieldProblem("invalid_parameter", "status", "must be active, needs_reauth or revoked")
-		}
-		db = db.Where("status = ?", s)
-	}
-	if s := q.Get("org_id"); s != "" {
-		db = db.Where("org_id = ?", s)
-	}
-	if s := q.Get("owner"); s != "" {
-		db = db.Where("owner = ?", s)
+		lq.Limit = n
 	}
 	if s := q.Get("idle_budget_below_days"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 || n > 3650 {
-			return newFieldProblem("invalid_parameter", "idle_budget_below_days", "must be an integer number of days from 0 to 3650")
+		if err != nil {
+			return newFieldProblem("invalid_parameter", "idle_budget_below_days", admin.IdleBudgetDaysRule)
 		}
-		// Idle budget below n days: last refreshed before now - 30d + n days.
-		db = db.Where("last_refreshed_at < ?", ad.api.now().UTC().Add(-idleTTL).Add(time.Duration(n)*24*time.Hour))
+		lq.IdleBudgetBelowDays = &n
 	}
-	if s := q.Get("cursor"); s != "" {
-		cur, ok := decodeCursor(s)
-		if !ok {
-			return newFieldProblem("invalid_parameter", "cursor", "is not a cursor from a previous page")
-		}
-		db = db.Where("created_at > ? OR (created_at = ? AND id > ?)", cur.At, cur.At, cur.ID)
+	page, err := ad.svc.ListConnections(c.Request().Context(), lq)
+	if err != nil {
+		return adminProblem(err)
 	}
-	var conns []models.Connection
-	if err := db.Order("created_at, id").Limit(limit + 1).Find(&conns).Error; err != nil {
-		return err
-	}
-	out := map[string]any{}
-	if len(conns) > limit {
-		conns = conns[:limit]
-		last := conns[limit-1]
-		out["next_cursor"] = pageCursor{At: last.CreatedAt, ID: last.ID}.encode()
-	}
-	views := make([]adminConnectionView, 0, len(conns))
-	for i := range conns {
-		views = append(views, ad.view(&conns[i]))
-	}
-	out["connections"] = views
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, page)
 }
 
-// connection loads the connection of the path; malformed IDs are 404 too.
-func (ad *admin) connection(c echo.Context) (*models.Connection, error) {
-	id := c.Param("id")
-	if !validUUID(id) {
-		return nil, newProblem(http.StatusNotFound, "not_found", "no such connection")
+func (ad *adminAPI) getConnection(c echo.Context) error {
+	d, err := ad.svc.Connection(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return adminProblem(err)
 	}
-	return ad.api.vault.DB().Connection(c.Request().Context(), strings.ToLower(id))
+	return c.JSON(http.StatusOK, d)
 }
 
-func (ad *admin) getConnection(c echo.Context) error {
-	cn, err := ad.connection(c)
+// refresh forces one refresh through the vault, ignoring backoff. A dead
+// connection's 409 carries a re-auth link.
+func (ad *adminAPI) refresh(c echo.Context) error {
+	cn, err := ad.svc.Refresh(c.Request().Context(), c.Param("id"), adminKeyName(c))
+	var failed *admin.RefreshError
+	if errors.As(err, &failed) && vault.ErrorCode(failed.Err) == vault.CodeReauthRequired {
+		p := toProblem(failed.Err)
+		p.ReauthURL = ad.api.ReauthURL(strings.ToLower(c.Param("id")))
+		return &problemError{p: p}
+	}
 	if err != nil {
-		return err
+		return adminProblem(err)
 	}
-	var evs []models.Event
-	if err := ad.api.vault.DB().Gorm.WithContext(c.Request().Context()).Where("connection_id = ?", cn.ID).
-		Order("id DESC").Limit(adminEventsShown).Find(&evs).Error; err != nil {
-		return err
-	}
-	events := make([]adminEventView, 0, len(evs))
-	for i := range evs {
-		events = append(events, eventView(&evs[i], false))
-	}
-	return c.JSON(http.StatusOK, map[string]any{"connection": ad.view(cn), "events": events})
+	return c.JSON(http.StatusOK, cn)
 }
 
-// audit records an admin action on a connection, naming the key (never
-// the key itself).
-func (ad *admin) audit(ctx context.Context, tx *gorm.DB, connectionID, kind, detail string) error {
-	if tx == nil {
-		tx = ad.api.vault.DB().Gorm
-	}
-	cid := connectionID
-	ev := models.Event{ConnectionID: &cid, Kind: kind, Cause: vault.CauseAdmin, Worker: ad.api.vault.Config().Worker,
-		Detail: detail, CreatedAt: ad.api.now().UTC()}
-	if err := tx.WithContext(ctx).Create(&ev).Error; err != nil {
-		return err
-	}
-	if ad.api.cfg.OnEvents != nil {
-		return ad.api.cfg.OnEvents(tx, []models.Event{ev})
-	}
-	return nil
-}
-
-// refresh forces one refresh through the vault, ignoring backoff.
-func (ad *admin) refresh(c echo.Context) error {
-	ctx := c.Request().Context()
-	cn, err := ad.connection(c)
+func (ad *adminAPI) reauthLink(c echo.Context) error {
+	link, err := ad.svc.ReauthLink(c.Request().Context(), c.Param("id"), adminKeyName(c))
 	if err != nil {
-		return err
-	}
-	_, err = ad.api.vault.Access(ctx, cn.ID, vault.Request{Cause: vault.CauseAdmin, Force: true, IgnoreBackoff: true})
-	outcome := "ok"
-	if err != nil {
-		outcome = string(vault.ErrorCode(err))
-	}
-	if aerr := ad.audit(ctx, nil, cn.ID, eventAdminRefresh, fmt.Sprintf("forced refresh by admin key %q: %s", adminKeyName(c), outcome)); aerr != nil {
-		return aerr
-	}
-	if err != nil {
-		if vault.ErrorCode(err) == vault.CodeReauthRequired {
-			p := toProblem(err)
-			p.ReauthURL = ad.api.ReauthURL(cn.ID)
-			return &problemError{p: p}
-		}
-		return err
-	}
-	if cn, err = ad.api.vault.DB().Connection(ctx, cn.ID); err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, ad.view(cn))
-}
-
-func (ad *admin) reauthLink(c echo.Context) error {
-	cn, err := ad.connection(c)
-	if err != nil {
-		return err
-	}
-	if cn.Status == models.StatusRevoked {
-		return vaultRevoked()
-	}
-	link, exp, err := ad.api.reauth.link(ad.api.cfg.PublicURL, cn.ID)
-	if err != nil {
-		return err
-	}
-	detail := fmt.Sprintf("re-authorization link issued by admin key %q, valid until %s", adminKeyName(c), exp.Format(time.RFC3339))
-	if err := ad.audit(c.Request().Context(), nil, cn.ID, eventAdminReauthLink, detail); err != nil {
-		return err
+		return adminProblem(err)
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, map[string]any{"url": link, "expires_at": exp})
+	return c.JSON(http.StatusOK, link)
 }
 
-func vaultRevoked() error {
-	return &vault.Error{Code: vault.CodeRevoked, Message: "the connection was revoked"}
-}
-
-// revoke revokes the connection's refresh token at Salesforce and marks the
-// connection revoked, through the vault, under the lock refreshes take.
-// Revoking a revoked connection does nothing.
-func (ad *admin) revoke(c echo.Context) error {
-	// Detached: a caller hanging up must not split the Salesforce
-	// revocation from storing it.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), 30*time.Second)
-	defer cancel()
-	cn, err := ad.connection(c)
+// revoke revokes the connection at Salesforce, then marks it revoked;
+// revoking a revoked connection does nothing.
+func (ad *adminAPI) revoke(c echo.Context) error {
+	cn, err := ad.svc.Revoke(c.Request().Context(), c.Param("id"), adminKeyName(c))
 	if err != nil {
-		return err
+		return adminProblem(err)
 	}
-	if cn.Status != models.StatusRevoked {
-		detail := fmt.Sprintf("revoked by admin key %q", adminKeyName(c))
-		cn, err = ad.api.vault.Revoke(ctx, cn.ID, vault.CauseAdmin, detail, ad.api.sf.Revoke)
-		if err != nil && !vault.IsVaultError(err) {
-			return upstreamProblem(err)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return c.JSON(http.StatusOK, ad.view(cn))
+	return c.JSON(http.StatusOK, cn)
 }
 
-// upstreamProblem says why Salesforce did not confirm a revocation; the
-// connection is left as it was, so the admin can retry.
-func upstreamProblem(err error) error {
-	var se *salesforce.Error
-	if errors.As(err, &se) && (se.Class == salesforce.Config || se.Class == salesforce.Restricted) {
-		return newProblem(http.StatusServiceUnavailable, string(vault.CodeUpstreamConfig), "Salesforce refused tokenwarm's client credentials or IP address")
+func (ad *adminAPI) summary(c echo.Context) error {
+	s, err := ad.svc.Summary(c.Request().Context())
+	if err != nil {
+		return adminProblem(err)
 	}
-	return &problemError{p: Problem{Status: http.StatusServiceUnavailable, Code: string(vault.CodeUpstreamUnavailable),
-		Title: http.StatusText(http.StatusServiceUnavailable), Detail: "Salesforce did not confirm the revocation; retry", RetryAfter: 30}}
+	return c.JSON(http.StatusOK, s)
 }
 
-type adminSummary struct {
-	Total                int64            `json:"total"`
-	ByStatus             map[string]int64 `json:"by_status"`
-	MinIdleBudgetSeconds *int64           `json:"min_idle_budget_seconds,omitempty"`
-	IdleBudgetUnder7Days int64            `json:"idle_budget_under_7_days"`
-	RecentConfigErrors   []adminEventView `json:"recent_config_errors"`
+func (ad *adminAPI) listOrgs(c echo.Context) error {
+	o, err := ad.svc.Orgs(c.Request().Context())
+	if err != nil {
+		return adminProblem(err)
+	}
+	return c.JSON(http.StatusOK, o)
 }
 
-// summary counts connections by status and shows the ones at risk. Idle
-// budgets count active connections only: the others are not warmed.
-func (ad *admin) summary(c echo.Context) error {
-	db := ad.api.vault.DB().Gorm.WithContext(c.Request().Context())
-	now := ad.api.now().UTC()
-	out := adminSummary{ByStatus: map[string]int64{models.StatusActive: 0, models.StatusNeedsReauth: 0, models.StatusRevoked: 0}}
-	var counts []struct {
-		Status string
-		N      int64
+// setOrgIdleTTL records the refresh-token idle TTL an org's admin set for
+// the connected app; 0 goes back to the default.
+func (ad *adminAPI) setOrgIdleTTL(c echo.Context) error {
+	var body struct {
+		Seconds *int64 `json:"refresh_idle_ttl_seconds"`
 	}
-	if err := db.Model(&models.Connection{}).Select("status, count(*) AS n").Group("status").Scan(&counts).Error; err != nil {
-		return err
+	dec := json.NewDecoder(io.LimitReader(c.Request().Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.Seconds == nil {
+		return newFieldProblem("invalid_parameter", "refresh_idle_ttl_seconds", "is required: a JSON body {\"refresh_idle_ttl_seconds\": N}")
 	}
-	for _, s := range counts {
-		out.ByStatus[s.Status] = s.N
-		out.Total += s.N
+	if *body.Seconds < 0 || *body.Seconds > int64(10*365*24*3600) {
+		return newFieldProblem("invalid_parameter", "refresh_idle_ttl_seconds", "must be 0 (the default) or a number of seconds up to ten years")
 	}
-	var oldest []models.Connection
-	if err := db.Where("status = ?", models.StatusActive).Order("last_refreshed_at").Limit(1).Find(&oldest).Error; err != nil {
-		return err
+	o, err := ad.svc.SetOrgIdleTTL(c.Request().Context(), c.Param("org_id"), time.Duration(*body.Seconds)*time.Second, adminKeyName(c))
+	if err != nil {
+		return adminProblem(err)
 	}
-	if len(oldest) == 1 {
-		budget := ad.view(&oldest[0]).IdleBudgetSeconds
-		out.MinIdleBudgetSeconds = &budget
-	}
-	if err := db.Model(&models.Connection{}).Where("status = ? AND last_refreshed_at < ?", models.StatusActive, now.Add(-idleTTL+adminIdleWarning)).
-		Count(&out.IdleBudgetUnder7Days).Error; err != nil {
-		return err
-	}
-	var evs []models.Event
-	if err := db.Where("kind = ? AND created_at >= ?", models.EventConfigError, now.Add(-adminConfigErrorAge)).
-		Order("id DESC").Limit(adminConfigErrors).Find(&evs).Error; err != nil {
-		return err
-	}
-	out.RecentConfigErrors = make([]adminEventView, 0, len(evs))
-	for i := range evs {
-		out.RecentConfigErrors = append(out.RecentConfigErrors, eventView(&evs[i], true))
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, o)
 }

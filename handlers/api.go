@@ -7,10 +7,8 @@ import (
 	"slices"
 	"time"
 
-	"gorm.io/gorm"
-
+	"github.com/tokenwarm/tokenwarm/admin"
 	"github.com/tokenwarm/tokenwarm/devices"
-	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/seal"
@@ -38,9 +36,20 @@ type APIConfig struct {
 	AllowAnyLoginHost bool
 	// Demo serves the walk-through pages at / and /demo/.
 	Demo bool
-	// OnEvents runs in the transaction that stores an admin action's event
-	// (the webhook outbox).
-	OnEvents func(tx *gorm.DB, events []models.Event) error
+	// AdminSessions seals the admin UI's session cookies: a ring of its
+	// own (seal.Ring.Derive), never the one of re-auth links or tokens.
+	// The same keys on every replica make sessions work on any of them and
+	// across restarts. Nil serves no admin UI (the admin API stays).
+	AdminSessions Sealer
+	// ValidateOrgIdleTTL refuses an org's refresh-token idle TTL that the
+	// warm schedule cannot keep inside; nil accepts any.
+	ValidateOrgIdleTTL func(time.Duration) error
+}
+
+// Sealer seals and opens values bound to associated data (*seal.Ring).
+type Sealer interface {
+	Seal(plaintext, ad string) (string, error)
+	Open(sealed, ad string) (string, error)
 }
 
 // API is the mobile API and the OAuth flow.
@@ -52,6 +61,7 @@ type API struct {
 	pending *pkce.Store
 	sf      Salesforce
 	reauth  *reauthTokens
+	admin   *admin.Service
 	now     func() time.Time
 }
 
@@ -63,8 +73,10 @@ func NewAPI(cfg APIConfig, log *slog.Logger, v *vault.Vault, d *devices.Service,
 	if now == nil {
 		now = time.Now
 	}
-	return &API{cfg: cfg, log: log, vault: v, devices: d, pending: p, sf: sf,
+	a := &API{cfg: cfg, log: log, vault: v, devices: d, pending: p, sf: sf,
 		reauth: &reauthTokens{ring: ring, ttl: cfg.ReauthLinkTTL, now: now}, now: now}
+	a.admin = newAdminService(a)
+	return a
 }
 
 // ReauthURL returns a signed, expiring link that re-authorizes a connection.

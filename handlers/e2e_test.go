@@ -56,6 +56,9 @@ type world struct {
 	// tokenwarm's log output.
 	pgURL string
 	logs  *testkit.SyncBuffer
+	// ring is the seal key ring; sf the Salesforce client.
+	ring *seal.Ring
+	sf   *salesforce.Client
 }
 
 func newWorld(t testing.TB, dialect models.Dialect) *world {
@@ -106,13 +109,18 @@ func newWorldVia(t testing.TB, dialect models.Dialect, via func(pgURL string) st
 	})
 	sf := &salesforce.Client{HTTP: &http.Client{}, ClientID: "cid", ClientSecret: "csecret",
 		RedirectURI: w.srv.URL + "/v1/oauth/callback", Timeout: 5 * time.Second, SessionTimeout: 2 * time.Hour, Clock: w.sfClock}
+	w.ring, w.sf = ring, sf
 	w.vault = vault.New(db, ring, sf, w.sfClock, log, vault.Config{})
 	dev := devices.New(db, ring, w.devClock, devices.Config{Issuer: w.srv.URL})
 	if err := dev.EnsureSigningKey(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	sessions, err := ring.Derive("tokenwarm admin session v1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect},
-		AllowAnyLoginHost: true}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
+		AllowAnyLoginHost: true, AdminSessions: sessions}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	w.router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api, Metrics: http.NotFoundHandler()})
 	strict := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect}},
 		log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)

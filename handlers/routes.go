@@ -54,7 +54,7 @@ func New(d Deps) *echo.Echo {
 		dev.GET("", a.listConnections)
 		dev.GET("/:id", a.getConnection)
 		dev.GET("/:id/access-token", a.getAccessToken)
-		ad := newAdmin(a)
+		ad := newAdminAPI(a)
 		adm := e.Group("/admin/v1", ad.requireKey)
 		adm.GET("/connections", ad.listConnections)
 		adm.GET("/connections/:id", ad.getConnection)
@@ -62,7 +62,11 @@ func New(d Deps) *echo.Echo {
 		adm.POST("/connections/:id/reauth-link", ad.reauthLink)
 		adm.POST("/connections/:id/revoke", ad.revoke)
 		adm.GET("/summary", ad.summary)
-		registerAdminUI(e, ad)
+		adm.GET("/orgs", ad.listOrgs)
+		adm.PUT("/orgs/:org_id/refresh-idle-ttl", ad.setOrgIdleTTL)
+		if a.cfg.AdminSessions != nil {
+			registerAdminUI(e, ad, a.cfg.AdminSessions)
+		}
 		if a.cfg.Demo {
 			e.GET("/", a.demoHome)
 			e.GET("/demo/start", a.demoStart)

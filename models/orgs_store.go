@@ -107,3 +107,12 @@ type ScopedTTL struct {
 	Scope OrgScope
 	TTL   time.Duration
 }
+
+// CountActiveRefreshedBefore counts the active connections of scope last
+// refreshed before a time.
+func (d *DB) CountActiveRefreshedBefore(ctx context.Context, scope OrgScope, before time.Time) (int64, error) {
+	var n int64
+	err := scope.apply(d.Gorm.WithContext(ctx).Model(&Connection{}), "org_id").
+		Where("status = ? AND last_refreshed_at < ?", StatusActive, before.UTC()).Count(&n).Error
+	return n, err
+}

@@ -11,7 +11,9 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -43,6 +45,8 @@ type Ring struct {
 	active string
 	aeads  map[string]cipher.AEAD
 	order  []string
+	// secrets are kept for Derive only.
+	secrets map[string][]byte
 }
 
 // NewRing builds a ring; keys[0] is the active key.
@@ -50,7 +54,7 @@ func NewRing(keys ...Key) (*Ring, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("seal: key ring is empty")
 	}
-	r := &Ring{active: keys[0].ID, aeads: make(map[string]cipher.AEAD, len(keys))}
+	r := &Ring{active: keys[0].ID, aeads: make(map[string]cipher.AEAD, len(keys)), secrets: make(map[string][]byte, len(keys))}
 	for _, k := range keys {
 		if !kidPattern.MatchString(k.ID) {
 			return nil, fmt.Errorf("seal: key ID %q must be 1-32 characters of [A-Za-z0-9_-]", k.ID)
@@ -70,6 +74,7 @@ func NewRing(keys ...Key) (*Ring, error) {
 			return nil, fmt.Errorf("seal: key %q: %w", k.ID, err)
 		}
 		r.aeads[k.ID] = aead
+		r.secrets[k.ID] = append([]byte(nil), k.Secret...)
 		r.order = append(r.order, k.ID)
 	}
 	return r, nil
@@ -147,6 +152,27 @@ func LoadOrCreateKeyFile(path string) (r *Ring, created bool, err error) {
 	}
 	r, err = ParseRing(spec)
 	return r, true, err
+}
+
+// Derive returns a ring for another purpose, named by label: each key is
+// replaced by HKDF-SHA256 of it with label as the info, under the same key
+// ID. What one ring seals the other cannot open, so a value made for one
+// purpose is never accepted for another; and every process with the same
+// keys derives the same ring, so its values work across replicas and
+// restarts, and rotate with the ring.
+func (r *Ring) Derive(label string) (*Ring, error) {
+	if label == "" {
+		return nil, errors.New("seal: a derived ring needs a label")
+	}
+	keys := make([]Key, 0, len(r.order))
+	for _, id := range r.order {
+		secret, err := hkdf.Key(sha256.New, r.secrets[id], nil, label, keySize)
+		if err != nil {
+			return nil, fmt.Errorf("seal: derive from key %q: %w", id, err)
+		}
+		keys = append(keys, Key{ID: id, Secret: secret})
+	}
+	return NewRing(keys...)
 }
 
 // ActiveKeyID is the ID of the key that seals.

@@ -122,3 +122,41 @@ func TestLoadOrCreateKeyFile(t *testing.T) {
 		t.Fatalf("reloaded key cannot open: %q %v", got, err)
 	}
 }
+
+// A derived ring is the same in every process with the same keys, opens
+// nothing of its parent's (nor the parent anything of its), and rotates
+// with the parent's keys.
+func TestDeriveSeparatesPurposes(t *testing.T) {
+	k1, k2 := mustKey(t, "k1"), mustKey(t, "k2")
+	parent := mustRing(t, k1)
+	a, err := parent.Derive("purpose a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := mustRing(t, k1).Derive("purpose a")
+	other, _ := parent.Derive("purpose b")
+	s, err := a.Seal("value", "ad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := again.Open(s, "ad"); err != nil || got != "value" {
+		t.Fatalf("the same keys derive another ring: %q %v", got, err)
+	}
+	if _, err := parent.Open(s, "ad"); err == nil {
+		t.Fatal("the parent ring opens a derived ring's value")
+	}
+	if _, err := other.Open(s, "ad"); err == nil {
+		t.Fatal("a ring derived with another label opens the value")
+	}
+	ps, _ := parent.Seal("value", "ad")
+	if _, err := a.Open(ps, "ad"); err == nil {
+		t.Fatal("a derived ring opens its parent's value")
+	}
+	rotated, _ := mustRing(t, k2, k1).Derive("purpose a")
+	if got, err := rotated.Open(s, "ad"); err != nil || got != "value" || rotated.ActiveKeyID() != "k2" {
+		t.Fatalf("after rotation: %q %v (active %s)", got, err, rotated.ActiveKeyID())
+	}
+	if _, err := parent.Derive(""); err == nil {
+		t.Fatal("derived without a label")
+	}
+}

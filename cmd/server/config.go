@@ -309,6 +309,15 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	return c, errors.Join(errs...)
 }
 
+// ValidateIdleTTL checks an org's refresh-token idle TTL against the warm
+// schedule (and the event retention the idle-risk sweep reads).
+func (c *Config) ValidateIdleTTL(ttl time.Duration) error {
+	if ttl > c.EventRetention {
+		return fmt.Errorf("must not exceed TOKENWARM_EVENT_RETENTION (%s): the idle-risk check reads the events of one idle TTL", c.EventRetention)
+	}
+	return warmer.ValidateConfig(c.WarmInterval, c.WarmJitter, c.WarmRetryBudget, ttl)
+}
+
 // AttemptLease is how long a refresh attempt owns its token (see vault.Config).
 func (c *Config) AttemptLease() time.Duration {
 	return c.UpstreamTimeout + c.CommitRetry + 5*time.Second

@@ -38,6 +38,10 @@ const (
 	emulatorPrefix   = "/_emulator"
 )
 
+// adminSessionLabel derives the admin UI's session ring from the seal keys
+// (seal.Ring.Derive). Changing it signs every admin out.
+const adminSessionLabel = "tokenwarm admin session v1"
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 {
@@ -279,7 +283,6 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	// Every event stored with a webhook type goes to the outbox in the same
 	// transaction.
 	db.SetAnnouncer(webhooks.Announcer(endpoints))
-	announce := webhooks.FromEvents(endpoints)
 	v := vault.New(db, ring, sf, clock.System{}, log, vault.Config{
 		Observe:     met.ObserveRefresh,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
@@ -307,8 +310,14 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	}
 	pending := pkce.NewStore(db, ring, clock.System{}, 0)
 	go housekeepLoop(ctx, cfg, db, ring, log)
+	// The admin UI's sessions have keys of their own, derived from the
+	// seal keys: the same on every replica and after a restart.
+	sessions, err := ring.Derive(adminSessionLabel)
+	if err != nil {
+		return fmt.Errorf("admin session keys: %w", err)
+	}
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects,
-		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), OnEvents: announce}, log, v, dev, pending, sf, ring, nil)
+		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, ValidateOrgIdleTTL: cfg.ValidateIdleTTL}, log, v, dev, pending, sf, ring, nil)
 
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts})
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}

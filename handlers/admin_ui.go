@@ -19,15 +19,15 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/labstack/echo/v4/middleware"
 
+	"github.com/tokenwarm/tokenwarm/admin"
 	"github.com/tokenwarm/tokenwarm/adminkeys"
-	"github.com/tokenwarm/tokenwarm/models"
 )
 
-// The admin web UI under /admin/: server-rendered pages over the same
-// queries and actions as the admin API, behind a session cookie made from
-// an admin key. The pages carry no script and never a token.
+// The admin web UI under /admin/: server-rendered pages over the admin
+// service (the same values and actions as the admin API), behind a session
+// cookie made from an admin key. The pages carry no script and never a
+// token.
 
 //go:embed templates/*.html templates/app.css
 var adminUIFiles embed.FS
@@ -43,16 +43,22 @@ var adminUITemplates = template.Must(template.New("adminui").Funcs(template.Func
 }).ParseFS(adminUIFiles, "templates/*.html"))
 
 const (
+	adminUIPrefix      = "/admin"
 	adminSessionCookie = "tokenwarm_admin"
 	adminPreCookie     = "tokenwarm_admin_login"
 	adminSessionTTL    = 8 * time.Hour
 	adminSessionAD     = "admin_session"
-	adminUIListMax     = 200
 	adminUICSP         = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
+// AdminUIRouteName names every route of the admin UI: its pages are HTML
+// for people, not API, so openapi.yaml does not list them.
+const AdminUIRouteName = "admin-ui"
+
 type adminUI struct {
-	ad *admin
+	ad       *adminAPI
+	svc      *admin.Service
+	sessions Sealer
 }
 
 type adminSession struct {
@@ -70,38 +76,24 @@ type uiPage struct {
 	Data    any
 }
 
-// registerAdminUI serves the UI from its own router, reached before
-// routing: its pages are not API (openapi.yaml lists the API alone), and
-// unknown paths under /admin/v1 stay the API's.
-func registerAdminUI(e *echo.Echo, ad *admin) {
-	ui := &adminUI{ad: ad}
-	r := echo.New()
-	r.HideBanner, r.HidePort = true, true
-	r.HTTPErrorHandler = e.HTTPErrorHandler
-	r.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
-	r.Use(middleware.BodyLimit("64K"))
-	r.GET("/admin/static/app.css", ui.css)
-	r.GET("/admin", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/admin/") })
-	r.GET("/admin/login", ui.loginPage)
-	r.POST("/admin/login", ui.login)
+// registerAdminUI mounts the UI as a group of the one router, next to (and
+// apart from) the admin API under /admin/v1, whose paths stay the API's.
+func registerAdminUI(e *echo.Echo, ad *adminAPI, sessions Sealer) {
+	ui := &adminUI{ad: ad, svc: ad.svc, sessions: sessions}
+	g := e.Group(adminUIPrefix)
+	route := func(r *echo.Route) { r.Name = AdminUIRouteName }
 	s := ui.requireSession
-	r.POST("/admin/logout", s(ui.logout))
-	r.GET("/admin/", s(ui.overview))
-	r.GET("/admin/connections", s(ui.connections))
-	r.GET("/admin/connections/:id", s(ui.detail))
-	r.POST("/admin/connections/:id/refresh", s(ui.refresh))
-	r.POST("/admin/connections/:id/reauth-link", s(ui.reauthLink))
-	r.POST("/admin/connections/:id/revoke", s(ui.revoke))
-	e.Pre(func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			p := c.Request().URL.Path
-			if p == "/admin" || (strings.HasPrefix(p, "/admin/") && !strings.HasPrefix(p, "/admin/v1/") && p != "/admin/v1") {
-				r.ServeHTTP(c.Response(), c.Request())
-				return nil
-			}
-			return next(c)
-		}
-	})
+	route(g.GET("/static/app.css", ui.css))
+	route(g.GET("", func(c echo.Context) error { return c.Redirect(http.StatusFound, "/admin/") }))
+	route(g.GET("/login", ui.loginPage))
+	route(g.POST("/login", ui.login))
+	route(g.POST("/logout", s(ui.logout)))
+	route(g.GET("/", s(ui.overview)))
+	route(g.GET("/connections", s(ui.connections)))
+	route(g.GET("/connections/:id", s(ui.detail)))
+	route(g.POST("/connections/:id/refresh", s(ui.refresh)))
+	route(g.POST("/connections/:id/reauth-link", s(ui.reauthLink)))
+	route(g.POST("/connections/:id/revoke", s(ui.revoke)))
 }
 
 func setUIHeaders(h http.Header) {
@@ -143,8 +135,9 @@ func (ui *adminUI) errorPage(c echo.Context, status int, msg string) error {
 	return ui.render(c, status, "error.html", uiPage{Title: http.StatusText(status), Error: msg})
 }
 
-// csrfToken is derived from the cookie it protects: a page of another
-// origin can neither read the cookie nor compute the token.
+// csrfToken is derived from the session cookie it protects (itself sealed
+// under the UI's own ring): a page of another origin can neither read the
+// cookie nor compute the token.
 func csrfToken(cookie string) string {
 	m := hmac.New(sha256.New, []byte(cookie))
 	m.Write([]byte("csrf"))
@@ -170,7 +163,7 @@ func loopback(r *http.Request) bool {
 }
 
 func (ui *adminUI) setCookie(c echo.Context, name, value string, maxAge int) {
-	c.SetCookie(&http.Cookie{Name: name, Value: value, Path: "/admin", MaxAge: maxAge, HttpOnly: true,
+	c.SetCookie(&http.Cookie{Name: name, Value: value, Path: adminUIPrefix, MaxAge: maxAge, HttpOnly: true,
 		Secure: !loopback(c.Request()), SameSite: http.SameSiteStrictMode})
 }
 
@@ -209,7 +202,7 @@ func (ui *adminUI) login(c echo.Context) error {
 	}
 	exp := ui.ad.api.now().Add(adminSessionTTL)
 	b, _ := json.Marshal(adminSession{KeyID: k.ID, Name: k.Name, Exp: exp.Unix()})
-	sealed, err := ui.ad.api.reauth.ring.Seal(string(b), adminSessionAD)
+	sealed, err := ui.sessions.Seal(string(b), adminSessionAD)
 	if err != nil {
 		return err
 	}
@@ -226,7 +219,7 @@ func (ui *adminUI) session(c echo.Context) (*adminkeys.Key, string, error) {
 	if err != nil || ck.Value == "" {
 		return nil, "", errNoSession
 	}
-	plain, err := ui.ad.api.reauth.ring.Open(ck.Value, adminSessionAD)
+	plain, err := ui.sessions.Open(ck.Value, adminSessionAD)
 	if err != nil {
 		return nil, "", errNoSession
 	}
@@ -287,41 +280,10 @@ func (ui *adminUI) logout(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, "/admin/login")
 }
 
-// captured runs an admin API handler and keeps its answer instead of
-// sending it, so the UI shares the API's actions and audit events.
-type captured struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
-}
-
-func (r *captured) Header() http.Header { return r.header }
-func (r *captured) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
-	return r.body.Write(b)
-}
-func (r *captured) WriteHeader(s int) { r.status = s }
-
-func (ui *adminUI) capture(c echo.Context, h echo.HandlerFunc, out any) error {
-	orig := c.Response()
-	rec := &captured{header: http.Header{}}
-	c.SetResponse(echo.NewResponse(rec, c.Echo()))
-	err := h(c)
-	c.SetResponse(orig)
-	if err != nil {
-		return err
-	}
-	if out != nil {
-		return json.Unmarshal(rec.body.Bytes(), out)
-	}
-	return nil
-}
-
-// uiError renders an action's failure as a page, with the problem's text.
+// uiError renders a failure as a page with the problem's text; our own
+// unexpected failures go to the error handler.
 func (ui *adminUI) uiError(c echo.Context, err error) error {
-	p := toProblem(err)
+	p := toProblem(adminProblem(err))
 	if p.Status == http.StatusInternalServerError {
 		return err
 	}
@@ -332,95 +294,53 @@ func (ui *adminUI) uiError(c echo.Context, err error) error {
 	return ui.errorPage(c, p.Status, fmt.Sprintf("%s (%s)", msg, p.Code))
 }
 
-type uiOverview struct {
-	Summary     adminSummary
-	AtRisk      []adminConnectionView
-	NeedsReauth []adminConnectionView
-}
-
-func (ui *adminUI) views(conns []models.Connection) []adminConnectionView {
-	out := make([]adminConnectionView, 0, len(conns))
-	for i := range conns {
-		out = append(out, ui.ad.view(&conns[i]))
-	}
-	return out
-}
-
 func (ui *adminUI) overview(c echo.Context) error {
-	var d uiOverview
-	if err := ui.capture(c, ui.ad.summary, &d.Summary); err != nil {
+	d, err := ui.svc.Overview(c.Request().Context())
+	if err != nil {
 		return err
 	}
-	db := ui.ad.api.vault.DB().Gorm.WithContext(c.Request().Context())
-	now := ui.ad.api.now().UTC()
-	var risk, dead []models.Connection
-	if err := db.Where("status = ? AND last_refreshed_at < ?", models.StatusActive, now.Add(-idleTTL+adminIdleWarning)).
-		Order("last_refreshed_at, id").Limit(adminUIListMax).Find(&risk).Error; err != nil {
-		return err
-	}
-	if err := db.Where("status = ?", models.StatusNeedsReauth).Order("last_refreshed_at, id").Limit(adminUIListMax).Find(&dead).Error; err != nil {
-		return err
-	}
-	d.AtRisk, d.NeedsReauth = ui.views(risk), ui.views(dead)
 	return ui.render(c, http.StatusOK, "overview.html", uiPage{Title: "Fleet", Data: d})
 }
 
 type uiConnections struct {
 	Status      string
 	Statuses    []string
-	Connections []adminConnectionView
+	Connections []admin.Connection
 	PageSize    int
 	// Paged: this is not the first page. Next: the link to the next one.
 	Paged bool
 	Next  string
 }
 
-// connections lists connections by idle budget, least first (the order of
-// last_refreshed_at).
+// connections shows the table by idle budget, least first.
 func (ui *adminUI) connections(c echo.Context) error {
-	d := uiConnections{Status: c.QueryParam("status"), Statuses: []string{models.StatusActive, models.StatusNeedsReauth, models.StatusRevoked}}
-	db := ui.ad.api.vault.DB().Gorm.WithContext(c.Request().Context())
-	switch d.Status {
-	case "":
-	case models.StatusActive, models.StatusNeedsReauth, models.StatusRevoked:
-		db = db.Where("status = ?", d.Status)
-	default:
-		return ui.errorPage(c, http.StatusBadRequest, "status must be active, needs_reauth or revoked")
-	}
+	d := uiConnections{Status: c.QueryParam("status"), Statuses: admin.Statuses(), PageSize: admin.TablePageSize}
 	if s := c.QueryParam("sort"); s != "" && s != "idle_budget" {
 		return ui.errorPage(c, http.StatusBadRequest, "sort must be idle_budget")
 	}
-	// Pages follow (last_refreshed_at, id). A connection refreshed while
-	// someone pages moves to the end: it may show twice, never not at all.
-	if s := c.QueryParam("after"); s != "" {
-		cur, ok := decodeCursor(s)
-		if !ok {
-			return ui.errorPage(c, http.StatusBadRequest, "after is not a position from a previous page")
-		}
-		db = db.Where("last_refreshed_at > ? OR (last_refreshed_at = ? AND id > ?)", cur.At, cur.At, cur.ID)
-		d.Paged = true
+	after := c.QueryParam("after")
+	t, err := ui.svc.TableByIdleBudget(c.Request().Context(), d.Status, after)
+	var ie *admin.InvalidError
+	if errors.As(err, &ie) {
+		return ui.errorPage(c, http.StatusBadRequest, ie.Error())
 	}
-	d.PageSize = adminUIListMax
-	var conns []models.Connection
-	if err := db.Order("last_refreshed_at, id").Limit(adminUIListMax + 1).Find(&conns).Error; err != nil {
+	if err != nil {
 		return err
 	}
-	if len(conns) > adminUIListMax {
-		conns = conns[:adminUIListMax]
-		last := conns[len(conns)-1]
-		next := url.Values{"sort": {"idle_budget"}, "after": {pageCursor{At: last.LastRefreshedAt, ID: last.ID}.encode()}}
+	d.Connections, d.Paged = t.Connections, after != ""
+	if t.After != "" {
+		next := url.Values{"sort": {"idle_budget"}, "after": {t.After}}
 		if d.Status != "" {
 			next.Set("status", d.Status)
 		}
 		d.Next = "/admin/connections?" + next.Encode()
 	}
-	d.Connections = ui.views(conns)
 	return ui.render(c, http.StatusOK, "connections.html", uiPage{Title: "Connections", Data: d})
 }
 
 type uiDetail struct {
-	Connection adminConnectionView
-	Events     []adminEventView
+	Connection admin.Connection
+	Events     []admin.Event
 	Notice     string
 	ReauthLink string
 	ReauthExp  time.Time
@@ -428,14 +348,11 @@ type uiDetail struct {
 }
 
 func (ui *adminUI) detailData(c echo.Context) (*uiDetail, error) {
-	var d struct {
-		Connection adminConnectionView `json:"connection"`
-		Events     []adminEventView    `json:"events"`
-	}
-	if err := ui.capture(c, ui.ad.getConnection, &d); err != nil {
+	d, err := ui.svc.Connection(c.Request().Context(), c.Param("id"))
+	if err != nil {
 		return nil, err
 	}
-	return &uiDetail{Connection: d.Connection, Events: d.Events, Revocable: d.Connection.Status != models.StatusRevoked}, nil
+	return &uiDetail{Connection: d.Connection, Events: d.Events, Revocable: d.Connection.Status != admin.StatusRevoked}, nil
 }
 
 func (ui *adminUI) showDetail(c echo.Context, status int, fill func(*uiDetail)) error {
@@ -452,13 +369,14 @@ func (ui *adminUI) showDetail(c echo.Context, status int, fill func(*uiDetail)) 
 func (ui *adminUI) detail(c echo.Context) error { return ui.showDetail(c, http.StatusOK, nil) }
 
 func (ui *adminUI) refresh(c echo.Context) error {
-	err := ui.capture(c, ui.ad.refresh, nil)
+	_, err := ui.svc.Refresh(c.Request().Context(), c.Param("id"), adminKeyName(c))
 	notice := "Refreshed: the connection has a new access token."
 	if err != nil {
-		if _, lookup := ui.ad.connection(c); lookup != nil {
-			return ui.uiError(c, lookup)
+		var failed *admin.RefreshError
+		if !errors.As(err, &failed) {
+			return ui.uiError(c, err)
 		}
-		p := toProblem(err)
+		p := toProblem(failed.Err)
 		if p.Status == http.StatusInternalServerError {
 			return err
 		}
@@ -471,15 +389,12 @@ func (ui *adminUI) refresh(c echo.Context) error {
 }
 
 func (ui *adminUI) reauthLink(c echo.Context) error {
-	var out struct {
-		URL       string    `json:"url"`
-		ExpiresAt time.Time `json:"expires_at"`
-	}
-	if err := ui.capture(c, ui.ad.reauthLink, &out); err != nil {
+	link, err := ui.svc.ReauthLink(c.Request().Context(), c.Param("id"), adminKeyName(c))
+	if err != nil {
 		return ui.uiError(c, err)
 	}
 	return ui.showDetail(c, http.StatusOK, func(d *uiDetail) {
-		d.ReauthLink, d.ReauthExp = out.URL, out.ExpiresAt
+		d.ReauthLink, d.ReauthExp = link.URL, link.ExpiresAt
 		d.Notice = "Re-authorization link created. Send it to the connection's Salesforce user."
 	})
 }
@@ -493,7 +408,7 @@ func (ui *adminUI) revoke(c echo.Context) error {
 		}
 		return ui.render(c, http.StatusOK, "revoke.html", uiPage{Title: "Revoke connection", Data: d})
 	}
-	if err := ui.capture(c, ui.ad.revoke, nil); err != nil {
+	if _, err := ui.svc.Revoke(c.Request().Context(), c.Param("id"), adminKeyName(c)); err != nil {
 		return ui.uiError(c, err)
 	}
 	return ui.showDetail(c, http.StatusOK, func(d *uiDetail) { d.Notice = "The connection was revoked." })
