@@ -493,7 +493,10 @@ func run(ctx context.Context, o options) (err error) {
 	if len(conns) != len(d.users) {
 		problems = append(problems, fmt.Sprintf("%d connections in the database, want %d", len(conns), len(d.users)))
 	}
-	window := o.sfTimeout + o.commitBudget + time.Second
+	// A replica owns an attempt for its lease (SALESFORCE_TIMEOUT + commit
+	// budget + 5s from the claim): until then it may still be storing the
+	// answer, and a kill in that time loses it.
+	window := o.sfTimeout + o.commitBudget + 6*time.Second
 	rep := matchLosses(lossInput{episodes: episodes, rotations: emu.Rotations(), kills: kills, listener: listener,
 		window: window, inflight: o.sfTimeout, current: current})
 	lostByWhy := map[string]int{}
