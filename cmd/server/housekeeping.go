@@ -10,10 +10,8 @@ import (
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/models"
-	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/warmer"
-	"github.com/tokenwarm/tokenwarm/webhooks"
 )
 
 // housekeepEvery is how often each replica deletes finished rows. The
@@ -42,11 +40,11 @@ func housekeep(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring,
 	var p purged
 	var errs []error
 	var err error
-	p.pending, err = pkce.NewStore(db, ring, nil, 0).Purge(ctx, now.Add(-time.Hour))
+	p.pending, err = db.PurgePending(ctx, now.Add(-time.Hour))
 	errs = append(errs, err)
 	p.devices, err = devices.New(db, ring, clock.System{}, devices.Config{}).Purge(ctx, now.Add(-cfg.Retention))
 	errs = append(errs, err)
-	p.webhooks, err = webhooks.Purge(ctx, db, now.Add(-cfg.Retention))
+	p.webhooks, err = db.PurgeWebhookDeliveries(ctx, now.Add(-cfg.Retention))
 	errs = append(errs, err)
 	// The app-wide pause is read back from the event log: never purged.
 	p.events, err = models.PurgeEvents(ctx, db, now.Add(-cfg.EventRetention), []string{warmer.EventAppPaused, warmer.EventAppResumed})
