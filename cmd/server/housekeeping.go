@@ -7,10 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/tokenwarm/tokenwarm/clock"
-	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/models"
-	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/warmer"
 )
 
@@ -21,7 +18,7 @@ const housekeepEvery = time.Hour
 // purged counts what one housekeeping run deleted.
 type purged struct {
 	pending  int64
-	devices  devices.Purged
+	devices  models.PurgedDevices
 	webhooks int64
 	events   int64
 }
@@ -36,13 +33,13 @@ func (p purged) String() string {
 // codes, dead device sessions, rotated device refresh tokens and finished
 // webhook deliveries; events after TOKENWARM_EVENT_RETENTION. Connections
 // are never deleted here.
-func housekeep(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, now time.Time) (purged, error) {
+func housekeep(ctx context.Context, cfg *Config, db *models.DB, now time.Time) (purged, error) {
 	var p purged
 	var errs []error
 	var err error
 	p.pending, err = db.PurgePending(ctx, now.Add(-time.Hour))
 	errs = append(errs, err)
-	p.devices, err = devices.New(db, ring, clock.System{}, devices.Config{}).Purge(ctx, now.Add(-cfg.Retention))
+	p.devices, err = db.PurgeDeviceRecords(ctx, now.Add(-cfg.Retention))
 	errs = append(errs, err)
 	p.webhooks, err = db.PurgeWebhookDeliveries(ctx, now.Add(-cfg.Retention))
 	errs = append(errs, err)
@@ -53,7 +50,7 @@ func housekeep(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring,
 }
 
 // housekeepLoop runs housekeep every housekeepEvery until ctx ends.
-func housekeepLoop(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log *slog.Logger) {
+func housekeepLoop(ctx context.Context, cfg *Config, db *models.DB, log *slog.Logger) {
 	t := time.NewTicker(housekeepEvery)
 	defer t.Stop()
 	for {
@@ -61,7 +58,7 @@ func housekeepLoop(ctx context.Context, cfg *Config, db *models.DB, ring *seal.R
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			p, err := housekeep(ctx, cfg, db, ring, time.Now())
+			p, err := housekeep(ctx, cfg, db, time.Now())
 			if err != nil && ctx.Err() == nil {
 				log.Warn("housekeeping failed", "err", err)
 			}

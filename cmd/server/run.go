@@ -121,7 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if _, err := db.Migrate(ctx); err != nil {
 			return err
 		}
-		p, err := housekeep(ctx, cfg, db, ring, time.Now())
+		p, err := housekeep(ctx, cfg, db, time.Now())
 		if err != nil {
 			return err
 		}
@@ -304,7 +304,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		redirects = append(redirects, cfg.PublicURL+handlers.DemoRedirectPath)
 	}
 	pending := pkce.NewStore(db, ring, clock.System{}, 0)
-	go housekeepLoop(ctx, cfg, db, ring, log)
+	go housekeepLoop(ctx, cfg, db, log)
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects,
 		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), OnEvents: announce}, log, v, dev, pending, sf, ring, nil)
 
