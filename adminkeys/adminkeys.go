@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"gorm.io/gorm"
 
 	"github.com/tokenwarm/tokenwarm/models"
 )
@@ -76,30 +75,29 @@ type Key struct {
 	RevokedAt  *time.Time
 }
 
-type record struct {
-	ID         string `gorm:"primaryKey"`
-	Name       string
-	KeyHash    string
-	Prefix     string
-	CreatedAt  time.Time
-	LastUsedAt *time.Time
-	RevokedAt  *time.Time
+func keyOf(r *models.AdminKey) *Key {
+	return &Key{ID: r.ID, Name: r.Name, Prefix: r.Prefix, CreatedAt: r.CreatedAt, LastUsedAt: r.LastUsedAt, RevokedAt: r.RevokedAt}
 }
 
-func (record) TableName() string { return "admin_keys" }
-
-func (r *record) key() *Key {
-	return &Key{ID: r.ID, Name: r.Name, Prefix: r.Prefix, CreatedAt: r.CreatedAt, LastUsedAt: r.LastUsedAt, RevokedAt: r.RevokedAt}
+// Storage is what the store needs of the database; *models.DB implements
+// it.
+type Storage interface {
+	CreateAdminKey(ctx context.Context, k models.AdminKey) error
+	AdminKeyByHash(ctx context.Context, hash string) (*models.AdminKey, error)
+	TouchAdminKey(ctx context.Context, id string, now, usedBefore time.Time) error
+	RevokeAdminKey(ctx context.Context, name string, now time.Time) error
+	LiveAdminKey(ctx context.Context, id string) (*models.AdminKey, error)
+	ListAdminKeys(ctx context.Context) ([]models.AdminKey, error)
 }
 
 // Store keeps admin keys in the database.
 type Store struct {
-	db  *models.DB
+	db  Storage
 	now func() time.Time
 }
 
 // New returns a store; now may be nil (wall clock).
-func New(db *models.DB, now func() time.Time) *Store {
+func New(db Storage, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
@@ -119,22 +117,13 @@ func (s *Store) Create(ctx context.Context, name string) (string, error) {
 		return "", &Error{Code: CodeInternal, Message: "no randomness", cause: err}
 	}
 	key := KeyPrefix + base64.RawURLEncoding.EncodeToString(secret[:])
-	r := record{ID: uuid.NewString(), Name: name, KeyHash: hash(key), Prefix: key[:8], CreatedAt: s.now().UTC()}
-	err := s.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var n int64
-		if err := tx.Model(&record{}).Where("name = ?", name).Count(&n).Error; err != nil {
-			return dbErr(err)
-		}
-		if n > 0 {
-			return &Error{Code: CodeNameTaken, Message: fmt.Sprintf("an admin key named %q exists (revoked keys keep their name)", name)}
-		}
-		if err := tx.Create(&r).Error; err != nil {
-			return dbErr(err)
-		}
-		return nil
-	})
+	r := models.AdminKey{ID: uuid.NewString(), Name: name, KeyHash: hash(key), Prefix: key[:8], CreatedAt: s.now().UTC()}
+	err := s.db.CreateAdminKey(ctx, r)
+	if errors.Is(err, models.ErrAdminKeyNameTaken) {
+		return "", &Error{Code: CodeNameTaken, Message: fmt.Sprintf("an admin key named %q exists (revoked keys keep their name)", name)}
+	}
 	if err != nil {
-		return "", err
+		return "", dbErr(err)
 	}
 	return key, nil
 }
@@ -148,14 +137,10 @@ func (s *Store) Authenticate(ctx context.Context, key string) (*Key, error) {
 		return nil, invalid
 	}
 	h := hash(key)
-	var r record
-	// An idempotent read: retried once on a fresh connection when the
-	// database dropped it, so a database restart does not fail requests.
-	err := s.db.RetryRead(ctx, func() error {
-		r = record{}
-		return s.db.Gorm.WithContext(ctx).Where("key_hash = ?", h).Take(&r).Error
-	})
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	// Retried once on a fresh connection when the database dropped it, so
+	// a database restart does not fail requests.
+	r, err := s.db.AdminKeyByHash(ctx, h)
+	if errors.Is(err, models.ErrNotFound) {
 		return nil, invalid
 	}
 	if err != nil {
@@ -167,33 +152,22 @@ func (s *Store) Authenticate(ctx context.Context, key string) (*Key, error) {
 	now := s.now().UTC()
 	if r.LastUsedAt == nil || now.Sub(*r.LastUsedAt) >= lastUsedGranularity {
 		// Conditioned, so a burst of requests writes once.
-		err := s.db.Gorm.WithContext(ctx).Model(&record{}).
-			Where("id = ? AND (last_used_at IS NULL OR last_used_at <= ?)", r.ID, now.Add(-lastUsedGranularity)).
-			Update("last_used_at", now).Error
-		if err != nil {
+		if err := s.db.TouchAdminKey(ctx, r.ID, now, now.Add(-lastUsedGranularity)); err != nil {
 			return nil, dbErr(err)
 		}
 		r.LastUsedAt = &now
 	}
-	return r.key(), nil
+	return keyOf(r), nil
 }
 
 // Revoke ends the key named name. Revoking a revoked key is not an error.
 func (s *Store) Revoke(ctx context.Context, name string) error {
-	res := s.db.Gorm.WithContext(ctx).Model(&record{}).Where("name = ? AND revoked_at IS NULL", name).
-		Update("revoked_at", s.now().UTC())
-	if res.Error != nil {
-		return dbErr(res.Error)
-	}
-	if res.RowsAffected > 0 {
-		return nil
-	}
-	var n int64
-	if err := s.db.Gorm.WithContext(ctx).Model(&record{}).Where("name = ?", name).Count(&n).Error; err != nil {
-		return dbErr(err)
-	}
-	if n == 0 {
+	err := s.db.RevokeAdminKey(ctx, name, s.now().UTC())
+	if errors.Is(err, models.ErrNotFound) {
 		return &Error{Code: CodeNotFound, Message: fmt.Sprintf("no admin key named %q", name)}
+	}
+	if err != nil {
+		return dbErr(err)
 	}
 	return nil
 }
@@ -202,29 +176,25 @@ func (s *Store) Revoke(ctx context.Context, name string) error {
 // otherwise an error with CodeNotFound (CodeInternal: it could not be
 // checked).
 func (s *Store) Live(ctx context.Context, id string) (*Key, error) {
-	var rs []record
-	err := s.db.RetryRead(ctx, func() error {
-		rs = nil
-		return s.db.Gorm.WithContext(ctx).Where("id = ? AND revoked_at IS NULL", id).Limit(1).Find(&rs).Error
-	})
+	r, err := s.db.LiveAdminKey(ctx, id)
+	if errors.Is(err, models.ErrNotFound) {
+		return nil, &Error{Code: CodeNotFound, Message: "no live admin key with this ID"}
+	}
 	if err != nil {
 		return nil, dbErr(err)
 	}
-	if len(rs) == 0 {
-		return nil, &Error{Code: CodeNotFound, Message: "no live admin key with this ID"}
-	}
-	return rs[0].key(), nil
+	return keyOf(r), nil
 }
 
 // List returns every key, revoked ones included, oldest first.
 func (s *Store) List(ctx context.Context) ([]Key, error) {
-	var rs []record
-	if err := s.db.Gorm.WithContext(ctx).Order("created_at, name").Find(&rs).Error; err != nil {
+	rs, err := s.db.ListAdminKeys(ctx)
+	if err != nil {
 		return nil, dbErr(err)
 	}
 	out := make([]Key, 0, len(rs))
 	for i := range rs {
-		out = append(out, *rs[i].key())
+		out = append(out, *keyOf(&rs[i]))
 	}
 	return out, nil
 }

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
-	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/seal"
 )
 
@@ -64,7 +63,7 @@ func (c *Config) defaults() {
 
 // Service issues, rotates, verifies and revokes device sessions.
 type Service struct {
-	db    *models.DB
+	db    Store
 	ring  *seal.Ring
 	clock clock.Clock
 	cfg   Config
@@ -76,7 +75,7 @@ type Service struct {
 
 // New returns a Service. The database must be migrated; call
 // EnsureSigningKey once at start-up before issuing tokens.
-func New(db *models.DB, ring *seal.Ring, clk clock.Clock, cfg Config) *Service {
+func New(db Store, ring *seal.Ring, clk clock.Clock, cfg Config) *Service {
 	cfg.defaults()
 	return &Service{db: db, ring: ring, clock: clk, cfg: cfg}
 }

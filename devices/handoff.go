@@ -6,8 +6,8 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
-	"gorm.io/gorm"
 
+	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
 )
 
@@ -33,12 +33,12 @@ func (s *Service) IssueHandoff(ctx context.Context, connectionID, owner, appChal
 	}
 	code := newSecret(handoffPrefix)
 	now := s.now()
-	row := handoffCode{
+	row := models.HandoffCode{
 		CodeHash: hashSecret(code), ConnectionID: connectionID, Owner: owner,
 		AppChallenge: appChallenge, AppRedirectURI: appRedirectURI,
 		CreatedAt: now, ExpiresAt: now.Add(s.cfg.HandoffTTL),
 	}
-	if err := s.db.Gorm.WithContext(ctx).Create(&row).Error; err != nil {
+	if err := s.db.CreateHandoffCode(ctx, row); err != nil {
 		return "", fmt.Errorf("devices: issue handoff: %w", err)
 	}
 	return code, nil
@@ -50,28 +50,18 @@ func (s *Service) RedeemHandoff(ctx context.Context, code, codeVerifier string) 
 	if !wellFormed(code, handoffPrefix) {
 		return nil, newErr(ErrInvalidGrant, "unknown code")
 	}
-	hash := hashSecret(code)
 	now := s.now()
-	db := s.db.Gorm.WithContext(ctx)
-	res := db.Model(&handoffCode{}).Where("code_hash = ? AND used_at IS NULL", hash).Update("used_at", now)
-	if res.Error != nil {
-		return nil, fmt.Errorf("devices: redeem handoff: %w", res.Error)
-	}
-	// The code is spent now: a failure of this read must not cost the
-	// user the code, so it is retried once on a fresh connection.
-	var row handoffCode
-	err := s.db.RetryRead(ctx, func() error {
-		row = handoffCode{}
-		return db.Where("code_hash = ?", hash).Take(&row).Error
-	})
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	// Spent by the first attempt; the read after the spend is retried once
+	// on a fresh connection, so its failure does not cost the user the code.
+	row, spentNow, err := s.db.SpendHandoffCode(ctx, hashSecret(code), now)
+	if errors.Is(err, models.ErrNotFound) {
 		return nil, newErr(ErrInvalidGrant, "unknown code")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("devices: redeem handoff: %w", err)
 	}
 	switch {
-	case res.RowsAffected != 1:
+	case !spentNow:
 		return nil, newErr(ErrInvalidGrant, "code already used")
 	case !now.Before(row.ExpiresAt):
 		return nil, newErr(ErrInvalidGrant, "code expired")

@@ -2,7 +2,6 @@ package devices
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,20 +9,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
-
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
 const (
 	algEdDSA = "EdDSA"
-	// signingKeysLock serialises key changes of replicas (advisory lock;
-	// models uses 7216000001 for migrations).
-	signingKeysLock = 7216000002
 	// keyCacheMaxAge bounds how long a replica signs with a key another
 	// replica has superseded, and verifies with one it has retired.
 	keyCacheMaxAge = time.Minute
@@ -61,20 +53,10 @@ func sealAD(kid string) string { return "signing_key|" + kid }
 // EnsureSigningKey creates a signing key unless one is active. Replicas
 // starting together create one key between them.
 func (s *Service) EnsureSigningKey(ctx context.Context) error {
-	err := s.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := s.lockKeys(tx); err != nil {
-			return err
-		}
-		var n int64
-		if err := tx.Model(&signingKey{}).Where("retired_at IS NULL").Count(&n).Error; err != nil {
-			return err
-		}
-		if n > 0 {
-			return nil
-		}
-		_, err := s.insertKey(tx, s.now())
-		return err
-	})
+	k, err := s.newKey(s.now())
+	if err == nil {
+		_, err = s.db.AddFirstSigningKey(ctx, k)
+	}
 	if err != nil {
 		return fmt.Errorf("devices: ensure signing key: %w", err)
 	}
@@ -86,67 +68,31 @@ func (s *Service) EnsureSigningKey(ctx context.Context) error {
 // within a minute). Older keys keep verifying until retired; retire one only
 // once the tokens it signed have expired (AccessTTL plus a minute).
 func (s *Service) RotateSigningKey(ctx context.Context) (string, error) {
-	var kid string
-	err := s.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := s.lockKeys(tx); err != nil {
-			return err
-		}
-		var all []signingKey
-		if err := tx.Find(&all).Error; err != nil {
-			return err
-		}
-		// The newest key signs, so the new one must be strictly newest even
-		// when the clock has not moved.
-		created := s.now()
-		for _, k := range all {
-			if !created.After(k.CreatedAt) {
-				created = k.CreatedAt.UTC().Add(time.Microsecond)
-			}
-		}
-		var err error
-		kid, err = s.insertKey(tx, created)
-		return err
-	})
+	k, err := s.newKey(s.now())
+	if err == nil {
+		// The newest key signs: the store makes the new one strictly newest
+		// even when the clock has not moved.
+		err = s.db.AddNewestSigningKey(ctx, k)
+	}
 	if err != nil {
 		return "", fmt.Errorf("devices: rotate signing key: %w", err)
 	}
 	if _, err := s.reload(ctx, nil, true); err != nil {
 		return "", err
 	}
-	return kid, nil
+	return k.Kid, nil
 }
 
 // RetireSigningKey stops a key from verifying. The key that currently signs
 // cannot be retired: rotate first.
 func (s *Service) RetireSigningKey(ctx context.Context, kid string) error {
-	err := s.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := s.lockKeys(tx); err != nil {
-			return err
-		}
-		var active []signingKey
-		if err := tx.Where("retired_at IS NULL").Find(&active).Error; err != nil {
-			return err
-		}
-		if i := slices.IndexFunc(active, func(k signingKey) bool { return k.Kid == kid }); i < 0 {
-			var n int64
-			if err := tx.Model(&signingKey{}).Where("kid = ?", kid).Count(&n).Error; err != nil {
-				return err
-			}
-			if n == 0 {
-				return newErr(ErrNotFound, "no such signing key")
-			}
-			return nil // already retired
-		}
-		if newest(active).Kid == kid {
-			return newErr(ErrInvalidRequest, "the signing key in use cannot be retired; rotate first")
-		}
-		return tx.Model(&signingKey{}).Where("kid = ? AND retired_at IS NULL", kid).Update("retired_at", s.now()).Error
-	})
-	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			return err
-		}
+	err := s.db.RetireSigningKey(ctx, kid, s.now())
+	switch {
+	case errors.Is(err, models.ErrNotFound):
+		return newErr(ErrNotFound, "no such signing key")
+	case errors.Is(err, models.ErrSigningKeyInUse):
+		return newErr(ErrInvalidRequest, "the signing key in use cannot be retired; rotate first")
+	case err != nil:
 		return fmt.Errorf("devices: retire signing key: %w", err)
 	}
 	_, err = s.reload(ctx, nil, true)
@@ -155,11 +101,10 @@ func (s *Service) RetireSigningKey(ctx context.Context, kid string) error {
 
 // JWKS returns the public keys that verify access tokens, newest first.
 func (s *Service) JWKS(ctx context.Context) (JWKS, error) {
-	var rows []signingKey
-	if err := s.db.Gorm.WithContext(ctx).Where("retired_at IS NULL AND alg = ?", algEdDSA).Find(&rows).Error; err != nil {
+	rows, err := s.activeKeys(ctx)
+	if err != nil {
 		return JWKS{}, fmt.Errorf("devices: load signing keys: %w", err)
 	}
-	sortNewestFirst(rows)
 	out := JWKS{Keys: make([]JWK, 0, len(rows))}
 	for _, r := range rows {
 		out.Keys = append(out.Keys, JWK{Kty: "OKP", Crv: "Ed25519", X: r.PublicKey, Kid: r.Kid, Alg: algEdDSA, Use: "sig"})
@@ -167,32 +112,36 @@ func (s *Service) JWKS(ctx context.Context) (JWKS, error) {
 	return out, nil
 }
 
-func (s *Service) lockKeys(tx *gorm.DB) error {
-	if s.db.Dialect != models.Postgres {
-		return nil // SQLite: the transaction holds the only connection
+// activeKeys returns the EdDSA keys that are not retired, newest first.
+func (s *Service) activeKeys(ctx context.Context) ([]models.SigningKey, error) {
+	all, err := s.db.ActiveSigningKeys(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return tx.Exec("SELECT pg_advisory_xact_lock(?)", signingKeysLock).Error
+	rows := all[:0:0]
+	for _, k := range all {
+		if k.Alg == algEdDSA {
+			rows = append(rows, k)
+		}
+	}
+	return rows, nil
 }
 
-// insertKey generates a key pair and stores it with the private key sealed.
-// Its ID is the RFC 7638 thumbprint of the public key.
-func (s *Service) insertKey(tx *gorm.DB, created time.Time) (string, error) {
+// newKey generates a key pair with the private key sealed. Its ID is the
+// RFC 7638 thumbprint of the public key.
+func (s *Service) newKey(created time.Time) (models.SigningKey, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return "", err
+		return models.SigningKey{}, err
 	}
 	x := base64.RawURLEncoding.EncodeToString(pub)
 	sum := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
 	kid := base64.RawURLEncoding.EncodeToString(sum[:])
 	sealed, err := s.ring.Seal(base64.RawURLEncoding.EncodeToString(priv.Seed()), sealAD(kid))
 	if err != nil {
-		return "", err
+		return models.SigningKey{}, err
 	}
-	row := signingKey{Kid: kid, Alg: algEdDSA, PrivateSealed: sealed, PublicKey: x, CreatedAt: created}
-	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row).Error; err != nil {
-		return "", err
-	}
-	return kid, nil
+	return models.SigningKey{Kid: kid, Alg: algEdDSA, PrivateSealed: sealed, PublicKey: x, CreatedAt: created}, nil
 }
 
 // currentKeys returns the cached key set, reloading it when it is too old.
@@ -231,8 +180,8 @@ func (s *Service) reload(ctx context.Context, seen *keySet, force bool) (*keySet
 }
 
 func (s *Service) loadKeys(ctx context.Context) (*keySet, error) {
-	var rows []signingKey
-	if err := s.db.Gorm.WithContext(ctx).Where("retired_at IS NULL AND alg = ?", algEdDSA).Find(&rows).Error; err != nil {
+	rows, err := s.activeKeys(ctx)
+	if err != nil {
 		return nil, err
 	}
 	ks := &keySet{public: make(map[string]ed25519.PublicKey, len(rows)), loadedAt: s.now()}
@@ -246,7 +195,7 @@ func (s *Service) loadKeys(ctx context.Context) (*keySet, error) {
 	if len(rows) == 0 {
 		return ks, nil
 	}
-	signer := newest(rows)
+	signer := rows[0] // the newest signs
 	encoded, err := s.ring.Open(signer.PrivateSealed, sealAD(signer.Kid))
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", signer.Kid, err)
@@ -298,21 +247,4 @@ func (s *Service) signer(ctx context.Context) (*keySet, error) {
 		return nil, errors.New("devices: no active signing key (EnsureSigningKey has not run)")
 	}
 	return ks, nil
-}
-
-// newest is the key that signs: the most recently created, ties broken by
-// kid so that every replica picks the same one.
-func newest(keys []signingKey) signingKey {
-	return slices.MaxFunc(keys, compareAge)
-}
-
-func sortNewestFirst(keys []signingKey) {
-	slices.SortFunc(keys, func(a, b signingKey) int { return compareAge(b, a) })
-}
-
-func compareAge(a, b signingKey) int {
-	if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Kid, b.Kid)
 }

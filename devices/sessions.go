@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/tokenwarm/tokenwarm/models"
 )
@@ -25,8 +23,8 @@ type Tokens struct {
 
 // Reasons recorded on revoked sessions.
 const (
-	ReasonRefreshReuse  = "refresh token reuse"
-	ReasonIdleExpired   = "idle expired"
+	ReasonRefreshReuse  = models.DeviceRevokedReuse
+	ReasonIdleExpired   = models.DeviceRevokedIdleExpired
 	ReasonClientRevoked = "revoked by client"
 )
 
@@ -48,7 +46,7 @@ func (s *Service) CreateSession(ctx context.Context, owner, deviceLabel string) 
 		return nil, err
 	}
 	now := s.now()
-	sess := deviceSession{
+	sess := models.DeviceSession{
 		ID: uuid.NewString(), Owner: owner, DeviceLabel: deviceLabel, Generation: 1,
 		CreatedAt: now, LastUsedAt: now, IdleExpiresAt: now.Add(s.cfg.RefreshIdleTTL),
 	}
@@ -57,13 +55,7 @@ func (s *Service) CreateSession(ctx context.Context, owner, deviceLabel string) 
 	if err != nil {
 		return nil, err
 	}
-	err = s.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(&sess).Error; err != nil {
-			return err
-		}
-		return tx.Create(&deviceRefreshToken{TokenHash: hashSecret(refresh), SessionID: sess.ID, Generation: 1, CreatedAt: now}).Error
-	})
-	if err != nil {
+	if err := s.db.CreateDeviceSession(ctx, sess, hashSecret(refresh)); err != nil {
 		return nil, fmt.Errorf("devices: create session: %w", err)
 	}
 	return s.tokens(access, refresh, &sess), nil
@@ -81,86 +73,28 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Tokens, er
 	if err != nil {
 		return nil, err
 	}
-	hash := hashSecret(refreshToken)
-	var out *Tokens
-	// refusal is returned after commit: a revocation must be kept.
-	var refusal error
-	err = s.db.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var tok deviceRefreshToken
-		err := tx.Where("token_hash = ?", hash).Take(&tok).Error
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			refusal = newErr(ErrInvalidGrant, "unknown refresh token")
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		// Refreshes of one session queue on this lock (Postgres; on SQLite
-		// the transaction holds the only connection). NO KEY UPDATE, not
-		// UPDATE, so inserting a child token does not wait for it.
-		q := tx.Where("id = ?", tok.SessionID)
-		if s.db.Dialect == models.Postgres {
-			q = q.Clauses(clause.Locking{Strength: "NO KEY UPDATE"})
-		}
-		var sess deviceSession
-		if err := q.Take(&sess).Error; err != nil {
-			return err
-		}
-		// Read again under the lock: the winner of a race has rotated it.
-		if err := tx.Where("token_hash = ?", hash).Take(&tok).Error; err != nil {
-			return err
-		}
-		now := s.now()
-		reuse := func() error {
-			refusal = newErr(ErrRefreshReuse, "session revoked")
-			_, err := revokeSession(tx, sess.ID, ReasonRefreshReuse, now)
-			return err
-		}
-		switch {
-		case tok.RotatedAt != nil:
-			return reuse()
-		case sess.RevokedAt != nil:
-			refusal = newErr(ErrInvalidGrant, "session revoked")
-			return nil
-		case !now.Before(sess.IdleExpiresAt):
-			refusal = newErr(ErrInvalidGrant, "session expired")
-			_, err := revokeSession(tx, sess.ID, ReasonIdleExpired, now)
-			return err
-		}
-		// Conditional updates decide the race even without the lock.
-		res := tx.Model(&deviceRefreshToken{}).Where("token_hash = ? AND rotated_at IS NULL", hash).Update("rotated_at", now)
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected != 1 {
-			return reuse()
-		}
-		res = tx.Model(&deviceSession{}).Where("id = ? AND generation = ? AND revoked_at IS NULL", sess.ID, tok.Generation).
-			Updates(map[string]any{"generation": tok.Generation + 1, "last_used_at": now, "idle_expires_at": now.Add(s.cfg.RefreshIdleTTL)})
-		if res.Error != nil {
-			return res.Error
-		}
-		if res.RowsAffected != 1 {
-			return reuse()
-		}
-		next := newSecret(refreshPrefix)
-		if err := tx.Create(&deviceRefreshToken{TokenHash: hashSecret(next), SessionID: sess.ID, Generation: tok.Generation + 1, CreatedAt: now}).Error; err != nil {
-			return err
-		}
-		access, err := s.accessToken(ks, sess.Owner, sess.ID, now)
-		if err != nil {
-			return err
-		}
-		out = s.tokens(access, next, &sess)
-		return nil
-	})
+	now := s.now()
+	next := newSecret(refreshPrefix)
+	// One transaction spends the token and stores its successor; a refusal
+	// that revoked the session (reuse, idle expiry) is committed first.
+	sess, err := s.db.RotateDeviceRefreshToken(ctx, hashSecret(refreshToken), hashSecret(next), now, now.Add(s.cfg.RefreshIdleTTL))
+	switch {
+	case errors.Is(err, models.ErrNotFound):
+		return nil, newErr(ErrInvalidGrant, "unknown refresh token")
+	case errors.Is(err, models.ErrDeviceTokenReuse):
+		return nil, newErr(ErrRefreshReuse, "session revoked")
+	case errors.Is(err, models.ErrDeviceSessionRevoked):
+		return nil, newErr(ErrInvalidGrant, "session revoked")
+	case errors.Is(err, models.ErrDeviceSessionExpired):
+		return nil, newErr(ErrInvalidGrant, "session expired")
+	case err != nil:
+		return nil, fmt.Errorf("devices: refresh: %w", err)
+	}
+	access, err := s.accessToken(ks, sess.Owner, sess.ID, now)
 	if err != nil {
 		return nil, fmt.Errorf("devices: refresh: %w", err)
 	}
-	if refusal != nil {
-		return nil, refusal
-	}
-	return out, nil
+	return s.tokens(access, next, sess), nil
 }
 
 // RevokeByRefreshToken ends the session of a refresh token (RFC 7009): any
@@ -170,14 +104,9 @@ func (s *Service) RevokeByRefreshToken(ctx context.Context, refreshToken string)
 	if !wellFormed(refreshToken, refreshPrefix) {
 		return nil
 	}
-	db := s.db.Gorm.WithContext(ctx)
-	var tok deviceRefreshToken
-	err := db.Where("token_hash = ?", hashSecret(refreshToken)).Take(&tok).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	err := s.db.RevokeDeviceFamily(ctx, hashSecret(refreshToken), ReasonClientRevoked, s.now())
+	if errors.Is(err, models.ErrNotFound) {
 		return nil
-	}
-	if err == nil {
-		_, err = revokeSession(db, tok.SessionID, ReasonClientRevoked, s.now())
 	}
 	if err != nil {
 		return fmt.Errorf("devices: revoke: %w", err)
@@ -194,33 +123,17 @@ func (s *Service) RevokeSession(ctx context.Context, sessionID, reason string) e
 	if reason == "" {
 		reason = "revoked"
 	}
-	db := s.db.Gorm.WithContext(ctx)
-	revoked, err := revokeSession(db, sessionID, reason, s.now())
+	err := s.db.RevokeDeviceSession(ctx, sessionID, reason, s.now())
+	if errors.Is(err, models.ErrNotFound) {
+		return newErr(ErrNotFound, "no such session")
+	}
 	if err != nil {
 		return fmt.Errorf("devices: revoke session: %w", err)
-	}
-	if revoked {
-		return nil
-	}
-	var n int64
-	if err := db.Model(&deviceSession{}).Where("id = ?", sessionID).Count(&n).Error; err != nil {
-		return fmt.Errorf("devices: revoke session: %w", err)
-	}
-	if n == 0 {
-		return newErr(ErrNotFound, "no such session")
 	}
 	return nil
 }
 
-// revokeSession revokes a session unless it already is, and reports
-// whether it did.
-func revokeSession(db *gorm.DB, id, reason string, now time.Time) (bool, error) {
-	res := db.Model(&deviceSession{}).Where("id = ? AND revoked_at IS NULL", id).
-		Updates(map[string]any{"revoked_at": now, "revoke_reason": reason})
-	return res.RowsAffected == 1, res.Error
-}
-
-func (s *Service) tokens(access, refresh string, sess *deviceSession) *Tokens {
+func (s *Service) tokens(access, refresh string, sess *models.DeviceSession) *Tokens {
 	return &Tokens{
 		AccessToken:  access,
 		TokenType:    "Bearer",

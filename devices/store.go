@@ -1,57 +1,31 @@
 package devices
 
-import "time"
+import (
+	"context"
+	"time"
 
-// Records of migration 0002_devices. Times are stored in UTC.
+	"github.com/tokenwarm/tokenwarm/models"
+)
 
-// handoffCode is a one-time code the app trades for a device session.
-type handoffCode struct {
-	CodeHash       string `gorm:"column:code_hash;primaryKey"`
-	ConnectionID   string `gorm:"column:connection_id"`
-	Owner          string `gorm:"column:owner"`
-	AppChallenge   string `gorm:"column:app_challenge"`
-	AppRedirectURI string `gorm:"column:app_redirect_uri"`
-	CreatedAt      time.Time
-	ExpiresAt      time.Time
-	UsedAt         *time.Time
+// Store is what a Service needs of the database; *models.DB implements it.
+// The records (models.HandoffCode, DeviceSession, DeviceRefreshToken,
+// SigningKey) keep secrets only as their SHA-256 and private keys sealed.
+type Store interface {
+	// Handoff codes.
+	CreateHandoffCode(ctx context.Context, c models.HandoffCode) error
+	SpendHandoffCode(ctx context.Context, hash string, now time.Time) (code *models.HandoffCode, spentNow bool, err error)
+
+	// Sessions and their rotating refresh tokens.
+	CreateDeviceSession(ctx context.Context, s models.DeviceSession, refreshHash string) error
+	RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string, now, idleExpiresAt time.Time) (*models.DeviceSession, error)
+	RevokeDeviceFamily(ctx context.Context, tokenHash, reason string, now time.Time) error
+	RevokeDeviceSession(ctx context.Context, id, reason string, now time.Time) error
+	DeviceSessionForVerify(ctx context.Context, id string) (*models.DeviceSession, error)
+	PurgeDeviceRecords(ctx context.Context, cutoff time.Time) (models.PurgedDevices, error)
+
+	// Signing keys.
+	ActiveSigningKeys(ctx context.Context) ([]models.SigningKey, error)
+	AddFirstSigningKey(ctx context.Context, k models.SigningKey) (bool, error)
+	AddNewestSigningKey(ctx context.Context, k models.SigningKey) error
+	RetireSigningKey(ctx context.Context, kid string, now time.Time) error
 }
-
-func (handoffCode) TableName() string { return "handoff_codes" }
-
-// deviceSession is one token family.
-type deviceSession struct {
-	ID            string `gorm:"column:id;primaryKey"`
-	Owner         string `gorm:"column:owner"`
-	DeviceLabel   string `gorm:"column:device_label"`
-	Generation    int64  `gorm:"column:generation"`
-	CreatedAt     time.Time
-	LastUsedAt    time.Time
-	IdleExpiresAt time.Time
-	RevokedAt     *time.Time
-	RevokeReason  string `gorm:"column:revoke_reason"`
-}
-
-func (deviceSession) TableName() string { return "device_sessions" }
-
-// deviceRefreshToken is one generation of a session's refresh token.
-type deviceRefreshToken struct {
-	TokenHash  string `gorm:"column:token_hash;primaryKey"`
-	SessionID  string `gorm:"column:session_id"`
-	Generation int64  `gorm:"column:generation"`
-	CreatedAt  time.Time
-	RotatedAt  *time.Time
-}
-
-func (deviceRefreshToken) TableName() string { return "device_refresh_tokens" }
-
-// signingKey is an Ed25519 key of access tokens; the private half is sealed.
-type signingKey struct {
-	Kid           string `gorm:"column:kid;primaryKey"`
-	Alg           string `gorm:"column:alg"`
-	PrivateSealed string `gorm:"column:private_sealed"`
-	PublicKey     string `gorm:"column:public_key"`
-	CreatedAt     time.Time
-	RetiredAt     *time.Time
-}
-
-func (signingKey) TableName() string { return "signing_keys" }

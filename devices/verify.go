@@ -10,7 +10,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
-	"gorm.io/gorm"
+
+	"github.com/tokenwarm/tokenwarm/models"
 )
 
 const (
@@ -135,14 +136,10 @@ func (s *Service) Verify(ctx context.Context, bearer string) (*Claims, error) {
 	if id, err := uuid.Parse(c.SessionID); err != nil || id.String() != c.SessionID {
 		return nil, newErr(ErrInvalidToken, "malformed session id")
 	}
-	var sess deviceSession
 	// An idempotent read: retried once on a fresh connection when the
 	// database dropped it, so a database restart does not fail requests.
-	err = s.db.RetryRead(ctx, func() error {
-		sess = deviceSession{}
-		return s.db.Gorm.WithContext(ctx).Select("id", "owner", "revoked_at").Where("id = ?", c.SessionID).Take(&sess).Error
-	})
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	sess, err := s.db.DeviceSessionForVerify(ctx, c.SessionID)
+	if errors.Is(err, models.ErrNotFound) {
 		return nil, newErr(ErrInvalidToken, "unknown session")
 	}
 	if err != nil {

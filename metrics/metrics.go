@@ -28,8 +28,15 @@ type Metrics struct {
 	scrapeTimeout time.Duration
 }
 
+// Fleet is what the gauges read at scrape time; *models.DB implements it.
+type Fleet interface {
+	ConnectionCountsByStatus(ctx context.Context) (map[string]int64, error)
+	OldestActiveRefresh(ctx context.Context) (oldest time.Time, ok bool, err error)
+	CountDueForWarm(ctx context.Context, now time.Time) (int64, error)
+}
+
 // New registers every metric. db feeds the gauges read at scrape time.
-func New(db *models.DB, clk clock.Clock, log *slog.Logger) *Metrics {
+func New(db Fleet, clk clock.Clock, log *slog.Logger) *Metrics {
 	if clk == nil {
 		clk = clock.System{}
 	}
@@ -95,7 +102,7 @@ var (
 // dbCollector reads fleet gauges from the database at scrape time, so every
 // replica reports the same fleet-wide truth.
 type dbCollector struct {
-	db      *models.DB
+	db      Fleet
 	clock   clock.Clock
 	log     *slog.Logger
 	timeout time.Duration
@@ -110,29 +117,23 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	g := c.db.Gorm.WithContext(ctx)
-	var rows []struct {
-		Status string
-		N      int64
-	}
-	if err := g.Raw("SELECT status, count(*) AS n FROM connections GROUP BY status").Scan(&rows).Error; err != nil {
+	byStatus, err := c.db.ConnectionCountsByStatus(ctx)
+	if err != nil {
 		c.log.Warn("metrics: cannot read connection counts", "err", err)
 		return
 	}
 	counts := map[string]int64{models.StatusActive: 0, models.StatusNeedsReauth: 0, models.StatusRevoked: 0}
-	for _, r := range rows {
-		counts[r.Status] = r.N
+	for status, n := range byStatus {
+		counts[status] = n
 	}
 	for status, n := range counts {
 		ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(n), status)
 	}
 	now := c.clock.Now().UTC()
-	var oldest []time.Time
-	if err := g.Table("connections").Where("status = ?", models.StatusActive).Order("last_refreshed_at").Limit(1).Pluck("last_refreshed_at", &oldest).Error; err == nil && len(oldest) == 1 {
-		ch <- prometheus.MustNewConstMetric(idleBudgetDesc, prometheus.GaugeValue, oldest[0].Add(idleTTL).Sub(now).Seconds())
+	if oldest, ok, err := c.db.OldestActiveRefresh(ctx); err == nil && ok {
+		ch <- prometheus.MustNewConstMetric(idleBudgetDesc, prometheus.GaugeValue, oldest.Add(idleTTL).Sub(now).Seconds())
 	}
-	var due int64
-	if err := g.Table("connections").Where("status = ? AND next_warm_at <= ?", models.StatusActive, now).Count(&due).Error; err == nil {
+	if due, err := c.db.CountDueForWarm(ctx, now); err == nil {
 		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(due))
 	}
 }

@@ -17,7 +17,6 @@ import (
 
 // Errors of the connection store.
 var (
-	ErrNotFound = errors.New("models: not found")
 	// ErrLockTimeout: another worker held the row past the lock timeout.
 	ErrLockTimeout = errors.New("models: lock timeout")
 	// ErrLostClaim: the row or its attempt marker changed since it was

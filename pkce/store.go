@@ -42,34 +42,27 @@ type Pending struct {
 	AppState       string
 }
 
-// pendingRow is the stored form: the state only as its hash, the verifier
+// Storage is what the store needs of the database; *models.DB implements
+// it. The stored form keeps the state only as its hash, the verifier
 // sealed.
-type pendingRow struct {
-	StateHash      string `gorm:"primaryKey"`
-	Purpose        string
-	ConnectionID   *string
-	VerifierSealed string
-	LoginURL       string
-	AppRedirectURI string
-	AppChallenge   string
-	AppState       string
-	CreatedAt      time.Time
-	ExpiresAt      time.Time
-	UsedAt         *time.Time
+type Storage interface {
+	SavePending(ctx context.Context, p models.PendingAuthorization) error
+	// TakePending spends a pending authorization once: models.ErrNotFound
+	// when it is unknown, already taken or expired.
+	TakePending(ctx context.Context, stateHash string, now time.Time) (*models.PendingAuthorization, error)
+	PurgePending(ctx context.Context, cutoff time.Time) (int64, error)
 }
-
-func (pendingRow) TableName() string { return "pending_authorizations" }
 
 // Store keeps pending authorizations: single use, expiring.
 type Store struct {
-	db    *models.DB
+	db    Storage
 	ring  *seal.Ring
 	clock clock.Clock
 	ttl   time.Duration
 }
 
 // NewStore returns a store whose states expire after ttl (10 minutes if 0).
-func NewStore(db *models.DB, ring *seal.Ring, clk clock.Clock, ttl time.Duration) *Store {
+func NewStore(db Storage, ring *seal.Ring, clk clock.Clock, ttl time.Duration) *Store {
 	if ttl <= 0 {
 		ttl = 10 * time.Minute
 	}
@@ -101,13 +94,13 @@ func (s *Store) Create(ctx context.Context, p Pending) (string, error) {
 		return "", err
 	}
 	now := s.clock.Now().UTC()
-	row := pendingRow{StateHash: h, Purpose: string(p.Purpose), VerifierSealed: sealed, LoginURL: p.LoginURL,
+	row := models.PendingAuthorization{StateHash: h, Purpose: string(p.Purpose), VerifierSealed: sealed, LoginURL: p.LoginURL,
 		AppRedirectURI: p.AppRedirectURI, AppChallenge: p.AppChallenge, AppState: p.AppState,
 		CreatedAt: now, ExpiresAt: now.Add(s.ttl)}
 	if p.ConnectionID != "" {
 		row.ConnectionID = &p.ConnectionID
 	}
-	if err := s.db.Gorm.WithContext(ctx).Create(&row).Error; err != nil {
+	if err := s.db.SavePending(ctx, row); err != nil {
 		return "", err
 	}
 	return state, nil
@@ -121,16 +114,11 @@ func (s *Store) Take(ctx context.Context, state string) (*Pending, error) {
 	}
 	h := stateHash(state)
 	now := s.clock.Now().UTC()
-	g := s.db.Gorm.WithContext(ctx)
-	res := g.Model(&pendingRow{}).Where("state_hash = ? AND used_at IS NULL AND expires_at > ?", h, now).Update("used_at", now)
-	if res.Error != nil {
-		return nil, res.Error
-	}
-	if res.RowsAffected != 1 {
+	row, err := s.db.TakePending(ctx, h, now)
+	if errors.Is(err, models.ErrNotFound) {
 		return nil, ErrStateInvalid
 	}
-	var row pendingRow
-	if err := g.Where("state_hash = ?", h).Take(&row).Error; err != nil {
+	if err != nil {
 		return nil, err
 	}
 	verifier, err := s.ring.Open(row.VerifierSealed, "pending_verifier|"+h)
@@ -147,8 +135,7 @@ func (s *Store) Take(ctx context.Context, state string) (*Pending, error) {
 
 // Purge deletes pending authorizations that expired before cutoff.
 func (s *Store) Purge(ctx context.Context, cutoff time.Time) (int64, error) {
-	res := s.db.Gorm.WithContext(ctx).Where("expires_at < ?", cutoff.UTC()).Delete(&pendingRow{})
-	return res.RowsAffected, res.Error
+	return s.db.PurgePending(ctx, cutoff)
 }
 
 func stateHash(state string) string {

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"gorm.io/gorm/clause"
-
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/models"
 )
@@ -64,14 +62,23 @@ func (c *Config) defaults() {
 	def(&c.Lease, time.Duration(rounds)*c.Timeout+time.Minute)
 }
 
-// neverAgain is the next_attempt_at of rows given up on, so that no claim
-// takes them again while they stay visible as undelivered.
-var neverAgain = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+// Outbox is what a Dispatcher needs of the database; *models.DB
+// implements it.
+type Outbox interface {
+	// ClaimDueDeliveries takes up to n rows due by dueBy and leases them
+	// until leaseUntil; rows another dispatcher holds are skipped.
+	ClaimDueDeliveries(ctx context.Context, n int, dueBy, leaseUntil time.Time) ([]models.WebhookDelivery, error)
+	MarkDelivered(ctx context.Context, id int64, at time.Time, attempts int) error
+	// RescheduleDelivery and MarkDeliveryFailed apply only while lease
+	// (the claim's leaseUntil) still holds.
+	RescheduleDelivery(ctx context.Context, id int64, lease, next time.Time, attempts int, lastError string) error
+	MarkDeliveryFailed(ctx context.Context, id int64, lease time.Time, attempts int, lastError string) error
+}
 
 // Dispatcher delivers the outbox. It is safe for concurrent use, and any
 // number of dispatchers (in one process or many) may share a database.
 type Dispatcher struct {
-	db      *models.DB
+	db      Outbox
 	secrets map[string]string
 	clock   clock.Clock
 	client  *http.Client
@@ -82,7 +89,7 @@ type Dispatcher struct {
 // NewDispatcher returns a dispatcher delivering to endpoints. Rows for a URL
 // not among endpoints are marked failed. clk nil means the system clock,
 // client nil a client that does not follow redirects, log nil discards logs.
-func NewDispatcher(db *models.DB, endpoints []Endpoint, clk clock.Clock, client *http.Client, log *slog.Logger, cfg Config) *Dispatcher {
+func NewDispatcher(db Outbox, endpoints []Endpoint, clk clock.Clock, client *http.Client, log *slog.Logger, cfg Config) *Dispatcher {
 	cfg.defaults()
 	if clk == nil {
 		clk = clock.System{}
@@ -149,42 +156,18 @@ func (d *Dispatcher) DeliverDue(ctx context.Context) (delivered, failed int, err
 }
 
 // claim takes up to BatchSize rows due at start and pushes their
-// next_attempt_at out to a lease in one short transaction. On Postgres rows
-// another dispatcher is claiming are skipped, not waited for; on SQLite
-// transactions start IMMEDIATE, so claims are serialised anyway.
-func (d *Dispatcher) claim(ctx context.Context, start time.Time) ([]outboxRow, time.Time, error) {
+// next_attempt_at out to a lease, so other dispatchers leave them alone.
+func (d *Dispatcher) claim(ctx context.Context, start time.Time) ([]models.WebhookDelivery, time.Time, error) {
 	// Truncated to what Postgres stores, so the lease can be recognised
 	// later by equality.
 	lease := d.clock.Now().UTC().Add(d.cfg.Lease).Truncate(time.Microsecond)
-	tx := d.db.Gorm.WithContext(ctx).Begin()
-	if tx.Error != nil {
-		return nil, lease, tx.Error
-	}
-	defer tx.Rollback()
-	q := tx.Where("delivered_at IS NULL AND next_attempt_at <= ?", start).Order("next_attempt_at").Limit(d.cfg.BatchSize)
-	if d.db.Dialect == models.Postgres {
-		q = q.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate, Options: clause.LockingOptionsSkipLocked})
-	}
-	var rows []outboxRow
-	if err := q.Find(&rows).Error; err != nil {
-		return nil, lease, err
-	}
-	if len(rows) == 0 {
-		return nil, lease, nil
-	}
-	ids := make([]int64, len(rows))
-	for i, r := range rows {
-		ids[i] = r.ID
-	}
-	if err := tx.Exec("UPDATE webhook_outbox SET next_attempt_at = ? WHERE id IN ?", lease, ids).Error; err != nil {
-		return nil, lease, err
-	}
-	return rows, lease, tx.Commit().Error
+	rows, err := d.db.ClaimDueDeliveries(ctx, d.cfg.BatchSize, start, lease)
+	return rows, lease, err
 }
 
 // deliverBatch delivers claimed rows with bounded concurrency and records
 // each outcome. It returns the first error recording an outcome.
-func (d *Dispatcher) deliverBatch(ctx context.Context, rows []outboxRow, lease time.Time) (delivered, failed int, err error) {
+func (d *Dispatcher) deliverBatch(ctx context.Context, rows []models.WebhookDelivery, lease time.Time) (delivered, failed int, err error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, d.cfg.Concurrency)
@@ -213,48 +196,45 @@ func (d *Dispatcher) deliverBatch(ctx context.Context, rows []outboxRow, lease t
 
 // deliverOne makes one attempt at r and records the outcome. It reports
 // whether r was delivered; err is about recording, not delivering.
-func (d *Dispatcher) deliverOne(ctx context.Context, r outboxRow, lease time.Time) (bool, error) {
+func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, lease time.Time) (bool, error) {
 	// Record outcomes even if ctx ends meanwhile: a delivery that went
 	// through must not be sent again for want of a write.
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	g := d.db.Gorm.WithContext(rec).Model(&outboxRow{}).Where("id = ? AND delivered_at IS NULL", r.ID)
 	log := d.log.With("event_id", r.EventID, "event_type", r.EventType, "endpoint", safeURL(r.EndpointURL))
 
 	secret, ok := d.secrets[r.EndpointURL]
 	if !ok {
 		log.Warn("webhook endpoint no longer configured; event dropped")
-		return false, g.Updates(map[string]any{"next_attempt_at": neverAgain, "last_error": "endpoint no longer configured"}).Error
+		return false, d.db.MarkDeliveryFailed(rec, r.ID, lease, r.Attempts, "endpoint no longer configured")
 	}
 	sendErr := d.send(ctx, r, secret)
 	now := d.clock.Now().UTC().Truncate(time.Microsecond)
 	attempts := r.Attempts + 1
 	if sendErr == nil {
 		log.Debug("webhook delivered", "attempts", attempts)
-		return true, g.Updates(map[string]any{"delivered_at": now, "attempts": attempts, "last_error": ""}).Error
+		return true, d.db.MarkDelivered(rec, r.ID, now, attempts)
 	}
 	if ctx.Err() != nil {
 		// Shutting down: not the receiver's fault, so no attempt is
 		// counted; hand the row back for any dispatcher to take.
-		return false, g.Where("next_attempt_at = ?", lease).Update("next_attempt_at", r.NextAttemptAt).Error
+		return false, d.db.RescheduleDelivery(rec, r.ID, lease, r.NextAttemptAt, r.Attempts, r.LastError)
 	}
 	msg := truncate(sendErr.Error(), 300)
-	next := now.Add(d.backoff(attempts))
-	if attempts >= d.cfg.MaxAttempts {
-		msg = fmt.Sprintf("gave up after %d attempts: %s", attempts, msg)
-		next = neverAgain
-		log.Error("webhook given up", "attempts", attempts, "err", msg)
-	} else {
-		log.Warn("webhook delivery failed; will retry", "attempts", attempts, "err", msg, "next_attempt_at", next)
-	}
 	// Only while we hold the lease: if it lapsed, another dispatcher owns
 	// the row and its outcome wins.
-	return false, g.Where("next_attempt_at = ?", lease).
-		Updates(map[string]any{"next_attempt_at": next, "attempts": attempts, "last_error": msg}).Error
+	if attempts >= d.cfg.MaxAttempts {
+		msg = fmt.Sprintf("gave up after %d attempts: %s", attempts, msg)
+		log.Error("webhook given up", "attempts", attempts, "err", msg)
+		return false, d.db.MarkDeliveryFailed(rec, r.ID, lease, attempts, msg)
+	}
+	next := now.Add(d.backoff(attempts))
+	log.Warn("webhook delivery failed; will retry", "attempts", attempts, "err", msg, "next_attempt_at", next)
+	return false, d.db.RescheduleDelivery(rec, r.ID, lease, next, attempts, msg)
 }
 
 // send POSTs r, signed with secret; nil means a 2xx answer.
-func (d *Dispatcher) send(ctx context.Context, r outboxRow, secret string) error {
+func (d *Dispatcher) send(ctx context.Context, r models.WebhookDelivery, secret string) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
 	body := []byte(r.Payload)
@@ -312,15 +292,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
-}
-
-// Purge deletes outbox rows that are finished and older than cutoff:
-// delivered, or given up on (their event stays in the event log). Rows
-// still being retried are never deleted.
-func Purge(ctx context.Context, db *models.DB, cutoff time.Time) (int64, error) {
-	cutoff = cutoff.UTC()
-	res := db.Gorm.WithContext(ctx).
-		Where("delivered_at < ? OR (delivered_at IS NULL AND next_attempt_at = ? AND created_at < ?)", cutoff, neverAgain, cutoff).
-		Delete(&outboxRow{})
-	return res.RowsAffected, res.Error
 }

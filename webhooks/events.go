@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/tokenwarm/tokenwarm/models"
 )
@@ -21,35 +22,17 @@ var eventTypes = map[string]string{
 // (vault.Config.OnEvents): each event that admins must hear about is put in
 // the outbox in the same transaction. The idempotency ID derives from the
 // event row, so it is stable whatever retries the caller makes.
+//
+// Deprecated: it puts *gorm.DB in a public signature. Use Announcer with
+// models.DB.SetAnnouncer; FromEvents goes once its last callers switch.
 func FromEvents(endpoints []Endpoint) func(tx *gorm.DB, events []models.Event) error {
+	announce := Announcer(endpoints)
 	return func(tx *gorm.DB, events []models.Event) error {
-		if len(endpoints) == 0 {
-			return nil
+		rows, err := announce(events)
+		if err != nil || len(rows) == 0 {
+			return err
 		}
-		for _, ev := range events {
-			typ, ok := eventTypes[ev.Kind]
-			if !ok {
-				continue
-			}
-			data := map[string]any{}
-			if ev.ErrorCode != "" {
-				data["error_code"] = ev.ErrorCode
-			}
-			if ev.Detail != "" {
-				data["reason"] = ev.Detail
-			}
-			if ev.Cause != "" {
-				data["cause"] = ev.Cause
-			}
-			out := Event{ID: fmt.Sprintf("evt_%d_%s", ev.ID, typ), Type: typ, CreatedAt: ev.CreatedAt, Data: data}
-			if ev.ConnectionID != nil {
-				out.ConnectionID = *ev.ConnectionID
-			}
-			if err := Enqueue(tx, endpoints, out, ev.CreatedAt); err != nil {
-				return err
-			}
-		}
-		return nil
+		return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error
 	}
 }
 

@@ -1,9 +1,9 @@
 // Package webhooks tells administrators' systems when connections die or
 // come back, by POSTing JSON events to configured URLs.
 //
-// Events are written to the webhook_outbox table by Enqueue inside the
-// transaction that records what happened, so an event is announced if and
-// only if it committed. A Dispatcher delivers due rows with retries and
+// Events are written to the webhook_outbox table (models.WebhookDelivery,
+// built by Deliveries or Announcer) inside the transaction that records
+// what happened, so an event is announced if and only if it committed. A Dispatcher delivers due rows with retries and
 // jittered exponential backoff; the outbox survives restarts, and several
 // replicas can dispatch at once (Postgres rows are claimed FOR UPDATE SKIP
 // LOCKED under a lease). Delivery is at least once: a receiver must
@@ -23,7 +23,7 @@
 //
 // Any 2xx answer means delivered; anything else, a network error or no
 // answer within the timeout means the delivery is retried later. Payloads
-// never contain tokens: Enqueue refuses data fields named like one.
+// never contain tokens: Deliveries refuses data fields named like one.
 //
 // # Signature
 //
@@ -44,9 +44,6 @@ import (
 	"strings"
 	"time"
 
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
-
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
@@ -66,7 +63,7 @@ var knownTypes = map[string]bool{
 
 // Event is something administrators are told about.
 type Event struct {
-	// ID is the idempotency ID receivers deduplicate on. Enqueue fills in
+	// ID is the idempotency ID receivers deduplicate on. Deliveries fills in
 	// NewEventID() when empty.
 	ID        string
 	Type      string
@@ -99,39 +96,15 @@ type payload struct {
 	Data      map[string]any `json:"data"`
 }
 
-// outboxRow is one event to deliver to one endpoint.
-type outboxRow struct {
-	ID            int64
-	EventID       string
-	EventType     string
-	EndpointURL   string
-	Payload       string
-	CreatedAt     time.Time
-	NextAttemptAt time.Time
-	Attempts      int
-	DeliveredAt   *time.Time
-	LastError     string
-}
-
-func (outboxRow) TableName() string { return "webhook_outbox" }
-
 // forbiddenWords may not appear in a data field name: a field named like
 // a credential is a bug waiting to leak one.
 var forbiddenWords = []string{"token", "secret", "password", "authorization", "credential"}
 
-// Enqueue writes ev to the outbox once per endpoint inside the caller's
-// transaction tx, so the event and its webhooks commit together. Enqueueing
-// the same event ID twice for an endpoint is a no-op.
-func Enqueue(tx *gorm.DB, endpoints []Endpoint, ev Event, now time.Time) error {
-	rows, err := Deliveries(endpoints, ev, now)
-	if err != nil || len(rows) == 0 {
-		return err
-	}
-	return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error
-}
-
 // Deliveries returns ev's outbox rows, one per endpoint, for the storing
-// transaction to write.
+// transaction to write (models.DB stores them: with their audit events
+// through SetAnnouncer, or alone with EnqueueDeliveries). Storing the same
+// event ID twice for an endpoint is a no-op. It refuses unknown types and
+// data fields named like a credential.
 func Deliveries(endpoints []Endpoint, ev Event, now time.Time) ([]models.WebhookDelivery, error) {
 	if !knownTypes[ev.Type] {
 		return nil, fmt.Errorf("webhooks: unknown event type %q", ev.Type)

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/internal/pgtest"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -125,8 +123,11 @@ func (r *receiver) counts() (raw []string, seen map[string]int) {
 
 func enqueue(t *testing.T, db *models.DB, eps []webhooks.Endpoint, ev webhooks.Event, now time.Time) {
 	t.Helper()
-	err := db.Gorm.Transaction(func(tx *gorm.DB) error { return webhooks.Enqueue(tx, eps, ev, now) })
+	rows, err := webhooks.Deliveries(eps, ev, now)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.EnqueueDeliveries(context.Background(), rows); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -369,18 +370,16 @@ func TestNoTokenInWebhooks(t *testing.T) {
 	eps := []webhooks.Endpoint{{URL: "https://example.com/hook", Secret: "s"}}
 	for _, key := range []string{"refresh_token", "AccessToken", "token", "client_secret", "Authorization"} {
 		ev := webhooks.Event{Type: webhooks.TypeRevoked, Data: map[string]any{"reason": "x", key: "00D!abc"}}
-		if err := db.Gorm.Transaction(func(tx *gorm.DB) error { return webhooks.Enqueue(tx, eps, ev, start) }); err == nil {
-			t.Errorf("Enqueue accepted data field %q", key)
+		if _, err := webhooks.Deliveries(eps, ev, start); err == nil {
+			t.Errorf("Deliveries accepted data field %q", key)
 		}
 	}
 	nested := webhooks.Event{Type: webhooks.TypeRevoked, Data: map[string]any{"detail": map[string]any{"id_token": "x"}}}
-	if err := db.Gorm.Transaction(func(tx *gorm.DB) error { return webhooks.Enqueue(tx, eps, nested, start) }); err == nil {
-		t.Error("Enqueue accepted a nested token field")
+	if _, err := webhooks.Deliveries(eps, nested, start); err == nil {
+		t.Error("Deliveries accepted a nested token field")
 	}
-	if err := db.Gorm.Transaction(func(tx *gorm.DB) error {
-		return webhooks.Enqueue(tx, eps, webhooks.Event{Type: "connection.exploded"}, start)
-	}); err == nil {
-		t.Error("Enqueue accepted an unknown event type")
+	if _, err := webhooks.Deliveries(eps, webhooks.Event{Type: "connection.exploded"}, start); err == nil {
+		t.Error("Deliveries accepted an unknown event type")
 	}
 	var n int64
 	db.Gorm.Table("webhook_outbox").Count(&n)
@@ -472,7 +471,7 @@ func TestPurgeKeepsWhatIsStillBeingDelivered(t *testing.T) {
 		deliver(t, d2, 0, 1)
 
 		clk.Advance(40 * 24 * time.Hour)
-		n, err := webhooks.Purge(context.Background(), db, clk.Now().Add(-30*24*time.Hour))
+		n, err := db.PurgeWebhookDeliveries(context.Background(), clk.Now().Add(-30*24*time.Hour))
 		if err != nil || n != 2 {
 			t.Fatalf("purged %d, %v; want the delivered and the given-up row", n, err)
 		}
@@ -485,7 +484,7 @@ func TestPurgeKeepsWhatIsStillBeingDelivered(t *testing.T) {
 		enqueue(t, db, []webhooks.Endpoint{ok.endpoint()}, webhooks.Event{ID: "evt_recent", Type: webhooks.TypeRevoked}, clk.Now())
 		both := webhooks.NewDispatcher(db, []webhooks.Endpoint{ok.endpoint(), down.endpoint()}, clk, nil, nil, webhooks.Config{MaxAttempts: 100})
 		deliver(t, both, 1, 1) // the recent one, and the retrying one once more
-		if n, err := webhooks.Purge(context.Background(), db, clk.Now().Add(-30*24*time.Hour)); err != nil || n != 0 {
+		if n, err := db.PurgeWebhookDeliveries(context.Background(), clk.Now().Add(-30*24*time.Hour)); err != nil || n != 0 {
 			t.Fatalf("purged %d recent rows, %v", n, err)
 		}
 	})

@@ -7,13 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/tokenwarm/tokenwarm/clock"
-	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/models"
-	"github.com/tokenwarm/tokenwarm/pkce"
-	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/warmer"
-	"github.com/tokenwarm/tokenwarm/webhooks"
 )
 
 // housekeepEvery is how often each replica deletes finished rows. The
@@ -23,7 +18,7 @@ const housekeepEvery = time.Hour
 // purged counts what one housekeeping run deleted.
 type purged struct {
 	pending  int64
-	devices  devices.Purged
+	devices  models.PurgedDevices
 	webhooks int64
 	events   int64
 }
@@ -38,15 +33,15 @@ func (p purged) String() string {
 // codes, dead device sessions, rotated device refresh tokens and finished
 // webhook deliveries; events after TOKENWARM_EVENT_RETENTION. Connections
 // are never deleted here.
-func housekeep(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, now time.Time) (purged, error) {
+func housekeep(ctx context.Context, cfg *Config, db *models.DB, now time.Time) (purged, error) {
 	var p purged
 	var errs []error
 	var err error
-	p.pending, err = pkce.NewStore(db, ring, nil, 0).Purge(ctx, now.Add(-time.Hour))
+	p.pending, err = db.PurgePending(ctx, now.Add(-time.Hour))
 	errs = append(errs, err)
-	p.devices, err = devices.New(db, ring, clock.System{}, devices.Config{}).Purge(ctx, now.Add(-cfg.Retention))
+	p.devices, err = db.PurgeDeviceRecords(ctx, now.Add(-cfg.Retention))
 	errs = append(errs, err)
-	p.webhooks, err = webhooks.Purge(ctx, db, now.Add(-cfg.Retention))
+	p.webhooks, err = db.PurgeWebhookDeliveries(ctx, now.Add(-cfg.Retention))
 	errs = append(errs, err)
 	// The app-wide pause is read back from the event log: never purged.
 	p.events, err = models.PurgeEvents(ctx, db, now.Add(-cfg.EventRetention), []string{warmer.EventAppPaused, warmer.EventAppResumed})
@@ -55,7 +50,7 @@ func housekeep(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring,
 }
 
 // housekeepLoop runs housekeep every housekeepEvery until ctx ends.
-func housekeepLoop(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log *slog.Logger) {
+func housekeepLoop(ctx context.Context, cfg *Config, db *models.DB, log *slog.Logger) {
 	t := time.NewTicker(housekeepEvery)
 	defer t.Stop()
 	for {
@@ -63,7 +58,7 @@ func housekeepLoop(ctx context.Context, cfg *Config, db *models.DB, ring *seal.R
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			p, err := housekeep(ctx, cfg, db, ring, time.Now())
+			p, err := housekeep(ctx, cfg, db, time.Now())
 			if err != nil && ctx.Err() == nil {
 				log.Warn("housekeeping failed", "err", err)
 			}

@@ -125,7 +125,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if _, err := db.Migrate(ctx); err != nil {
 			return err
 		}
-		p, err := housekeep(ctx, cfg, db, ring, time.Now())
+		p, err := housekeep(ctx, cfg, db, time.Now())
 		if err != nil {
 			return err
 		}
@@ -309,7 +309,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		redirects = append(redirects, cfg.PublicURL+handlers.DemoRedirectPath)
 	}
 	pending := pkce.NewStore(db, ring, clock.System{}, 0)
-	go housekeepLoop(ctx, cfg, db, ring, log)
+	go housekeepLoop(ctx, cfg, db, log)
 	// The admin UI's sessions have keys of their own, derived from the
 	// seal keys: the same on every replica and after a restart.
 	sessions, err := ring.Derive(adminSessionLabel)

@@ -1,0 +1,318 @@
+package models_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+func init() {
+	ctx := context.Background()
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	connection := func(t *testing.T, db *models.DB) string {
+		t.Helper()
+		c := models.Connection{ID: uuid.NewString(), Owner: "alice", OrgID: "00D", UserID: "005", LoginURL: "https://login.example",
+			Status: models.StatusActive, LastRefreshedAt: at, NextWarmAt: at, CreatedAt: at, UpdatedAt: at}
+		if err := db.Gorm.Create(&c).Error; err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	session := func(t *testing.T, db *models.DB, refreshHash string) models.DeviceSession {
+		t.Helper()
+		s := models.DeviceSession{ID: uuid.NewString(), Owner: "alice", DeviceLabel: "phone", Generation: 1,
+			CreatedAt: at, LastUsedAt: at, IdleExpiresAt: at.Add(90 * 24 * time.Hour)}
+		if err := db.CreateDeviceSession(ctx, s, refreshHash); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	stored := func(t *testing.T, db *models.DB, id string) models.DeviceSession {
+		t.Helper()
+		var s models.DeviceSession
+		if err := db.Gorm.Where("id = ?", id).Take(&s).Error; err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	signingKey := func(kid string, created time.Time) models.SigningKey {
+		return models.SigningKey{Kid: kid, Alg: "EdDSA", PrivateSealed: "sealed", PublicKey: "pub", CreatedAt: created}
+	}
+	kids := func(keys []models.SigningKey) string {
+		out := ""
+		for _, k := range keys {
+			out += k.Kid + " "
+		}
+		return out
+	}
+	register(
+		storageCase{"devices: a handoff code is spent by the first attempt only", func(t *testing.T, db *models.DB) {
+			c := models.HandoffCode{CodeHash: "h", ConnectionID: connection(t, db), Owner: "alice", AppChallenge: "ch",
+				AppRedirectURI: "app://done", CreatedAt: at, ExpiresAt: at.Add(2 * time.Minute)}
+			if err := db.CreateHandoffCode(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			got, spentNow, err := db.SpendHandoffCode(ctx, "h", at.Add(time.Second))
+			if err != nil || !spentNow || got.Owner != "alice" || got.ConnectionID != c.ConnectionID || got.AppChallenge != "ch" ||
+				got.UsedAt == nil || !got.ExpiresAt.Equal(c.ExpiresAt) {
+				t.Fatalf("first spend = %+v, %v, %v", got, spentNow, err)
+			}
+			if got, spentNow, err := db.SpendHandoffCode(ctx, "h", at.Add(2*time.Second)); err != nil || spentNow || got == nil {
+				t.Fatalf("second spend = %+v, %v, %v; want the code, spent before", got, spentNow, err)
+			}
+			if _, _, err := db.SpendHandoffCode(ctx, "unknown", at); !errors.Is(err, models.ErrNotFound) {
+				t.Fatalf("unknown code: %v", err)
+			}
+		}},
+		storageCase{"devices: of racing replicas exactly one spends a handoff code", func(t *testing.T, db *models.DB) {
+			conn := connection(t, db)
+			const codes = 5
+			for i := range codes {
+				err := db.CreateHandoffCode(ctx, models.HandoffCode{CodeHash: fmt.Sprint("h", i), ConnectionID: conn, Owner: "alice",
+					AppChallenge: "ch", AppRedirectURI: "app://done", CreatedAt: at, ExpiresAt: at.Add(time.Minute)})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			var mu sync.Mutex
+			spent := map[string]int{}
+			var wg sync.WaitGroup
+			for _, r := range pools(t, db, 4) {
+				for i := range codes {
+					for range 2 {
+						wg.Go(func() {
+							h := fmt.Sprint("h", i)
+							_, spentNow, err := r.SpendHandoffCode(ctx, h, at)
+							mu.Lock()
+							defer mu.Unlock()
+							if err != nil {
+								t.Errorf("spend %s: %v", h, err)
+							} else if spentNow {
+								spent[h]++
+							}
+						})
+					}
+				}
+			}
+			wg.Wait()
+			for i := range codes {
+				if h := fmt.Sprint("h", i); spent[h] != 1 {
+					t.Errorf("code %s spent by %d attempts, want 1", h, spent[h])
+				}
+			}
+		}},
+		storageCase{"devices: a refresh token rotates once; reuse revokes the family", func(t *testing.T, db *models.DB) {
+			s := session(t, db, "t1")
+			idle := at.Add(24 * time.Hour)
+			got, err := db.RotateDeviceRefreshToken(ctx, "t1", "t2", at.Add(time.Minute), idle)
+			if err != nil || got.ID != s.ID || got.Owner != "alice" || got.Generation != 2 || !got.IdleExpiresAt.Equal(idle) {
+				t.Fatalf("rotate = %+v, %v", got, err)
+			}
+			if row := stored(t, db, s.ID); row.Generation != 2 || !row.LastUsedAt.Equal(at.Add(time.Minute)) || !row.IdleExpiresAt.Equal(idle) {
+				t.Fatalf("stored session %+v", row)
+			}
+			if _, err := db.RotateDeviceRefreshToken(ctx, "unknown", "x", at, idle); !errors.Is(err, models.ErrNotFound) {
+				t.Fatalf("unknown token: %v", err)
+			}
+			// The rotated token again: reuse, committed although refused.
+			if _, err := db.RotateDeviceRefreshToken(ctx, "t1", "t3", at.Add(2*time.Minute), idle); !errors.Is(err, models.ErrDeviceTokenReuse) {
+				t.Fatalf("reuse: %v", err)
+			}
+			if row := stored(t, db, s.ID); row.RevokedAt == nil || row.RevokeReason != models.DeviceRevokedReuse {
+				t.Fatalf("after reuse the session is %+v, want revoked for reuse", row)
+			}
+			if _, err := db.RotateDeviceRefreshToken(ctx, "t2", "t3", at.Add(3*time.Minute), idle); !errors.Is(err, models.ErrDeviceSessionRevoked) {
+				t.Fatalf("current token of a revoked family: %v", err)
+			}
+			var n int64
+			db.Gorm.Model(&models.DeviceRefreshToken{}).Where("token_hash = ?", "t3").Count(&n)
+			if n != 0 {
+				t.Fatal("a refused rotation stored a successor")
+			}
+		}},
+		storageCase{"devices: an idle-expired session is revoked when its token is presented", func(t *testing.T, db *models.DB) {
+			s := session(t, db, "t1")
+			_, err := db.RotateDeviceRefreshToken(ctx, "t1", "t2", s.IdleExpiresAt, s.IdleExpiresAt.Add(time.Hour))
+			if !errors.Is(err, models.ErrDeviceSessionExpired) {
+				t.Fatalf("expired: %v", err)
+			}
+			if row := stored(t, db, s.ID); row.RevokedAt == nil || row.RevokeReason != models.DeviceRevokedIdleExpired {
+				t.Fatalf("session %+v, want revoked as idle expired", row)
+			}
+		}},
+		storageCase{"devices: of racing replicas presenting one token exactly one rotates it", func(t *testing.T, db *models.DB) {
+			s := session(t, db, "t1")
+			replicas := pools(t, db, 4)
+			const n = 16
+			errs := make([]error, n)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					_, errs[i] = replicas[i%len(replicas)].RotateDeviceRefreshToken(ctx, "t1", fmt.Sprint("next", i), at, at.Add(time.Hour))
+				})
+			}
+			close(start)
+			wg.Wait()
+			won := 0
+			for _, err := range errs {
+				switch {
+				case err == nil:
+					won++
+				case !errors.Is(err, models.ErrDeviceTokenReuse):
+					t.Errorf("loser: %v, want ErrDeviceTokenReuse", err)
+				}
+			}
+			if won != 1 {
+				t.Fatalf("%d rotations succeeded, want 1", won)
+			}
+			if row := stored(t, db, s.ID); row.Generation != 2 || row.RevokeReason != models.DeviceRevokedReuse {
+				t.Fatalf("session %+v, want generation 2, revoked for reuse", row)
+			}
+		}},
+		storageCase{"devices: revoking a family or a session keeps the first reason", func(t *testing.T, db *models.DB) {
+			a := session(t, db, "a1")
+			if _, err := db.RotateDeviceRefreshToken(ctx, "a1", "a2", at, at.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.RevokeDeviceFamily(ctx, "a1", "by client", at.Add(time.Minute)); err != nil {
+				t.Fatal(err) // a rotated token of the family will do
+			}
+			if err := db.RevokeDeviceFamily(ctx, "a2", "again", at.Add(2*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if row := stored(t, db, a.ID); row.RevokeReason != "by client" || !row.RevokedAt.Equal(at.Add(time.Minute)) {
+				t.Fatalf("session %+v", row)
+			}
+			if err := db.RevokeDeviceFamily(ctx, "unknown", "x", at); !errors.Is(err, models.ErrNotFound) {
+				t.Fatalf("unknown token: %v", err)
+			}
+			b := session(t, db, "b1")
+			for _, reason := range []string{"admin", "later"} {
+				if err := db.RevokeDeviceSession(ctx, b.ID, reason, at); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if row := stored(t, db, b.ID); row.RevokeReason != "admin" {
+				t.Fatalf("session %+v", row)
+			}
+			if err := db.RevokeDeviceSession(ctx, uuid.NewString(), "x", at); !errors.Is(err, models.ErrNotFound) {
+				t.Fatalf("unknown session: %v", err)
+			}
+		}},
+		storageCase{"devices: verification reads owner and revocation", func(t *testing.T, db *models.DB) {
+			s := session(t, db, "t1")
+			got, err := db.DeviceSessionForVerify(ctx, s.ID)
+			if err != nil || got.ID != s.ID || got.Owner != "alice" || got.RevokedAt != nil {
+				t.Fatalf("DeviceSessionForVerify = %+v, %v", got, err)
+			}
+			if err := db.RevokeDeviceSession(ctx, s.ID, "x", at); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := db.DeviceSessionForVerify(ctx, s.ID); err != nil || got.RevokedAt == nil {
+				t.Fatalf("revoked: %+v, %v", got, err)
+			}
+			if _, err := db.DeviceSessionForVerify(ctx, uuid.NewString()); !errors.Is(err, models.ErrNotFound) {
+				t.Fatalf("unknown session: %v", err)
+			}
+		}},
+		storageCase{"devices: purge deletes only what can no longer be used", func(t *testing.T, db *models.DB) {
+			conn := connection(t, db)
+			for i, exp := range []time.Time{at.Add(-time.Hour), at.Add(time.Hour)} {
+				err := db.CreateHandoffCode(ctx, models.HandoffCode{CodeHash: fmt.Sprint("h", i), ConnectionID: conn, Owner: "alice",
+					AppChallenge: "ch", AppRedirectURI: "app://done", CreatedAt: exp.Add(-time.Minute), ExpiresAt: exp})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			live := session(t, db, "l1")
+			if _, err := db.RotateDeviceRefreshToken(ctx, "l1", "l2", at.Add(-2*time.Hour), at.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			dead := session(t, db, "d1")
+			if err := db.RevokeDeviceSession(ctx, dead.ID, "x", at.Add(-2*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			p, err := db.PurgeDeviceRecords(ctx, at)
+			if err != nil || p != (models.PurgedDevices{HandoffCodes: 1, Sessions: 1, RotatedTokens: 1}) {
+				t.Fatalf("purged %+v, %v", p, err)
+			}
+			var tokens []string
+			db.Gorm.Model(&models.DeviceRefreshToken{}).Pluck("token_hash", &tokens)
+			if fmt.Sprint(tokens) != "[l2]" {
+				t.Fatalf("tokens left %v, want the live one", tokens)
+			}
+			if row := stored(t, db, live.ID); row.RevokedAt != nil {
+				t.Fatalf("live session %+v", row)
+			}
+		}},
+		storageCase{"devices: racing replicas add one first signing key", func(t *testing.T, db *models.DB) {
+			var mu sync.Mutex
+			added := 0
+			var wg sync.WaitGroup
+			for i, r := range pools(t, db, 4) {
+				wg.Go(func() {
+					ok, err := r.AddFirstSigningKey(ctx, signingKey(fmt.Sprint("k", i), at))
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						t.Error(err)
+					}
+					if ok {
+						added++
+					}
+				})
+			}
+			wg.Wait()
+			keys, err := db.ActiveSigningKeys(ctx)
+			if err != nil || len(keys) != 1 || added != 1 {
+				t.Fatalf("keys %q (%v), %d reported added; want one", kids(keys), err, added)
+			}
+		}},
+		storageCase{"devices: the newest signing key signs and cannot be retired", func(t *testing.T, db *models.DB) {
+			if ok, err := db.AddFirstSigningKey(ctx, signingKey("a", at)); err != nil || !ok {
+				t.Fatal(ok, err)
+			}
+			// Same clock reading: the new key is still made strictly newest.
+			for _, kid := range []string{"c", "b"} {
+				if err := db.AddNewestSigningKey(ctx, signingKey(kid, at)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			keys, err := db.ActiveSigningKeys(ctx)
+			if err != nil || kids(keys) != "b c a " || !keys[0].CreatedAt.After(keys[1].CreatedAt) {
+				t.Fatalf("keys %q, %v; want newest first: b c a", kids(keys), err)
+			}
+			if err := db.RetireSigningKey(ctx, "b", at); !errors.Is(err, models.ErrSigningKeyInUse) {
+				t.Fatalf("retiring the signing key: %v", err)
+			}
+			if err := db.RetireSigningKey(ctx, "zz", at); !errors.Is(err, models.ErrNotFound) {
+				t.Fatalf("retiring an unknown key: %v", err)
+			}
+			for range 2 {
+				if err := db.RetireSigningKey(ctx, "a", at); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if keys, err := db.ActiveSigningKeys(ctx); err != nil || kids(keys) != "b c " {
+				t.Fatalf("keys %q, %v", kids(keys), err)
+			}
+			if ok, err := db.AddFirstSigningKey(ctx, signingKey("d", at)); err != nil || ok {
+				t.Fatalf("AddFirstSigningKey with keys active: %v, %v", ok, err)
+			}
+			// Ties of creation time are broken by kid, the same on every replica.
+			x, y := signingKey("x", at), signingKey("y", at)
+			if models.NewestSigningKeyFirst(x, y) <= 0 || models.NewestSigningKeyFirst(y, x) >= 0 {
+				t.Fatal("ties are not broken by kid, highest first")
+			}
+		}},
+	)
+}
