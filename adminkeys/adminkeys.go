@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tokenwarm/tokenwarm/errs"
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
@@ -28,41 +29,33 @@ const KeyPrefix = "twa_"
 // lastUsedGranularity limits last_used_at writes to one a minute per key.
 const lastUsedGranularity = time.Minute
 
-// Code is a stable, machine-readable error code.
-type Code string
+// The package's errors are errs.Error.
+type (
+	Error = errs.Error
+	Code  = errs.Code
+)
 
 // Error codes of the package.
 const (
 	// CodeInvalidKey: the key is missing, unknown or revoked. Callers must
 	// not tell these apart to the presenter.
-	CodeInvalidKey Code = "invalid_key"
-	CodeNotFound   Code = "not_found"
-	CodeNameTaken  Code = "name_taken"
-	CodeBadName    Code = "invalid_name"
-	CodeInternal   Code = "internal"
+	CodeInvalidKey = errs.InvalidKey
+	CodeNotFound   = errs.NotFound
+	CodeNameTaken  = errs.NameTaken
+	CodeBadName    = errs.InvalidName
+	CodeInternal   = errs.Internal
 )
 
-// Error is a failure with a code and a message safe to show anyone.
-type Error struct {
-	Code    Code
-	Message string
-	cause   error
-}
+// ErrorCode returns the code of an error (errs.CodeOf).
+func ErrorCode(err error) Code { return errs.CodeOf(err) }
 
-func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
-
-func (e *Error) Unwrap() error { return e.cause }
-
-// ErrorCode returns the code of an adminkeys error, or CodeInternal.
-func ErrorCode(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
+func dbErr(err error) error {
+	code := CodeInternal
+	if errs.IsUnavailable(err) {
+		code = errs.Unavailable
 	}
-	return CodeInternal
+	return &Error{Code: code, Message: "database error", Err: err}
 }
-
-func dbErr(err error) error { return &Error{Code: CodeInternal, Message: "database error", cause: err} }
 
 // Key is an admin key as stored: never the key itself.
 type Key struct {
@@ -114,7 +107,7 @@ func (s *Store) Create(ctx context.Context, name string) (string, error) {
 	}
 	var secret [32]byte
 	if _, err := rand.Read(secret[:]); err != nil {
-		return "", &Error{Code: CodeInternal, Message: "no randomness", cause: err}
+		return "", &Error{Code: CodeInternal, Message: "no randomness", Err: err}
 	}
 	key := KeyPrefix + base64.RawURLEncoding.EncodeToString(secret[:])
 	r := models.AdminKey{ID: uuid.NewString(), Name: name, KeyHash: hash(key), Prefix: key[:8], CreatedAt: s.now().UTC()}

@@ -2,6 +2,7 @@ package adminkeys_test
 
 import (
 	"context"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func TestKeyLifecycle(t *testing.T) {
 				t.Fatalf("key %q", key)
 			}
 			var stored []map[string]any
-			db.Gorm.Raw("SELECT key_hash, prefix FROM admin_keys").Scan(&stored)
+			rawdb.Gorm(db).Raw("SELECT key_hash, prefix FROM admin_keys").Scan(&stored)
 			for _, row := range stored {
 				for _, v := range row {
 					if s, _ := v.(string); strings.Contains(s, key[4:]) {

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"slices"
 	"strings"
 	"sync"
@@ -137,7 +138,7 @@ type sessionRow struct {
 func (w *world) sessionRow(id string) sessionRow {
 	w.t.Helper()
 	var r sessionRow
-	if err := w.db.Gorm.Table("device_sessions").Where("id = ?", id).Take(&r).Error; err != nil {
+	if err := rawdb.Gorm(w.db).Table("device_sessions").Where("id = ?", id).Take(&r).Error; err != nil {
 		w.t.Fatal(err)
 	}
 	return r
@@ -148,7 +149,7 @@ func (w *world) sessionRow(id string) sessionRow {
 func (w *world) privateKey(kid string) ed25519.PrivateKey {
 	w.t.Helper()
 	var sealed string
-	if err := w.db.Gorm.Raw("SELECT private_sealed FROM signing_keys WHERE kid = ?", kid).Scan(&sealed).Error; err != nil {
+	if err := rawdb.Gorm(w.db).Raw("SELECT private_sealed FROM signing_keys WHERE kid = ?", kid).Scan(&sealed).Error; err != nil {
 		w.t.Fatal(err)
 	}
 	enc, err := w.ring.Open(sealed, "signing_key|"+kid)
@@ -169,7 +170,7 @@ func (w *world) connection() string {
 	c := models.Connection{ID: uuid.NewString(), Owner: "alice", OrgID: "00D" + uuid.NewString()[:8], UserID: "005x",
 		LoginURL: "https://login.example", Status: models.StatusActive, LastRefreshedAt: now, NextWarmAt: now,
 		CreatedAt: now, UpdatedAt: now}
-	if err := w.db.Gorm.Create(&c).Error; err != nil {
+	if err := rawdb.Gorm(w.db).Create(&c).Error; err != nil {
 		w.t.Fatal(err)
 	}
 	return c.ID
@@ -241,7 +242,7 @@ func TestCreateSessionAndVerify(t *testing.T) {
 			t.Fatalf("claims = %+v", c)
 		}
 		var hashes []string
-		if err := w.db.Gorm.Raw("SELECT token_hash FROM device_refresh_tokens WHERE session_id = ?", tok.SessionID).Scan(&hashes).Error; err != nil {
+		if err := rawdb.Gorm(w.db).Raw("SELECT token_hash FROM device_refresh_tokens WHERE session_id = ?", tok.SessionID).Scan(&hashes).Error; err != nil {
 			t.Fatal(err)
 		}
 		if !slices.Equal(hashes, []string{sha256Hex(tok.RefreshToken)}) {
@@ -618,7 +619,7 @@ func TestEnsureSigningKeyRace(t *testing.T) {
 			}
 		}
 		var n int64
-		if err := w.db.Gorm.Raw("SELECT count(*) FROM signing_keys").Scan(&n).Error; err != nil {
+		if err := rawdb.Gorm(w.db).Raw("SELECT count(*) FROM signing_keys").Scan(&n).Error; err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {
@@ -636,7 +637,7 @@ func TestSigningKeyIsSealed(t *testing.T) {
 		tok := w.session("alice")
 		kid := kidOf(t, tok.AccessToken)
 		var sealed string
-		if err := w.db.Gorm.Raw("SELECT private_sealed FROM signing_keys WHERE kid = ?", kid).Scan(&sealed).Error; err != nil {
+		if err := rawdb.Gorm(w.db).Raw("SELECT private_sealed FROM signing_keys WHERE kid = ?", kid).Scan(&sealed).Error; err != nil {
 			t.Fatal(err)
 		}
 		if k, ok := seal.KeyID(sealed); !ok || k != "test1" {
@@ -764,7 +765,7 @@ func TestHandoff(t *testing.T) {
 				t.Fatalf("code %q is not twh_ + 256 bits", code)
 			}
 			var hashes []string
-			if err := w.db.Gorm.Raw("SELECT code_hash FROM handoff_codes").Scan(&hashes).Error; err != nil {
+			if err := rawdb.Gorm(w.db).Raw("SELECT code_hash FROM handoff_codes").Scan(&hashes).Error; err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Contains(hashes, sha256Hex(code)) || slices.Contains(hashes, code) {
@@ -935,7 +936,7 @@ func TestPurgeDeletesOnlyWhatCanNoLongerBeUsed(t *testing.T) {
 			t.Fatalf("purged %+v, want %+v", got, want)
 		}
 		var orphans int64
-		w.db.Gorm.Table("device_refresh_tokens").Where("session_id NOT IN (?)", w.db.Gorm.Table("device_sessions").Select("id")).Count(&orphans)
+		rawdb.Gorm(w.db).Table("device_refresh_tokens").Where("session_id NOT IN (?)", rawdb.Gorm(w.db).Table("device_sessions").Select("id")).Count(&orphans)
 		if orphans != 0 {
 			t.Fatalf("%d refresh tokens of deleted sessions left", orphans)
 		}

@@ -1,38 +1,33 @@
 package devices
 
-import (
-	"errors"
-	"fmt"
-)
+import "github.com/tokenwarm/tokenwarm/errs"
 
-// Sentinel errors; test with errors.Is. Every error of this package that
-// wraps one is an *Error whose Reason is safe to show the client. No error
-// ever contains a token, code or verifier.
+// Error is the package's error shape (errs.Error); its Message is safe to
+// show the client. No error ever contains a token, code or verifier.
+type Error = errs.Error
+
+// Sentinel errors; test with errors.Is: every error of this package of one
+// of these codes matches it.
 var (
 	// ErrInvalidToken: the bearer token is not a valid access token of a
 	// live session.
-	ErrInvalidToken = errors.New("devices: invalid token")
+	ErrInvalidToken = &errs.Error{Code: errs.InvalidToken}
 	// ErrInvalidGrant: a refresh token or handoff code is unknown, used,
 	// expired, or belongs to a revoked session (RFC 6749 invalid_grant).
-	ErrInvalidGrant = errors.New("devices: invalid grant")
+	ErrInvalidGrant = &errs.Error{Code: errs.InvalidGrant}
 	// ErrRefreshReuse: an already rotated refresh token was presented; the
 	// session is now revoked. It is also an ErrInvalidGrant.
-	ErrRefreshReuse = fmt.Errorf("%w: refresh token reuse", ErrInvalidGrant)
+	ErrRefreshReuse = &errs.Error{Code: errs.InvalidGrant, Reason: reasonReuse}
 	// ErrInvalidRequest: an argument is malformed (empty owner, bad PKCE
 	// challenge, ...).
-	ErrInvalidRequest = errors.New("devices: invalid request")
+	ErrInvalidRequest = &errs.Error{Code: errs.Invalid}
 	// ErrNotFound: no such session or signing key.
-	ErrNotFound = errors.New("devices: not found")
+	ErrNotFound = &errs.Error{Code: errs.NotFound}
 )
 
-// Error is a failure of one of the sentinel kinds with a reason safe to show.
-type Error struct {
-	Kind   error
-	Reason string
+const reasonReuse = "refresh token reuse"
+
+// newErr returns an error of kind's code with a reason safe to show.
+func newErr(kind *errs.Error, reason string) *Error {
+	return &errs.Error{Code: kind.Code, Message: reason, Reason: kind.Reason}
 }
-
-func (e *Error) Error() string { return e.Kind.Error() + ": " + e.Reason }
-
-func (e *Error) Unwrap() error { return e.Kind }
-
-func newErr(kind error, reason string) *Error { return &Error{Kind: kind, Reason: reason} }

@@ -29,13 +29,22 @@ type adminAPI struct {
 }
 
 func newAdminAPI(a *API) *adminAPI {
-	return &adminAPI{api: a, keys: adminkeys.New(a.vault.DB(), a.now), svc: a.admin}
+	return &adminAPI{api: a, keys: adminkeys.New(a.cfg.AdminStore, a.now), svc: a.admin}
 }
 
-// newAdminService wires the admin service to the API's vault, database,
+// AdminStore is what the admin API and UI keep in the database: the admin
+// service's queries and audit, per-org settings, and admin keys.
+type AdminStore interface {
+	admin.Store
+	admin.Orgs
+	admin.Auditor
+	adminkeys.Storage
+}
+
+// newAdminService wires the admin service to the API's vault, store,
 // Salesforce client and re-auth links.
 func newAdminService(a *API) *admin.Service {
-	db := a.vault.DB()
+	db := a.cfg.AdminStore
 	return admin.New(admin.Deps{Store: db, Orgs: db, Auditor: db, Vault: a.vault, Revoker: a.sf, Links: reauthLinks{a}},
 		admin.Config{Worker: a.vault.Config().Worker, IdleTTL: a.vault.Config().IdleTTL, ValidateIdleTTL: a.cfg.ValidateOrgIdleTTL, Now: a.now})
 }

@@ -46,7 +46,7 @@ func TestAdminUISessionAcrossReplicas(t *testing.T) {
 	// replica serves the same database with sessions sealed under ring.
 	replica := func(sessions handlers.Sealer) http.Handler {
 		dev := devices.New(w.db, w.ring, w.devClock, devices.Config{Issuer: w.srv.URL})
-		api := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AllowAnyLoginHost: true,
+		api := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AllowAnyLoginHost: true,
 			AdminSessions: sessions}, slog.New(slog.DiscardHandler), w.vault, dev, pkce.NewStore(w.db, w.ring, w.sfClock, 0), w.sf, w.ring, w.sfClock.Now)
 		return handlers.New(handlers.Deps{Log: slog.New(slog.DiscardHandler), Ready: readyAlways{}, API: api})
 	}

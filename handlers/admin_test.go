@@ -3,6 +3,7 @@ package handlers_test
 import (
 	"context"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"net/http"
 	"net/url"
 	"strings"
@@ -119,7 +120,7 @@ func TestAdminAuthFailuresLookAlike(t *testing.T) {
 		}
 	}
 	var c models.Connection
-	w.db.Gorm.Where("id = ?", id).Take(&c)
+	rawdb.Gorm(w.db).Where("id = ?", id).Take(&c)
 	if c.Status != models.StatusActive || w.emu.Stats().Revocations != 0 {
 		t.Fatal("an unauthorized admin call changed something")
 	}
@@ -136,7 +137,7 @@ func TestAdminListPagesStableUnderInserts(t *testing.T) {
 			id := uuid.NewString()
 			c := models.Connection{ID: id, Owner: "owner-1", OrgID: "00Dpage", UserID: fmt.Sprintf("005-%s", id[:8]), LoginURL: w.emuSrv.URL,
 				InstanceURL: w.emuSrv.URL, Status: models.StatusActive, LastRefreshedAt: at, NextWarmAt: at, CreatedAt: at.Add(time.Duration(i/2) * time.Second), UpdatedAt: at}
-			if err := w.db.Gorm.Create(&c).Error; err != nil {
+			if err := rawdb.Gorm(w.db).Create(&c).Error; err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, id)
@@ -242,7 +243,7 @@ func TestAdminRefreshRevokeAndAudit(t *testing.T) {
 	// Revoke kills the chain at Salesforce, then answers the same view
 	// without calling anyone again.
 	var c models.Connection
-	w.db.Gorm.Where("id = ?", id).Take(&c)
+	rawdb.Gorm(w.db).Where("id = ?", id).Take(&c)
 	live, _ := w.emu.CurrentRefreshToken(c.OrgID, c.UserID)
 	resp, body = w.admin("POST", "/admin/v1/connections/"+id+"/revoke", w.key)
 	if resp.StatusCode != 200 || decode[adminConn](t, body).Status != "revoked" {
@@ -255,7 +256,7 @@ func TestAdminRefreshRevokeAndAudit(t *testing.T) {
 	if resp.StatusCode != 200 || string(again) != string(body) || w.emu.Stats().Revocations != 1 {
 		t.Fatalf("second revoke: %d %s (revocations %d)", resp.StatusCode, again, w.emu.Stats().Revocations)
 	}
-	w.db.Gorm.Where("id = ?", id).Take(&c)
+	rawdb.Gorm(w.db).Where("id = ?", id).Take(&c)
 	if c.RefreshTokenSealed != "" || c.AccessTokenSealed != "" {
 		t.Fatal("revoked connection still stores tokens")
 	}
@@ -263,14 +264,14 @@ func TestAdminRefreshRevokeAndAudit(t *testing.T) {
 		t.Fatalf("refresh of a revoked connection: %d %s", resp.StatusCode, body)
 	}
 	var bystander models.Connection
-	w.db.Gorm.Where("id = ?", other).Take(&bystander)
+	rawdb.Gorm(w.db).Where("id = ?", other).Take(&bystander)
 	if bystander.Status != models.StatusActive {
 		t.Fatal("revoking one connection touched another")
 	}
 
 	// Every admin action is on record with the key's name, never the key.
 	var evs []models.Event
-	w.db.Gorm.Where("connection_id = ? AND cause = ?", id, "admin").Order("id").Find(&evs)
+	rawdb.Gorm(w.db).Where("connection_id = ? AND cause = ?", id, "admin").Order("id").Find(&evs)
 	kinds := map[string]bool{}
 	for _, e := range evs {
 		if strings.Contains(e.Detail, w.key) || strings.Contains(e.Detail, w.key[4:]) {
@@ -296,7 +297,7 @@ func TestAdminReauthLink(t *testing.T) {
 	dt := w.session(code, verifier)
 	id := dt.ConnectionIDs[0]
 	var c models.Connection
-	w.db.Gorm.Where("id = ?", id).Take(&c)
+	rawdb.Gorm(w.db).Where("id = ?", id).Take(&c)
 	dead, _ := w.emu.CurrentRefreshToken(c.OrgID, c.UserID)
 	w.emu.ExpireChainOf(dead)
 
@@ -327,7 +328,7 @@ func TestAdminReauthLink(t *testing.T) {
 		t.Fatalf("device pull after re-authorization: %d %s", resp.StatusCode, body)
 	}
 	var n int64
-	w.db.Gorm.Model(&models.Event{}).Where("connection_id = ? AND kind = ? AND cause = ? AND detail LIKE ?", id, "admin_reauth_link", "admin", "%ops-alice%").Count(&n)
+	rawdb.Gorm(w.db).Model(&models.Event{}).Where("connection_id = ? AND kind = ? AND cause = ? AND detail LIKE ?", id, "admin_reauth_link", "admin", "%ops-alice%").Count(&n)
 	if n != 1 {
 		t.Fatalf("%d reauth-link audit events, want 1", n)
 	}

@@ -3,6 +3,7 @@ package handlers_test
 import (
 	"context"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"html"
 	"io"
 	"net/http"
@@ -107,7 +108,7 @@ func TestAdminUIBrowser(t *testing.T) {
 	// The emulator kills dead's refresh token; a pull through the vault
 	// finds out and marks the connection needs_reauth.
 	var c models.Connection
-	w.db.Gorm.Where("id = ?", dead).Take(&c)
+	rawdb.Gorm(w.db).Where("id = ?", dead).Take(&c)
 	rt, _ := w.emu.CurrentRefreshToken(c.OrgID, c.UserID)
 	w.emu.ExpireChainOf(rt)
 	w.sfClock.Advance(3 * time.Hour)
@@ -197,7 +198,7 @@ func TestAdminUIBrowser(t *testing.T) {
 		t.Fatalf("confirmation page: %q", question)
 	}
 	var o models.Connection
-	w.db.Gorm.Where("id = ?", other).Take(&o)
+	rawdb.Gorm(w.db).Where("id = ?", other).Take(&o)
 	if o.Status != models.StatusActive {
 		t.Fatalf("the confirmation page alone changed the status to %s", o.Status)
 	}
@@ -205,7 +206,7 @@ func TestAdminUIBrowser(t *testing.T) {
 		chromedp.Click("#confirm-revoke", chromedp.ByID),
 		chromedp.WaitVisible("#notice", chromedp.ByID),
 		chromedp.Text("#status", &status, chromedp.ByID))
-	w.db.Gorm.Where("id = ?", other).Take(&o)
+	rawdb.Gorm(w.db).Where("id = ?", other).Take(&o)
 	if strings.TrimSpace(status) != models.StatusRevoked || o.Status != models.StatusRevoked {
 		t.Fatalf("after revoke: page %q, db %q", status, o.Status)
 	}
@@ -243,7 +244,7 @@ func TestAdminUIBrowser(t *testing.T) {
 			t.Fatalf("POST %v without a valid CSRF token: %d", form, resp.StatusCode)
 		}
 	}
-	w.db.Gorm.Where("id = ?", dead).Take(&c)
+	rawdb.Gorm(w.db).Where("id = ?", dead).Take(&c)
 	if c.Status != models.StatusActive {
 		t.Fatalf("a forged POST changed the connection: %s", c.Status)
 	}
@@ -323,7 +324,7 @@ func TestAdminUIHTTP(t *testing.T) {
 		at := base.Add(time.Duration(i/3) * time.Minute) // ties across page ends
 		cn := models.Connection{ID: uuid.NewString(), Owner: fmt.Sprintf("00Dpage/005page%04d", i), OrgID: "00Dpage", UserID: fmt.Sprintf("005page%04d", i), LoginURL: w.emuSrv.URL,
 			InstanceURL: w.emuSrv.URL, Status: models.StatusNeedsReauth, LastRefreshedAt: at, NextWarmAt: at, CreatedAt: at, UpdatedAt: at}
-		if err := w.db.Gorm.Create(&cn).Error; err != nil {
+		if err := rawdb.Gorm(w.db).Create(&cn).Error; err != nil {
 			t.Fatal(err)
 		}
 	}

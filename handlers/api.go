@@ -41,6 +41,9 @@ type APIConfig struct {
 	// The same keys on every replica make sessions work on any of them and
 	// across restarts. Nil serves no admin UI (the admin API stays).
 	AdminSessions Sealer
+	// AdminStore holds the admin API's and UI's data (*models.DB is one);
+	// without it no admin route is served.
+	AdminStore AdminStore
 	// ValidateOrgIdleTTL refuses an org's refresh-token idle TTL that the
 	// warm schedule cannot keep inside; nil accepts any.
 	ValidateOrgIdleTTL func(time.Duration) error
@@ -75,7 +78,9 @@ func NewAPI(cfg APIConfig, log *slog.Logger, v *vault.Vault, d *devices.Service,
 	}
 	a := &API{cfg: cfg, log: log, vault: v, devices: d, pending: p, sf: sf,
 		reauth: &reauthTokens{ring: ring, ttl: cfg.ReauthLinkTTL, now: now}, now: now}
-	a.admin = newAdminService(a)
+	if cfg.AdminStore != nil {
+		a.admin = newAdminService(a)
+	}
 	return a
 }
 

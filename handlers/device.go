@@ -9,7 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/tokenwarm/tokenwarm/devices"
-	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/errs"
 )
 
 // oauthError is an RFC 6749 error body; the OAuth endpoints answer these
@@ -122,7 +122,7 @@ func (a *API) deviceGrantError(c echo.Context, err error) error {
 // Retry-After. err is logged; errors of devices and the database never
 // carry a token.
 func (a *API) oauthUnavailable(c echo.Context, err error) error {
-	if models.IsUnavailable(err) {
+	if errs.IsUnavailable(err) {
 		a.log.Warn("device token endpoint: database unavailable", "path", c.Path(), "err", err)
 	} else {
 		a.log.Error("device token endpoint failed", "path", c.Path(), "err", err)

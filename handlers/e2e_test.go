@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"io"
 	"log/slog"
 	"net/http"
@@ -119,10 +120,10 @@ func newWorldVia(t testing.TB, dialect models.Dialect, via func(pgURL string) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect},
+	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect},
 		AllowAnyLoginHost: true, AdminSessions: sessions}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	w.router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api, Metrics: http.NotFoundHandler()})
-	strict := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect}},
+	strict := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect}},
 		log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	w.strict = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: strict})
 	router = w.router
@@ -374,7 +375,7 @@ func TestReauthorizationKeepsConnectionAndSession(t *testing.T) {
 	dt := w.session(code, verifier)
 	id := dt.ConnectionIDs[0]
 	var c models.Connection
-	w.db.Gorm.Where("id = ?", id).Take(&c)
+	rawdb.Gorm(w.db).Where("id = ?", id).Take(&c)
 	oldRefresh, _ := w.emu.CurrentRefreshToken(c.OrgID, c.UserID)
 	w.emu.ExpireChainOf(oldRefresh)
 	w.sfClock.Advance(3 * time.Hour)
@@ -394,7 +395,7 @@ func TestReauthorizationKeepsConnectionAndSession(t *testing.T) {
 		t.Fatalf("pull after re-authorization: %d %s", resp.StatusCode, body)
 	}
 	var after models.Connection
-	w.db.Gorm.Where("id = ?", id).Take(&after)
+	rawdb.Gorm(w.db).Where("id = ?", id).Take(&after)
 	if after.Status != models.StatusActive || after.ID != id {
 		t.Fatalf("after re-authorization: %+v", after)
 	}

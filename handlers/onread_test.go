@@ -7,6 +7,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 )
@@ -22,7 +23,7 @@ func TestPullOfAValidTokenReadsTheConnectionOnce(t *testing.T) {
 			t.Fatalf("first pull: %d %s", resp.StatusCode, body)
 		}
 		var reads atomic.Int32
-		err := w.db.Gorm.Callback().Query().After("gorm:query").Register("count_connection_reads", func(db *gorm.DB) {
+		err := rawdb.Gorm(w.db).Callback().Query().After("gorm:query").Register("count_connection_reads", func(db *gorm.DB) {
 			if strings.Contains(db.Statement.SQL.String(), "connections") {
 				reads.Add(1)
 			}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/errs"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
 
@@ -128,7 +128,7 @@ func toProblem(err error) Problem {
 	}
 	var ve *vault.Error
 	if errors.As(err, &ve) {
-		if ve.Code == vault.CodeInternal && models.IsUnavailable(err) {
+		if ve.Code == vault.CodeInternal && errs.IsUnavailable(err) {
 			return unavailableProblem()
 		}
 		st, ok := vaultStatus[ve.Code]
@@ -164,7 +164,7 @@ func toProblem(err error) Problem {
 	// A database that cannot answer is our failure, and one a retry may
 	// cure: 503, not 500. (A vault error with an upstream code is checked
 	// above: its network errors are Salesforce's, not the database's.)
-	if models.IsUnavailable(err) {
+	if errs.IsUnavailable(err) {
 		return unavailableProblem()
 	}
 	return Problem{Status: http.StatusInternalServerError, Code: "internal", Detail: "internal error"}

@@ -54,18 +54,20 @@ func New(d Deps) *echo.Echo {
 		dev.GET("", a.listConnections)
 		dev.GET("/:id", a.getConnection)
 		dev.GET("/:id/access-token", a.getAccessToken)
-		ad := newAdminAPI(a)
-		adm := e.Group("/admin/v1", ad.requireKey)
-		adm.GET("/connections", ad.listConnections)
-		adm.GET("/connections/:id", ad.getConnection)
-		adm.POST("/connections/:id/refresh", ad.refresh)
-		adm.POST("/connections/:id/reauth-link", ad.reauthLink)
-		adm.POST("/connections/:id/revoke", ad.revoke)
-		adm.GET("/summary", ad.summary)
-		adm.GET("/orgs", ad.listOrgs)
-		adm.PUT("/orgs/:org_id/refresh-idle-ttl", ad.setOrgIdleTTL)
-		if a.cfg.AdminSessions != nil {
-			registerAdminUI(e, ad, a.cfg.AdminSessions)
+		if a.cfg.AdminStore != nil {
+			ad := newAdminAPI(a)
+			adm := e.Group("/admin/v1", ad.requireKey)
+			adm.GET("/connections", ad.listConnections)
+			adm.GET("/connections/:id", ad.getConnection)
+			adm.POST("/connections/:id/refresh", ad.refresh)
+			adm.POST("/connections/:id/reauth-link", ad.reauthLink)
+			adm.POST("/connections/:id/revoke", ad.revoke)
+			adm.GET("/summary", ad.summary)
+			adm.GET("/orgs", ad.listOrgs)
+			adm.PUT("/orgs/:org_id/refresh-idle-ttl", ad.setOrgIdleTTL)
+			if a.cfg.AdminSessions != nil {
+				registerAdminUI(e, ad, a.cfg.AdminSessions)
+			}
 		}
 		if a.cfg.Demo {
 			e.GET("/", a.demoHome)

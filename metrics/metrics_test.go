@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/metrics"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -22,7 +23,7 @@ func TestFleetGaugesAndRefreshCounters(t *testing.T) {
 	add := func(id, status string, lastRefresh, nextWarm time.Time) {
 		c := models.Connection{ID: id, Owner: "o", OrgID: "00D", UserID: id, LoginURL: "https://login.salesforce.com",
 			Status: status, LastRefreshedAt: lastRefresh, NextWarmAt: nextWarm, CreatedAt: now, UpdatedAt: now}
-		if err := db.Gorm.Create(&c).Error; err != nil {
+		if err := rawdb.Gorm(db).Create(&c).Error; err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -46,7 +46,7 @@ func (d *DB) PageConnections(ctx context.Context, f ConnectionFilter, order Conn
 	}
 	var out []Connection
 	err := d.RetryRead(ctx, func() error {
-		q := d.Gorm.WithContext(ctx)
+		q := d.gorm.WithContext(ctx)
 		if f.Status != "" {
 			q = q.Where("status = ?", f.Status)
 		}
@@ -74,7 +74,7 @@ func (d *DB) ConnectionEvents(ctx context.Context, connectionID string, n int) (
 	var out []Event
 	err := d.RetryRead(ctx, func() error {
 		out = nil
-		return d.Gorm.WithContext(ctx).Where("connection_id = ?", connectionID).Order("id DESC").Limit(n).Find(&out).Error
+		return d.gorm.WithContext(ctx).Where("connection_id = ?", connectionID).Order("id DESC").Limit(n).Find(&out).Error
 	})
 	return out, err
 }
@@ -108,7 +108,7 @@ func (d *DB) AdminSummary(ctx context.Context, q SummaryQuery) (*Summary, error)
 	var s *Summary
 	err := d.RetryRead(ctx, func() error {
 		s = &Summary{ByStatus: map[string]int64{StatusActive: 0, StatusNeedsReauth: 0, StatusRevoked: 0}}
-		db := d.Gorm.WithContext(ctx)
+		db := d.gorm.WithContext(ctx)
 		var counts []struct {
 			Status string
 			N      int64

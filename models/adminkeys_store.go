@@ -30,7 +30,7 @@ var ErrAdminKeyNameTaken = errors.New("models: admin key name taken")
 // CreateAdminKey stores k unless a key of the same name exists
 // (ErrAdminKeyNameTaken).
 func (d *DB) CreateAdminKey(ctx context.Context, k AdminKey) error {
-	return d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var n int64
 		if err := tx.Model(&AdminKey{}).Where("name = ?", k.Name).Count(&n).Error; err != nil {
 			return err
@@ -49,7 +49,7 @@ func (d *DB) AdminKeyByHash(ctx context.Context, hash string) (*AdminKey, error)
 	var k AdminKey
 	err := d.RetryRead(ctx, func() error {
 		k = AdminKey{}
-		return d.Gorm.WithContext(ctx).Where("key_hash = ?", hash).Take(&k).Error
+		return d.gorm.WithContext(ctx).Where("key_hash = ?", hash).Take(&k).Error
 	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, ErrNotFound
@@ -63,7 +63,7 @@ func (d *DB) AdminKeyByHash(ctx context.Context, hash string) (*AdminKey, error)
 // TouchAdminKey sets the key's last use to now unless it was already used
 // after usedBefore: a burst of requests writes once.
 func (d *DB) TouchAdminKey(ctx context.Context, id string, now, usedBefore time.Time) error {
-	return d.Gorm.WithContext(ctx).Model(&AdminKey{}).
+	return d.gorm.WithContext(ctx).Model(&AdminKey{}).
 		Where("id = ? AND (last_used_at IS NULL OR last_used_at <= ?)", id, usedBefore.UTC()).
 		Update("last_used_at", now.UTC()).Error
 }
@@ -71,7 +71,7 @@ func (d *DB) TouchAdminKey(ctx context.Context, id string, now, usedBefore time.
 // RevokeAdminKey revokes the key named name at now. A revoked key stays
 // revoked (the first time is kept); ErrNotFound when no key has that name.
 func (d *DB) RevokeAdminKey(ctx context.Context, name string, now time.Time) error {
-	g := d.Gorm.WithContext(ctx)
+	g := d.gorm.WithContext(ctx)
 	res := g.Model(&AdminKey{}).Where("name = ? AND revoked_at IS NULL", name).Update("revoked_at", now.UTC())
 	if res.Error != nil {
 		return res.Error
@@ -95,7 +95,7 @@ func (d *DB) LiveAdminKey(ctx context.Context, id string) (*AdminKey, error) {
 	var ks []AdminKey
 	err := d.RetryRead(ctx, func() error {
 		ks = nil
-		return d.Gorm.WithContext(ctx).Where("id = ? AND revoked_at IS NULL", id).Limit(1).Find(&ks).Error
+		return d.gorm.WithContext(ctx).Where("id = ? AND revoked_at IS NULL", id).Limit(1).Find(&ks).Error
 	})
 	if err != nil {
 		return nil, err
@@ -110,7 +110,7 @@ func (d *DB) LiveAdminKey(ctx context.Context, id string) (*AdminKey, error) {
 // first.
 func (d *DB) ListAdminKeys(ctx context.Context) ([]AdminKey, error) {
 	var ks []AdminKey
-	if err := d.Gorm.WithContext(ctx).Order("created_at, name").Find(&ks).Error; err != nil {
+	if err := d.gorm.WithContext(ctx).Order("created_at, name").Find(&ks).Error; err != nil {
 		return nil, err
 	}
 	return ks, nil

@@ -3,6 +3,7 @@ package models_test
 import (
 	"context"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func adminFleet(t *testing.T, db *models.DB, n int, status string, base time.Tim
 		c := models.Connection{ID: uuid.NewString(), Owner: fmt.Sprintf("owner-%d", i%2), OrgID: fmt.Sprintf("00D%d", i%3), UserID: fmt.Sprintf("005-%s-%d", status, i),
 			LoginURL: "https://login.example.com", InstanceURL: "https://x.example.com", Status: status,
 			LastRefreshedAt: at, NextWarmAt: at, CreatedAt: at, UpdatedAt: at}
-		if err := db.Gorm.Create(&c).Error; err != nil {
+		if err := rawdb.Gorm(db).Create(&c).Error; err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, c)
@@ -181,8 +182,8 @@ func init() {
 				t.Fatal("no error when the announcer failed")
 			}
 			var events, deliveries int64
-			db.Gorm.Model(&models.Event{}).Count(&events)
-			db.Gorm.Model(&models.WebhookDelivery{}).Count(&deliveries)
+			rawdb.Gorm(db).Model(&models.Event{}).Count(&events)
+			rawdb.Gorm(db).Model(&models.WebhookDelivery{}).Count(&deliveries)
 			if events != 1 || deliveries != 1 {
 				t.Fatalf("events %d deliveries %d, want 1 and 1", events, deliveries)
 			}

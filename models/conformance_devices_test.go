@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func init() {
 		t.Helper()
 		c := models.Connection{ID: uuid.NewString(), Owner: "alice", OrgID: "00D", UserID: "005", LoginURL: "https://login.example",
 			Status: models.StatusActive, LastRefreshedAt: at, NextWarmAt: at, CreatedAt: at, UpdatedAt: at}
-		if err := db.Gorm.Create(&c).Error; err != nil {
+		if err := rawdb.Gorm(db).Create(&c).Error; err != nil {
 			t.Fatal(err)
 		}
 		return c.ID
@@ -37,7 +38,7 @@ func init() {
 	stored := func(t *testing.T, db *models.DB, id string) models.DeviceSession {
 		t.Helper()
 		var s models.DeviceSession
-		if err := db.Gorm.Where("id = ?", id).Take(&s).Error; err != nil {
+		if err := rawdb.Gorm(db).Where("id = ?", id).Take(&s).Error; err != nil {
 			t.Fatal(err)
 		}
 		return s
@@ -132,7 +133,7 @@ func init() {
 				t.Fatalf("current token of a revoked family: %v", err)
 			}
 			var n int64
-			db.Gorm.Model(&models.DeviceRefreshToken{}).Where("token_hash = ?", "t3").Count(&n)
+			rawdb.Gorm(db).Model(&models.DeviceRefreshToken{}).Where("token_hash = ?", "t3").Count(&n)
 			if n != 0 {
 				t.Fatal("a refused rotation stored a successor")
 			}
@@ -246,7 +247,7 @@ func init() {
 				t.Fatalf("purged %+v, %v", p, err)
 			}
 			var tokens []string
-			db.Gorm.Model(&models.DeviceRefreshToken{}).Pluck("token_hash", &tokens)
+			rawdb.Gorm(db).Model(&models.DeviceRefreshToken{}).Pluck("token_hash", &tokens)
 			if fmt.Sprint(tokens) != "[l2]" {
 				t.Fatalf("tokens left %v, want the live one", tokens)
 			}

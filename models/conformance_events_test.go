@@ -2,6 +2,7 @@ package models_test
 
 import (
 	"context"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"testing"
 	"time"
 
@@ -30,8 +31,8 @@ func init() {
 				t.Fatal(err)
 			}
 			var events, deliveries int64
-			db.Gorm.Model(&models.Event{}).Count(&events)
-			db.Gorm.Model(&models.WebhookDelivery{}).Count(&deliveries)
+			rawdb.Gorm(db).Model(&models.Event{}).Count(&events)
+			rawdb.Gorm(db).Model(&models.WebhookDelivery{}).Count(&deliveries)
 			if events != 2 || deliveries != 1 {
 				t.Fatalf("events %d deliveries %d, want 2 and 1", events, deliveries)
 			}
@@ -42,7 +43,7 @@ func init() {
 				t.Fatal("no error")
 			}
 			var events int64
-			db.Gorm.Model(&models.Event{}).Count(&events)
+			rawdb.Gorm(db).Model(&models.Event{}).Count(&events)
 			if events != 0 {
 				t.Fatalf("%d events stored", events)
 			}

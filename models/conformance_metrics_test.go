@@ -2,6 +2,7 @@ package models_test
 
 import (
 	"context"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ func init() {
 			add := func(id, status string, lastRefresh, nextWarm time.Time) {
 				c := models.Connection{ID: id, Owner: "o", OrgID: "00D", UserID: id, LoginURL: "https://login.salesforce.com",
 					Status: status, LastRefreshedAt: lastRefresh, NextWarmAt: nextWarm, CreatedAt: now, UpdatedAt: now}
-				if err := db.Gorm.Create(&c).Error; err != nil {
+				if err := rawdb.Gorm(db).Create(&c).Error; err != nil {
 					t.Fatal(err)
 				}
 			}

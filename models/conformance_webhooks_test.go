@@ -3,6 +3,7 @@ package models_test
 import (
 	"context"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"sync"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func init() {
 	get := func(t *testing.T, db *models.DB, eventID string) outboxRow {
 		t.Helper()
 		var r outboxRow
-		if err := db.Gorm.Table("webhook_outbox").Where("event_id = ?", eventID).Take(&r).Error; err != nil {
+		if err := rawdb.Gorm(db).Table("webhook_outbox").Where("event_id = ?", eventID).Take(&r).Error; err != nil {
 			t.Fatal(err)
 		}
 		return r
@@ -51,7 +52,7 @@ func init() {
 				t.Fatal(err)
 			}
 			var n int64
-			db.Gorm.Model(&models.WebhookDelivery{}).Count(&n)
+			rawdb.Gorm(db).Model(&models.WebhookDelivery{}).Count(&n)
 			if n != 1 || rows[0].ID != 0 {
 				t.Fatalf("%d rows (caller's row ID %d), want 1 and the caller's rows untouched", n, rows[0].ID)
 			}

@@ -28,7 +28,7 @@ const (
 
 // DB is an open database with its dialect.
 type DB struct {
-	Gorm    *gorm.DB
+	gorm    *gorm.DB
 	Dialect Dialect
 	// Where tells where the data lives without credentials, for logs.
 	Where string
@@ -72,7 +72,7 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 		sqlDB.SetMaxOpenConns(n)
 		sqlDB.SetMaxIdleConns(n)
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-		return &DB{Gorm: g, Dialect: Postgres, Where: RedactURL(databaseURL), maxIdle: n}, nil
+		return &DB{gorm: g, Dialect: Postgres, Where: RedactURL(databaseURL), maxIdle: n}, nil
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -92,7 +92,7 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 	}
 	sqlDB.SetMaxOpenConns(sqliteConns)
 	sqlDB.SetMaxIdleConns(sqliteConns)
-	return &DB{Gorm: g, Dialect: SQLite, Where: path, maxIdle: sqliteConns}, nil
+	return &DB{gorm: g, Dialect: SQLite, Where: path, maxIdle: sqliteConns}, nil
 }
 
 // withSynchronousCommit asks the server, at connection start-up, to make
@@ -117,7 +117,7 @@ func withSynchronousCommit(databaseURL string) string {
 
 // Close closes the pool.
 func (d *DB) Close() error {
-	sqlDB, err := d.Gorm.DB()
+	sqlDB, err := d.gorm.DB()
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (d *DB) Close() error {
 
 // SQL returns the underlying pool.
 func (d *DB) SQL() *sql.DB {
-	sqlDB, _ := d.Gorm.DB()
+	sqlDB, _ := d.gorm.DB()
 	return sqlDB
 }
 
@@ -175,11 +175,11 @@ func PurgeEvents(ctx context.Context, db *DB, cutoff time.Time, keep []string) (
 	const batch = 5000
 	var total int64
 	for {
-		old := db.Gorm.Model(&Event{}).Select("id").Where("created_at < ?", cutoff.UTC()).Limit(batch)
+		old := db.gorm.Model(&Event{}).Select("id").Where("created_at < ?", cutoff.UTC()).Limit(batch)
 		if len(keep) > 0 {
 			old = old.Where("kind NOT IN ?", keep)
 		}
-		res := db.Gorm.WithContext(ctx).Where("id IN (?)", old).Delete(&Event{})
+		res := db.gorm.WithContext(ctx).Where("id IN (?)", old).Delete(&Event{})
 		total += res.RowsAffected
 		if res.Error != nil || res.RowsAffected < batch {
 			return total, res.Error

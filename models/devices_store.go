@@ -99,7 +99,7 @@ const signingKeysLock = 7216000002
 
 // CreateHandoffCode stores a handoff code.
 func (d *DB) CreateHandoffCode(ctx context.Context, c HandoffCode) error {
-	return d.Gorm.WithContext(ctx).Create(&c).Error
+	return d.gorm.WithContext(ctx).Create(&c).Error
 }
 
 // SpendHandoffCode marks the code of hash used at now and returns it, with
@@ -108,7 +108,7 @@ func (d *DB) CreateHandoffCode(ctx context.Context, c HandoffCode) error {
 // code is spent, the read that follows is retried once on a fresh
 // connection (RetryRead): its failure must not cost the user the code.
 func (d *DB) SpendHandoffCode(ctx context.Context, hash string, now time.Time) (code *HandoffCode, spentNow bool, err error) {
-	g := d.Gorm.WithContext(ctx)
+	g := d.gorm.WithContext(ctx)
 	res := g.Model(&HandoffCode{}).Where("code_hash = ? AND used_at IS NULL", hash).Update("used_at", now.UTC())
 	if res.Error != nil {
 		return nil, false, res.Error
@@ -130,7 +130,7 @@ func (d *DB) SpendHandoffCode(ctx context.Context, hash string, now time.Time) (
 // CreateDeviceSession stores a session and its first refresh token (of the
 // session's generation) in one transaction.
 func (d *DB) CreateDeviceSession(ctx context.Context, s DeviceSession, refreshHash string) error {
-	return d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Create(&s).Error; err != nil {
 			return err
 		}
@@ -155,7 +155,7 @@ func (d *DB) RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string
 	now, idleExpiresAt = now.UTC(), idleExpiresAt.UTC()
 	var out *DeviceSession
 	var refusal error
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		out, refusal = nil, nil
 		var tok DeviceRefreshToken
 		err := tx.Where("token_hash = ?", hash).Take(&tok).Error
@@ -232,7 +232,7 @@ func (d *DB) RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string
 // rotated (the whole token family), unless it already is revoked (the
 // first reason is kept). An unknown token is ErrNotFound.
 func (d *DB) RevokeDeviceFamily(ctx context.Context, tokenHash, reason string, now time.Time) error {
-	g := d.Gorm.WithContext(ctx)
+	g := d.gorm.WithContext(ctx)
 	var tok DeviceRefreshToken
 	err := g.Where("token_hash = ?", tokenHash).Take(&tok).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -248,7 +248,7 @@ func (d *DB) RevokeDeviceFamily(ctx context.Context, tokenHash, reason string, n
 // RevokeDeviceSession revokes a session unless it already is revoked (the
 // first reason is kept). An unknown session is ErrNotFound.
 func (d *DB) RevokeDeviceSession(ctx context.Context, id, reason string, now time.Time) error {
-	g := d.Gorm.WithContext(ctx)
+	g := d.gorm.WithContext(ctx)
 	revoked, err := revokeDeviceSession(g, id, reason, now.UTC())
 	if err != nil || revoked {
 		return err
@@ -279,7 +279,7 @@ func (d *DB) DeviceSessionForVerify(ctx context.Context, id string) (*DeviceSess
 	var s DeviceSession
 	err := d.RetryRead(ctx, func() error {
 		s = DeviceSession{}
-		return d.Gorm.WithContext(ctx).Select("id", "owner", "revoked_at").Where("id = ?", id).Take(&s).Error
+		return d.gorm.WithContext(ctx).Select("id", "owner", "revoked_at").Where("id = ?", id).Take(&s).Error
 	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, ErrNotFound
@@ -302,7 +302,7 @@ type PurgedDevices struct {
 func (d *DB) PurgeDeviceRecords(ctx context.Context, cutoff time.Time) (PurgedDevices, error) {
 	cutoff = cutoff.UTC()
 	var p PurgedDevices
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		p = PurgedDevices{}
 		res := tx.Where("expires_at < ?", cutoff).Delete(&HandoffCode{})
 		if res.Error != nil {
@@ -330,7 +330,7 @@ func (d *DB) PurgeDeviceRecords(ctx context.Context, cutoff time.Time) (PurgedDe
 // first (NewestSigningKeyFirst).
 func (d *DB) ActiveSigningKeys(ctx context.Context) ([]SigningKey, error) {
 	var keys []SigningKey
-	if err := d.Gorm.WithContext(ctx).Where("retired_at IS NULL").Find(&keys).Error; err != nil {
+	if err := d.gorm.WithContext(ctx).Where("retired_at IS NULL").Find(&keys).Error; err != nil {
 		return nil, err
 	}
 	slices.SortFunc(keys, NewestSigningKeyFirst)
@@ -360,7 +360,7 @@ func (d *DB) lockSigningKeys(tx *gorm.DB) error {
 // whether it did. Replicas starting together store one key between them.
 func (d *DB) AddFirstSigningKey(ctx context.Context, k SigningKey) (bool, error) {
 	added := false
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		added = false
 		if err := d.lockSigningKeys(tx); err != nil {
 			return err
@@ -384,7 +384,7 @@ func (d *DB) AddFirstSigningKey(ctx context.Context, k SigningKey) (bool, error)
 // signs from now on: created at k.CreatedAt, or just after the newest key
 // when the clock has not moved past it.
 func (d *DB) AddNewestSigningKey(ctx context.Context, k SigningKey) error {
-	return d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := d.lockSigningKeys(tx); err != nil {
 			return err
 		}
@@ -407,7 +407,7 @@ func (d *DB) AddNewestSigningKey(ctx context.Context, k SigningKey) error {
 // active key signs and cannot be retired (ErrSigningKeyInUse); an unknown
 // kid is ErrNotFound; a retired one stays retired.
 func (d *DB) RetireSigningKey(ctx context.Context, kid string, now time.Time) error {
-	return d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := d.lockSigningKeys(tx); err != nil {
 			return err
 		}

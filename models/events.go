@@ -62,7 +62,7 @@ func (d *DB) insertEvents(tx *gorm.DB, events []Event) ([]Event, error) {
 // RecordEvents stores events and their webhook deliveries in one
 // transaction.
 func (d *DB) RecordEvents(ctx context.Context, events []Event) error {
-	return d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		_, err := d.insertEvents(tx, events)
 		return err
 	})

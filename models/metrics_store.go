@@ -15,7 +15,7 @@ func (d *DB) ConnectionCountsByStatus(ctx context.Context) (map[string]int64, er
 		Status string
 		N      int64
 	}
-	if err := d.Gorm.WithContext(ctx).Raw("SELECT status, count(*) AS n FROM connections GROUP BY status").Scan(&rows).Error; err != nil {
+	if err := d.gorm.WithContext(ctx).Raw("SELECT status, count(*) AS n FROM connections GROUP BY status").Scan(&rows).Error; err != nil {
 		return nil, err
 	}
 	out := make(map[string]int64, len(rows))
@@ -30,7 +30,7 @@ func (d *DB) ConnectionCountsByStatus(ctx context.Context) (map[string]int64, er
 // no connection is active.
 func (d *DB) OldestActiveRefresh(ctx context.Context) (oldest time.Time, ok bool, err error) {
 	var ts []time.Time
-	err = d.Gorm.WithContext(ctx).Table("connections").Where("status = ?", StatusActive).
+	err = d.gorm.WithContext(ctx).Table("connections").Where("status = ?", StatusActive).
 		Order("last_refreshed_at").Limit(1).Pluck("last_refreshed_at", &ts).Error
 	if err != nil || len(ts) == 0 {
 		return time.Time{}, false, err
@@ -41,6 +41,6 @@ func (d *DB) OldestActiveRefresh(ctx context.Context) (oldest time.Time, ok bool
 // CountDueForWarm counts active connections due for warming at now.
 func (d *DB) CountDueForWarm(ctx context.Context, now time.Time) (int64, error) {
 	var n int64
-	err := d.Gorm.WithContext(ctx).Table("connections").Where("status = ? AND next_warm_at <= ?", StatusActive, now.UTC()).Count(&n).Error
+	err := d.gorm.WithContext(ctx).Table("connections").Where("status = ? AND next_warm_at <= ?", StatusActive, now.UTC()).Count(&n).Error
 	return n, err
 }

@@ -69,7 +69,7 @@ func (d *DB) Migrate(ctx context.Context) ([]int, error) {
 		return nil, err
 	}
 	var applied []int
-	err = d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if d.Dialect == Postgres {
 			if err := tx.Exec(`SELECT pg_advisory_xact_lock(?)`, migrationLockKey).Error; err != nil {
 				return err
@@ -113,7 +113,7 @@ func (d *DB) Pending(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	var n int64
-	if err := d.Gorm.WithContext(ctx).Raw(`SELECT count(*) FROM schema_migrations`).Scan(&n).Error; err != nil {
+	if err := d.gorm.WithContext(ctx).Raw(`SELECT count(*) FROM schema_migrations`).Scan(&n).Error; err != nil {
 		return len(all), err
 	}
 	return len(all) - int(n), nil

@@ -2,6 +2,7 @@ package models_test
 
 import (
 	"context"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"sync"
 	"testing"
 	"time"
@@ -43,14 +44,14 @@ func TestMigrationsApplyOnceOnBothDialects(t *testing.T) {
 				t.Fatalf("pending after = %d, %v", n, err)
 			}
 			for _, table := range []string{"connections", "events", "refresh_attempts"} {
-				if !db.Gorm.Migrator().HasTable(table) {
+				if !rawdb.Gorm(db).Migrator().HasTable(table) {
 					t.Errorf("table %s missing", table)
 				}
 			}
 			// One connection per (org, user), and the violation is recognised.
 			now := time.Now().UTC()
 			for i, id := range []string{"00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"} {
-				err := db.Gorm.Create(&models.Connection{ID: id, Owner: "o", OrgID: "00D1", UserID: "0051", Status: models.StatusActive,
+				err := rawdb.Gorm(db).Create(&models.Connection{ID: id, Owner: "o", OrgID: "00D1", UserID: "0051", Status: models.StatusActive,
 					LastRefreshedAt: now, NextWarmAt: now, CreatedAt: now, UpdatedAt: now}).Error
 				if (i == 0) != (err == nil) || (i == 1) != models.IsUniqueViolation(err) {
 					t.Fatalf("insert %d: %v (unique violation: %v)", i, err, models.IsUniqueViolation(err))
@@ -112,7 +113,7 @@ func TestPurgeEventsKeepsRecentAndKeptKinds(t *testing.T) {
 			}
 			evs = append(evs, models.Event{Kind: "app_paused", CreatedAt: now.Add(-500 * 24 * time.Hour)},
 				models.Event{Kind: "warmed", CreatedAt: now.Add(-time.Hour)})
-			if err := db.Gorm.CreateInBatches(&evs, 1000).Error; err != nil {
+			if err := rawdb.Gorm(db).CreateInBatches(&evs, 1000).Error; err != nil {
 				t.Fatal(err)
 			}
 			n, err := models.PurgeEvents(context.Background(), db, now.Add(-365*24*time.Hour), []string{"app_paused"})
@@ -120,7 +121,7 @@ func TestPurgeEventsKeepsRecentAndKeptKinds(t *testing.T) {
 				t.Fatalf("purged %d, %v; want 12001", n, err)
 			}
 			var left []string
-			db.Gorm.Model(&models.Event{}).Order("id").Pluck("kind", &left)
+			rawdb.Gorm(db).Model(&models.Event{}).Order("id").Pluck("kind", &left)
 			if len(left) != 2 || left[0] != "app_paused" || left[1] != "warmed" {
 				t.Fatalf("left %v, want the kept kind and the recent event", left)
 			}

@@ -50,7 +50,7 @@ func (d *DB) IdleTTLs(ctx context.Context, def time.Duration) (IdleTTLs, error) 
 	var rows []OrgSetting
 	err := d.RetryRead(ctx, func() error {
 		rows = nil
-		return d.Gorm.WithContext(ctx).Find(&rows).Error
+		return d.gorm.WithContext(ctx).Find(&rows).Error
 	})
 	if err != nil {
 		return IdleTTLs{}, err
@@ -65,7 +65,7 @@ func (d *DB) IdleTTLs(ctx context.Context, def time.Duration) (IdleTTLs, error) 
 // SetOrgIdleTTL sets an org's idle TTL (whole seconds); zero removes it, so
 // the default applies again.
 func (d *DB) SetOrgIdleTTL(ctx context.Context, orgID string, ttl time.Duration, now time.Time) error {
-	g := d.Gorm.WithContext(ctx)
+	g := d.gorm.WithContext(ctx)
 	if ttl <= 0 {
 		return g.Where("org_id = ?", orgID).Delete(&OrgSetting{}).Error
 	}
@@ -112,7 +112,7 @@ type ScopedTTL struct {
 // refreshed before a time.
 func (d *DB) CountActiveRefreshedBefore(ctx context.Context, scope OrgScope, before time.Time) (int64, error) {
 	var n int64
-	err := scope.apply(d.Gorm.WithContext(ctx).Model(&Connection{}), "org_id").
+	err := scope.apply(d.gorm.WithContext(ctx).Model(&Connection{}), "org_id").
 		Where("status = ? AND last_refreshed_at < ?", StatusActive, before.UTC()).Count(&n).Error
 	return n, err
 }

@@ -28,7 +28,7 @@ func (PendingAuthorization) TableName() string { return "pending_authorizations"
 
 // SavePending stores a pending authorization.
 func (d *DB) SavePending(ctx context.Context, p PendingAuthorization) error {
-	return d.Gorm.WithContext(ctx).Create(&p).Error
+	return d.gorm.WithContext(ctx).Create(&p).Error
 }
 
 // TakePending spends the pending authorization of stateHash and returns
@@ -38,7 +38,7 @@ func (d *DB) SavePending(ctx context.Context, p PendingAuthorization) error {
 func (d *DB) TakePending(ctx context.Context, stateHash string, now time.Time) (*PendingAuthorization, error) {
 	now = now.UTC()
 	var p PendingAuthorization
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		res := tx.Model(&PendingAuthorization{}).Where("state_hash = ? AND used_at IS NULL AND expires_at > ?", stateHash, now).
 			Update("used_at", now)
 		if res.Error != nil {
@@ -58,6 +58,6 @@ func (d *DB) TakePending(ctx context.Context, stateHash string, now time.Time) (
 
 // PurgePending deletes pending authorizations that expired before cutoff.
 func (d *DB) PurgePending(ctx context.Context, cutoff time.Time) (int64, error) {
-	res := d.Gorm.WithContext(ctx).Where("expires_at < ?", cutoff.UTC()).Delete(&PendingAuthorization{})
+	res := d.gorm.WithContext(ctx).Where("expires_at < ?", cutoff.UTC()).Delete(&PendingAuthorization{})
 	return res.RowsAffected, res.Error
 }

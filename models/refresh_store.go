@@ -48,7 +48,7 @@ func (d *DB) Connection(ctx context.Context, id string) (*Connection, error) {
 	var c Connection
 	err := d.RetryRead(ctx, func() error {
 		c = Connection{}
-		return d.Gorm.WithContext(ctx).Where("id = ?", id).Take(&c).Error
+		return d.gorm.WithContext(ctx).Where("id = ?", id).Take(&c).Error
 	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, ErrNotFound
@@ -64,7 +64,7 @@ func (d *DB) ConnectionsOf(ctx context.Context, owner string) ([]Connection, err
 	var cs []Connection
 	err := d.RetryRead(ctx, func() error {
 		cs = nil
-		return d.Gorm.WithContext(ctx).Where("owner = ?", owner).Order("created_at, id").Find(&cs).Error
+		return d.gorm.WithContext(ctx).Where("owner = ?", owner).Order("created_at, id").Find(&cs).Error
 	})
 	return cs, err
 }
@@ -103,7 +103,7 @@ func (d *DB) LockForRefresh(ctx context.Context, id string, lockTimeout, idleTim
 			return nil, err
 		}
 		var prior RefreshAttempt
-		if err := d.Gorm.WithContext(ctx).Where("connection_id = ?", id).Limit(1).Find(&prior).Error; err != nil {
+		if err := d.gorm.WithContext(ctx).Where("connection_id = ?", id).Limit(1).Find(&prior).Error; err != nil {
 			return nil, err
 		}
 		l := &RefreshLock{d: d, Conn: *c}
@@ -112,7 +112,7 @@ func (d *DB) LockForRefresh(ctx context.Context, id string, lockTimeout, idleTim
 		}
 		return l, nil
 	}
-	tx := d.Gorm.WithContext(ctx).Begin()
+	tx := d.gorm.WithContext(ctx).Begin()
 	if tx.Error != nil {
 		return nil, tx.Error
 	}
@@ -421,7 +421,7 @@ func (l *RefreshLock) StoreRevocation(ctx context.Context, now time.Time, events
 // event of kind since a time.
 func (d *DB) CountConnectionsWithEvent(ctx context.Context, kind string, since time.Time) (int64, error) {
 	var n int64
-	err := d.Gorm.WithContext(ctx).Model(&Event{}).Where("kind = ? AND created_at >= ?", kind, since.UTC()).
+	err := d.gorm.WithContext(ctx).Model(&Event{}).Where("kind = ? AND created_at >= ?", kind, since.UTC()).
 		Distinct("connection_id").Count(&n).Error
 	return n, err
 }
@@ -440,7 +440,7 @@ type Grant struct {
 // marker. It returns the connection it replaced (nil for a first connect).
 // Two first connects racing: the loser sees a unique violation (IsUniqueViolation).
 func (d *DB) UpsertGrant(ctx context.Context, g Grant) (stored *Connection, replaced *Connection, err error) {
-	err = d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if d.Dialect == Postgres {
 			// It stores a new refresh token: durable whatever the server's
 			// default.
@@ -493,7 +493,7 @@ func (d *DB) UpsertGrant(ctx context.Context, g Grant) (stored *Connection, repl
 // ConnectionIDsAfter pages through connection IDs in ID order.
 func (d *DB) ConnectionIDsAfter(ctx context.Context, after string, n int) ([]string, error) {
 	var ids []string
-	q := d.Gorm.WithContext(ctx).Model(&Connection{}).Order("id").Limit(n)
+	q := d.gorm.WithContext(ctx).Model(&Connection{}).Order("id").Limit(n)
 	if after != "" {
 		q = q.Where("id > ?", after)
 	}
@@ -504,7 +504,7 @@ func (d *DB) ConnectionIDsAfter(ctx context.Context, after string, n int) ([]str
 // update returns the columns to write (none: nothing changes).
 func (d *DB) RewriteSealed(ctx context.Context, id string, update func(c *Connection) (map[string]any, error)) (bool, error) {
 	changed := false
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		q := tx.Where("id = ?", id)
 		if d.Dialect == Postgres {
 			q = q.Clauses(clause.Locking{Strength: "NO KEY UPDATE"})
@@ -526,7 +526,7 @@ func (d *DB) RewriteSealed(ctx context.Context, id string, update func(c *Connec
 // inTx runs fn in a transaction that fn commits; it is rolled back if fn
 // returns an error or does not commit.
 func (d *DB) inTx(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	tx := d.Gorm.WithContext(ctx).Begin()
+	tx := d.gorm.WithContext(ctx).Begin()
 	if tx.Error != nil {
 		return tx.Error
 	}

@@ -53,7 +53,7 @@ func (d *DB) ClaimDue(ctx context.Context, n int, dueOnly bool, now time.Time, l
 	// later by equality.
 	until := now.Add(lease).Truncate(time.Microsecond)
 	var out []Claimed
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		q := tx.Model(&Connection{}).Select("id", "last_refreshed_at", "next_warm_at")
 		if dueOnly {
 			q = q.Where(due, now, now)
@@ -89,7 +89,7 @@ func (d *DB) ClaimDue(ctx context.Context, n int, dueOnly bool, now time.Time, l
 // next_warm_at is no longer the lease was refreshed by someone else and is
 // left alone.
 func (d *DB) ReleaseClaim(ctx context.Context, c Claimed) error {
-	return d.Gorm.WithContext(ctx).Exec("UPDATE connections SET next_warm_at = ? WHERE id = ? AND next_warm_at = ?",
+	return d.gorm.WithContext(ctx).Exec("UPDATE connections SET next_warm_at = ? WHERE id = ? AND next_warm_at = ?",
 		c.NextWarmAt, c.ID, c.Lease).Error
 }
 
@@ -103,14 +103,14 @@ func (d *DB) RetryWarmLater(ctx context.Context, c Claimed, retryAt time.Time) e
 		greatest = "GREATEST"
 	}
 	retryAt = retryAt.UTC()
-	return d.Gorm.WithContext(ctx).Exec("UPDATE connections SET next_warm_at = "+greatest+"(COALESCE(next_attempt_at, ?), ?) WHERE id = ? AND next_warm_at = ?",
+	return d.gorm.WithContext(ctx).Exec("UPDATE connections SET next_warm_at = "+greatest+"(COALESCE(next_attempt_at, ?), ?) WHERE id = ? AND next_warm_at = ?",
 		retryAt, retryAt, c.ID, c.Lease).Error
 }
 
 // LatestAppEvent returns the kind of the newest app-level event (no
 // connection) among kinds, or "".
 func (d *DB) LatestAppEvent(ctx context.Context, kinds []string) (string, error) {
-	return latestAppEvent(d.Gorm.WithContext(ctx), kinds)
+	return latestAppEvent(d.gorm.WithContext(ctx), kinds)
 }
 
 func latestAppEvent(db *gorm.DB, kinds []string) (string, error) {
@@ -128,7 +128,7 @@ func latestAppEvent(db *gorm.DB, kinds []string) (string, error) {
 // replicas, and reports whether it did.
 func (d *DB) RecordAppEvent(ctx context.Context, ev Event, kinds []string, want func(latest string) bool) (bool, error) {
 	recorded := false
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if d.Dialect == Postgres {
 			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", pauseLockKey).Error; err != nil {
 				return err
@@ -158,7 +158,7 @@ type IdleRisk struct {
 // find nothing.
 func (d *DB) RecordIdleRisks(ctx context.Context, scope OrgScope, cutoff time.Time, kind string, n int, event func(IdleRisk) Event) ([]IdleRisk, error) {
 	var found []IdleRisk
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if d.Dialect == Postgres {
 			var got bool
 			if err := tx.Raw("SELECT pg_try_advisory_xact_lock(?)", riskLockKey).Scan(&got).Error; err != nil || !got {
@@ -190,7 +190,7 @@ func (d *DB) RecordIdleRisks(ctx context.Context, scope OrgScope, cutoff time.Ti
 // WarmBacklog counts the active connections due at now.
 func (d *DB) WarmBacklog(ctx context.Context, now time.Time) (int64, error) {
 	var n int64
-	err := d.Gorm.WithContext(ctx).Model(&Connection{}).Where("status = 'active' AND next_warm_at <= ?", now.UTC()).Count(&n).Error
+	err := d.gorm.WithContext(ctx).Model(&Connection{}).Where("status = 'active' AND next_warm_at <= ?", now.UTC()).Count(&n).Error
 	return n, err
 }
 
@@ -200,7 +200,7 @@ func (d *DB) OldestRefresh(ctx context.Context, scope OrgScope) (time.Time, erro
 	// ORDER BY ... LIMIT 1 rather than MIN(): SQLite hands back an
 	// aggregate of a datetime column as text.
 	var ts []time.Time
-	err := scope.apply(d.Gorm.WithContext(ctx).Model(&Connection{}), "org_id").Where("status = 'active'").
+	err := scope.apply(d.gorm.WithContext(ctx).Model(&Connection{}), "org_id").Where("status = 'active'").
 		Order("last_refreshed_at").Limit(1).Pluck("last_refreshed_at", &ts).Error
 	if err != nil || len(ts) == 0 {
 		return time.Time{}, err

@@ -27,7 +27,7 @@ func (d *DB) EnqueueDeliveries(ctx context.Context, rows []WebhookDelivery) erro
 		return nil
 	}
 	rows = append([]WebhookDelivery(nil), rows...)
-	return d.Gorm.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error
+	return d.gorm.WithContext(ctx).Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error
 }
 
 // ClaimDueDeliveries takes up to n undelivered rows due by dueBy, oldest
@@ -39,7 +39,7 @@ func (d *DB) EnqueueDeliveries(ctx context.Context, rows []WebhookDelivery) erro
 // the claim (NextAttemptAt is the time they were due).
 func (d *DB) ClaimDueDeliveries(ctx context.Context, n int, dueBy, leaseUntil time.Time) ([]WebhookDelivery, error) {
 	var rows []WebhookDelivery
-	err := d.Gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		rows = nil
 		q := tx.Where("delivered_at IS NULL AND next_attempt_at <= ?", dueBy.UTC()).Order("next_attempt_at").Limit(n)
 		if d.Dialect == Postgres {
@@ -66,7 +66,7 @@ func (d *DB) ClaimDueDeliveries(ctx context.Context, n int, dueBy, leaseUntil ti
 // MarkDelivered records a delivery that went through at at, after attempts
 // attempts in all. It needs no lease: a delivery that happened wins.
 func (d *DB) MarkDelivered(ctx context.Context, id int64, at time.Time, attempts int) error {
-	return d.Gorm.WithContext(ctx).Model(&WebhookDelivery{}).Where("id = ? AND delivered_at IS NULL", id).
+	return d.gorm.WithContext(ctx).Model(&WebhookDelivery{}).Where("id = ? AND delivered_at IS NULL", id).
 		Updates(map[string]any{"delivered_at": at.UTC(), "attempts": attempts, "last_error": ""}).Error
 }
 
@@ -74,7 +74,7 @@ func (d *DB) MarkDelivered(ctx context.Context, id int64, at time.Time, attempts
 // count and last error, only while the claim's lease still holds: if it
 // lapsed, another dispatcher owns the row and its outcome wins.
 func (d *DB) RescheduleDelivery(ctx context.Context, id int64, lease, next time.Time, attempts int, lastError string) error {
-	return d.Gorm.WithContext(ctx).Model(&WebhookDelivery{}).
+	return d.gorm.WithContext(ctx).Model(&WebhookDelivery{}).
 		Where("id = ? AND delivered_at IS NULL AND next_attempt_at = ?", id, leaseTime(lease)).
 		Updates(map[string]any{"next_attempt_at": next.UTC(), "attempts": attempts, "last_error": lastError}).Error
 }
@@ -91,7 +91,7 @@ func (d *DB) MarkDeliveryFailed(ctx context.Context, id int64, lease time.Time, 
 // log). Rows still being retried are never deleted.
 func (d *DB) PurgeWebhookDeliveries(ctx context.Context, cutoff time.Time) (int64, error) {
 	cutoff = cutoff.UTC()
-	res := d.Gorm.WithContext(ctx).
+	res := d.gorm.WithContext(ctx).
 		Where("delivered_at < ? OR (delivered_at IS NULL AND next_attempt_at = ? AND created_at < ?)", cutoff, deliveryGivenUp, cutoff).
 		Delete(&WebhookDelivery{})
 	return res.RowsAffected, res.Error

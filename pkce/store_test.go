@@ -3,6 +3,7 @@ package pkce_test
 import (
 	"context"
 	"errors"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func TestPendingAuthorizationsAreSingleUseAndExpire(t *testing.T) {
 				t.Fatalf("state %d chars, want >= 43 (256 bits)", len(state))
 			}
 			var stored string
-			db.Gorm.Raw("SELECT state_hash || verifier_sealed FROM pending_authorizations").Scan(&stored)
+			rawdb.Gorm(db).Raw("SELECT state_hash || verifier_sealed FROM pending_authorizations").Scan(&stored)
 			if stored == "" || contains(stored, state) || contains(stored, verifier) {
 				t.Fatal("state or verifier stored in the clear")
 			}

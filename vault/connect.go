@@ -21,10 +21,6 @@ type Connected struct {
 	replaced string
 }
 
-// CodeWrongUser: a re-authorization link was completed by another
-// Salesforce user than the one of its connection.
-const CodeWrongUser Code = "wrong_user"
-
 // Connect stores tokens from a completed authorization, upserting by
 // (org, user) so a re-authorization keeps the connection ID. expect, when
 // not empty, is the connection a re-authorization link was made for: a
@@ -54,7 +50,7 @@ func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesf
 	}
 	if err != nil {
 		v.revokeQuietly(loginURL, tok.RefreshToken)
-		return nil, &Error{Code: CodeInternal, Message: "could not store the connection", cause: err}
+		return nil, &Error{Code: CodeInternal, Message: "could not store the connection", Err: err}
 	}
 	if out.replaced != "" && out.replaced != tok.RefreshToken {
 		v.revokeQuietly(out.Connection.LoginURL, out.replaced)

@@ -3,6 +3,7 @@ package vault_test
 import (
 	"context"
 	"errors"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -86,7 +87,7 @@ func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		cid := id
-		if err := db.Gorm.Create(&models.Event{ConnectionID: &cid, Kind: "async_probe", CreatedAt: clk.Now()}).Error; err != nil {
+		if err := rawdb.Gorm(db).Create(&models.Event{ConnectionID: &cid, Kind: "async_probe", CreatedAt: clk.Now()}).Error; err != nil {
 			t.Fatal(err)
 		}
 		if err := cluster.Restart(ctx, "immediate"); err != nil {
@@ -95,7 +96,7 @@ func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
 		db = open()
 		v = vault.New(db, ring, sf, clk, nil, vault.Config{})
 		var c models.Connection
-		if err := db.Gorm.Where("id = ?", id).Take(&c).Error; err != nil {
+		if err := rawdb.Gorm(db).Where("id = ?", id).Take(&c).Error; err != nil {
 			t.Fatal(err)
 		}
 		stored, err := v.OpenRefresh(&c)
@@ -106,7 +107,7 @@ func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
 			t.Fatalf("round %d: the rotation committed before the crash is gone", round)
 		}
 		var probes int64
-		db.Gorm.Model(&models.Event{}).Where("kind = ?", "async_probe").Count(&probes)
+		rawdb.Gorm(db).Model(&models.Event{}).Where("kind = ?", "async_probe").Count(&probes)
 		if probes != 0 {
 			t.Fatalf("round %d: an asynchronous commit survived the crash, so this test cannot tell durable from not", round)
 		}
@@ -121,12 +122,12 @@ func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
 func TestPoolCommitsSynchronously(t *testing.T) {
 	e := newEnv(t, models.Postgres)
 	db := e.openDB()
-	if err := db.Gorm.Exec("ALTER DATABASE " + currentDatabase(t, db) + " SET synchronous_commit = off").Error; err != nil {
+	if err := rawdb.Gorm(db).Exec("ALTER DATABASE " + currentDatabase(t, db) + " SET synchronous_commit = off").Error; err != nil {
 		t.Fatal(err)
 	}
 	fresh := e.openDB()
 	var setting string
-	if err := fresh.Gorm.Raw("SHOW synchronous_commit").Scan(&setting).Error; err != nil {
+	if err := rawdb.Gorm(fresh).Raw("SHOW synchronous_commit").Scan(&setting).Error; err != nil {
 		t.Fatal(err)
 	}
 	if setting != "on" {
@@ -137,7 +138,7 @@ func TestPoolCommitsSynchronously(t *testing.T) {
 func currentDatabase(t *testing.T, db *models.DB) string {
 	t.Helper()
 	var name string
-	if err := db.Gorm.Raw("SELECT quote_ident(current_database())").Scan(&name).Error; err != nil {
+	if err := rawdb.Gorm(db).Raw("SELECT quote_ident(current_database())").Scan(&name).Error; err != nil {
 		t.Fatal(err)
 	}
 	return name

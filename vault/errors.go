@@ -2,59 +2,43 @@ package vault
 
 import (
 	"errors"
-	"fmt"
-	"time"
+
+	"github.com/tokenwarm/tokenwarm/errs"
 )
 
-// Code is a stable, machine-readable error code. handlers/ maps codes to HTTP.
-type Code string
+// The vault's errors are errs.Error: a code, a message safe to show
+// anyone, and for reauth_required the reason.
+type (
+	Error = errs.Error
+	Code  = errs.Code
+)
 
 // Error codes of the vault.
 const (
-	CodeNotFound       Code = "not_found"
-	CodeReauthRequired Code = "reauth_required"
-	CodeRevoked        Code = "connection_revoked"
+	CodeNotFound       = errs.NotFound
+	CodeReauthRequired = errs.ReauthRequired
+	CodeRevoked        = errs.Revoked
 	// CodeUpstreamUnavailable: Salesforce failed transiently, or another
 	// worker's attempt is still settling; retry after RetryAfter.
-	CodeUpstreamUnavailable Code = "upstream_unavailable"
+	CodeUpstreamUnavailable = errs.UpstreamUnavailable
 	// CodeUpstreamConfig: the connected app or egress is misconfigured.
-	CodeUpstreamConfig Code = "upstream_configuration_error"
+	CodeUpstreamConfig = errs.UpstreamConfig
 	// CodeUnavailable: our own database did not answer; retry soon. Never
 	// the client's fault.
-	CodeUnavailable Code = "service_unavailable"
-	CodeInternal    Code = "internal"
+	CodeUnavailable = errs.Unavailable
+	CodeInternal    = errs.Internal
+	// CodeWrongUser: a re-authorization link was completed by another
+	// Salesforce user than the one of its connection.
+	CodeWrongUser = errs.WrongUser
 )
 
-// Error is a vault failure with a code and a message safe to show anyone.
-type Error struct {
-	Code    Code
-	Message string
-	// Reason is set for reauth_required: why the connection died.
-	Reason     string
-	RetryAfter time.Duration
-	// AppWide marks a configuration error that certainly concerns every
-	// connection of the app (client credentials, or an IP restriction seen
-	// on several connections): it pauses refreshing for the app.
-	AppWide bool
-	cause   error
-}
-
-func (e *Error) Error() string {
-	if e.Message == "" {
-		return string(e.Code)
-	}
-	return fmt.Sprintf("%s: %s", e.Code, e.Message)
-}
-
-func (e *Error) Unwrap() error { return e.cause }
-
-// ErrorCode returns the code of a vault error, or CodeInternal.
+// ErrorCode returns the code of a vault error (errs.CodeOf; Internal for
+// an error that is not one).
 func ErrorCode(err error) Code {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
+	if err == nil {
+		return CodeInternal
 	}
-	return CodeInternal
+	return errs.CodeOf(err)
 }
 
 func newErr(code Code, msg string) *Error { return &Error{Code: code, Message: msg} }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"net/http"
 	"strings"
 	"sync"
@@ -54,7 +55,7 @@ func sha(tok string) string {
 func (e *env) marker(id string) *models.RefreshAttempt {
 	e.T.Helper()
 	var ms []models.RefreshAttempt
-	if err := e.dbs[0].Gorm.Where("connection_id = ?", id).Find(&ms).Error; err != nil {
+	if err := rawdb.Gorm(e.dbs[0]).Where("connection_id = ?", id).Find(&ms).Error; err != nil {
 		e.T.Fatal(err)
 	}
 	if len(ms) == 0 {
@@ -92,7 +93,7 @@ func TestCommitRetryWritesFreshEventRows(t *testing.T) {
 			// write lock and gets the row ID our rolled-back insert had.
 			go func() {
 				cid := id
-				inserted <- other.Gorm.Create(&models.Event{ConnectionID: &cid, Kind: "other_writer", CreatedAt: time.Now().UTC()}).Error
+				inserted <- rawdb.Gorm(other).Create(&models.Event{ConnectionID: &cid, Kind: "other_writer", CreatedAt: time.Now().UTC()}).Error
 			}()
 			return errors.New("injected commit failure")
 		})
@@ -122,7 +123,7 @@ func TestCommitRetryWritesFreshEventRows(t *testing.T) {
 func TestSQLiteCommitsAreDurable(t *testing.T) {
 	e := newEnv(t, models.SQLite)
 	var mode int
-	if err := e.DB.Gorm.Raw("PRAGMA synchronous").Scan(&mode).Error; err != nil {
+	if err := rawdb.Gorm(e.DB).Raw("PRAGMA synchronous").Scan(&mode).Error; err != nil {
 		t.Fatal(err)
 	}
 	if mode != 2 { // FULL
@@ -595,10 +596,10 @@ func TestOldBinariesCannotClaimAMarker(t *testing.T) {
 		id := e.connect(v, "upgrade@example.com")
 		now := time.Now().UTC()
 		old := oldAttempt{ConnectionID: id, AttemptID: "old", Worker: "old-replica", StartedAt: now, LeaseUntil: now.Add(time.Minute)}
-		if err := e.DB.Gorm.Clauses(clause.OnConflict{UpdateAll: true}).Create(&old).Error; err == nil {
+		if err := rawdb.Gorm(e.DB).Clauses(clause.OnConflict{UpdateAll: true}).Create(&old).Error; err == nil {
 			t.Fatal("an old binary's marker was accepted")
 		}
-		err := e.DB.Gorm.Create(&models.RefreshAttempt{ConnectionID: id, AttemptID: "v1", Worker: "w", StartedAt: now,
+		err := rawdb.Gorm(e.DB).Create(&models.RefreshAttempt{ConnectionID: id, AttemptID: "v1", Worker: "w", StartedAt: now,
 			LeaseUntil: now.Add(time.Minute), Protocol: models.RefreshProtocol - 1, State: models.AttemptPresenting}).Error
 		if err == nil {
 			t.Fatal("a marker of an older protocol was accepted")

@@ -2,6 +2,7 @@ package vault_test
 
 import (
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"log/slog"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func (e *env) connect(v *vault.Vault, username string) string {
 func (e *env) conn(id string) models.Connection {
 	e.T.Helper()
 	var c models.Connection
-	if err := e.dbs[0].Gorm.Where("id = ?", id).Take(&c).Error; err != nil {
+	if err := rawdb.Gorm(e.dbs[0]).Where("id = ?", id).Take(&c).Error; err != nil {
 		e.T.Fatal(err)
 	}
 	return c
@@ -72,7 +73,7 @@ func (e *env) conn(id string) models.Connection {
 func (e *env) events(id string) []models.Event {
 	e.T.Helper()
 	var evs []models.Event
-	if err := e.dbs[0].Gorm.Where("connection_id = ?", id).Order("id").Find(&evs).Error; err != nil {
+	if err := rawdb.Gorm(e.dbs[0]).Where("connection_id = ?", id).Order("id").Find(&evs).Error; err != nil {
 		e.T.Fatal(err)
 	}
 	return evs

@@ -2,6 +2,7 @@ package vault_test
 
 import (
 	"context"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"net/http"
 	"os"
 	"os/exec"
@@ -103,14 +104,14 @@ func TestKilledWorkerHoldingTheLock(t *testing.T) {
 
 			waitFor(t, "the dead worker's lease to run out (database clock)", 30*time.Second, func() bool {
 				var live int64
-				e.dbs[0].Gorm.Raw("SELECT count(*) FROM refresh_attempts WHERE connection_id = ? AND lease_until > clock_timestamp()", id).Scan(&live)
+				rawdb.Gorm(e.dbs[0]).Raw("SELECT count(*) FROM refresh_attempts WHERE connection_id = ? AND lease_until > clock_timestamp()", id).Scan(&live)
 				return live == 0
 			})
 			_, err = v.Access(context.Background(), id, vault.Request{Cause: vault.CauseWarm, Force: true})
 			st := e.Emu.Stats()
 			kinds := eventKinds(e.events(id))
 			var markers int64
-			e.dbs[0].Gorm.Model(&models.RefreshAttempt{}).Where("connection_id = ?", id).Count(&markers)
+			rawdb.Gorm(e.dbs[0]).Model(&models.RefreshAttempt{}).Where("connection_id = ?", id).Count(&markers)
 			if markers != 0 {
 				t.Fatalf("%d attempt markers left", markers)
 			}

@@ -28,7 +28,7 @@ func (v *Vault) lock(ctx context.Context, id string) (*models.RefreshLock, func(
 		case errors.Is(err, models.ErrNotFound):
 			return nil, nil, newErr(CodeNotFound, "no such connection")
 		case errors.Is(err, models.ErrLockTimeout):
-			return nil, nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is still refreshing this connection", RetryAfter: time.Second, cause: err}
+			return nil, nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is still refreshing this connection", RetryAfter: time.Second, Err: err}
 		}
 		return nil, nil, v.dbError(err)
 	}
@@ -39,16 +39,16 @@ func (v *Vault) lock(ctx context.Context, id string) (*models.RefreshLock, func(
 // internal.
 func (v *Vault) dbError(err error) *Error {
 	if models.IsUnavailable(err) {
-		return &Error{Code: CodeUnavailable, Message: "the database is not answering", RetryAfter: time.Second, cause: err}
+		return &Error{Code: CodeUnavailable, Message: "the database is not answering", RetryAfter: time.Second, Err: err}
 	}
-	return &Error{Code: CodeInternal, Message: "database error", cause: err}
+	return &Error{Code: CodeInternal, Message: "database error", Err: err}
 }
 
 // storeError maps a failed store: fenced off (retry later) or a database
 // failure.
 func (v *Vault) storeError(err error) *Error {
 	if models.IsFenced(err) {
-		return &Error{Code: CodeUpstreamUnavailable, Message: "the connection changed meanwhile; retry", RetryAfter: time.Second, cause: err}
+		return &Error{Code: CodeUpstreamUnavailable, Message: "the connection changed meanwhile; retry", RetryAfter: time.Second, Err: err}
 	}
 	return v.dbError(err)
 }
@@ -71,7 +71,7 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "too many refreshes in flight", RetryAfter: time.Second}
 	case <-ctx.Done():
 		slotWait.Stop()
-		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "gave up waiting for a refresh slot", RetryAfter: time.Second, cause: ctx.Err()}
+		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "gave up waiting for a refresh slot", RetryAfter: time.Second, Err: ctx.Err()}
 	}
 	// The work budget starts once we may work: time spent queueing must not
 	// eat the time needed to store a rotation.
@@ -118,7 +118,7 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	}
 	refreshToken, err := v.OpenRefresh(c)
 	if err != nil || refreshToken == "" {
-		return nil, &Error{Code: CodeInternal, Message: "stored refresh token cannot be opened (wrong key ring?)", cause: err}
+		return nil, &Error{Code: CodeInternal, Message: "stored refresh token cannot be opened (wrong key ring?)", Err: err}
 	}
 
 	// An attempt marker means a worker may have presented this token and
@@ -297,14 +297,14 @@ func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token
 		update["access_token_sealed"] = ""
 		update["next_attempt_at"] = nil
 		res.events = append(res.events, v.event(id, models.EventNeedsReauth, req.Cause, se.HTTPStatus, se.Code, se.Description))
-		res.err = &Error{Code: CodeReauthRequired, Message: "the connection must be re-authorized", Reason: reason, cause: se}
+		res.err = &Error{Code: CodeReauthRequired, Message: "the connection must be re-authorized", Reason: reason, Err: se}
 	case salesforce.Config:
 		if v.appPause() == nil {
 			backoffUntil(max(v.cfg.ConfigErrorBackoff, se.RetryAfter))
 		} // else the app-wide pause holds every connection back, and its end frees them all
 		res.events = append(res.events, v.event(id, models.EventConfigError, req.Cause, se.HTTPStatus, se.Code, se.Description))
 		res.err = &Error{Code: CodeUpstreamConfig, Message: "Salesforce refused tokenwarm's configuration: " + se.Code,
-			RetryAfter: v.cfg.ConfigErrorBackoff, AppWide: true, cause: se}
+			RetryAfter: v.cfg.ConfigErrorBackoff, AppWide: true, Err: se}
 	case salesforce.Restricted:
 		// Ambiguous: the egress address (everyone) or this user's login
 		// hours (one user). This connection backs off like any other
@@ -313,22 +313,22 @@ func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token
 		backoffUntil(d)
 		res.restricted = true
 		res.events = append(res.events, v.event(id, models.EventRestricted, req.Cause, se.HTTPStatus, se.Code, se.Description))
-		res.err = &Error{Code: CodeUpstreamConfig, Message: "Salesforce refused the refresh: IP restricted or invalid login hours", RetryAfter: d, cause: se}
+		res.err = &Error{Code: CodeUpstreamConfig, Message: "Salesforce refused the refresh: IP restricted or invalid login hours", RetryAfter: d, Err: se}
 	case salesforce.Unknown:
 		d := v.backoff(failures, se.RetryAfter)
 		backoffUntil(d)
 		res.events = append(res.events, v.event(id, models.EventUnknownOutcome, req.Cause, se.HTTPStatus, se.Code, "request sent, no usable answer: "+se.Description))
-		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce did not answer", RetryAfter: d, cause: se}
+		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce did not answer", RetryAfter: d, Err: se}
 	case salesforce.Unrecognized:
 		d := v.backoff(failures, se.RetryAfter)
 		backoffUntil(d)
 		res.events = append(res.events, v.event(id, models.EventUnrecognized, req.Cause, se.HTTPStatus, se.Code, se.Description))
-		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce gave an answer tokenwarm does not recognise: " + se.Code, RetryAfter: d, cause: se}
+		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce gave an answer tokenwarm does not recognise: " + se.Code, RetryAfter: d, Err: se}
 	default:
 		d := v.backoff(failures, se.RetryAfter)
 		backoffUntil(d)
 		res.events = append(res.events, v.event(id, models.EventTransientFailure, req.Cause, se.HTTPStatus, se.Code, se.Description))
-		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce is unavailable", RetryAfter: d, cause: se}
+		res.err = &Error{Code: CodeUpstreamUnavailable, Message: "Salesforce is unavailable", RetryAfter: d, Err: se}
 	}
 	return res
 }
@@ -337,7 +337,7 @@ func (v *Vault) outcome(c *models.Connection, req Request, tok *salesforce.Token
 // marker stays unresolved, so the next attempt introspects.
 func (v *Vault) sealFailure(c *models.Connection, err error) result {
 	return result{update: map[string]any{"updated_at": v.clock.Now().UTC()}, unresolved: true,
-		err: &Error{Code: CodeInternal, Message: "could not seal the refreshed token", cause: err}}
+		err: &Error{Code: CodeInternal, Message: "could not seal the refreshed token", Err: err}}
 }
 
 // persist writes an attempt's outcome, its events and the marker's removal

@@ -91,7 +91,7 @@ func (v *Vault) resolve(ctx context.Context, row *models.RefreshLock, req Reques
 		v.log.Error("ALERT: a connection is held back by a refresh attempt with an unknown outcome, and Salesforce's introspection keeps failing",
 			"connection_id", c.ID, "since", prior.StartedAt, "error_code", code)
 	}
-	return nil, &Error{Code: CodeUpstreamUnavailable, RetryAfter: d, cause: err,
+	return nil, &Error{Code: CodeUpstreamUnavailable, RetryAfter: d, Err: err,
 		Message: "an earlier refresh has an unknown outcome and Salesforce could not confirm the token's state; retrying later"}
 }
 

@@ -33,7 +33,7 @@ func (v *Vault) Revoke(ctx context.Context, id, cause, detail string, revoke fun
 	if c.RefreshTokenSealed != "" {
 		tok, err := v.OpenRefresh(&c)
 		if err != nil {
-			return nil, &Error{Code: CodeInternal, Message: "stored refresh token cannot be opened (wrong key ring?)", cause: err}
+			return nil, &Error{Code: CodeInternal, Message: "stored refresh token cannot be opened (wrong key ring?)", Err: err}
 		}
 		if err := revoke(ctx, c.LoginURL, tok); err != nil {
 			return nil, err
@@ -44,7 +44,7 @@ func (v *Vault) Revoke(ctx context.Context, id, cause, detail string, revoke fun
 		if models.IsFenced(err) {
 			return nil, v.storeError(err)
 		}
-		return nil, &Error{Code: CodeInternal, Message: "Salesforce revoked the token but the connection could not be marked revoked; revoke again", cause: err}
+		return nil, &Error{Code: CodeInternal, Message: "Salesforce revoked the token but the connection could not be marked revoked; revoke again", Err: err}
 	}
 	c.Status, c.RefreshTokenSealed, c.AccessTokenSealed, c.RotationCount = models.StatusRevoked, "", "", c.RotationCount+1
 	c.AccessTokenIssuedAt, c.AccessTokenExpiresAt, c.NextAttemptAt, c.UpdatedAt = nil, nil, nil, now

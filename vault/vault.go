@@ -254,15 +254,6 @@ func New(store Store, ring *seal.Ring, sf Refresher, clk clock.Clock, log *slog.
 		slots: make(chan struct{}, cfg.MaxConcurrentRefreshes), rand: mrand.New(mrand.NewChaCha8(seed))}
 }
 
-// DB returns the vault's database.
-//
-// Deprecated: only the admin handlers still use it, until the admin
-// service owns its queries.
-func (v *Vault) DB() *models.DB {
-	db, _ := v.store.(*models.DB)
-	return db
-}
-
 // Config returns the effective configuration.
 func (v *Vault) Config() Config { return v.cfg }
 
@@ -382,7 +373,7 @@ func (v *Vault) flight(ctx context.Context, connectionID string, req Request) (*
 		at := *res.Val.(*AccessToken)
 		return &at, nil
 	case <-ctx.Done():
-		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "gave up waiting for the refresh", RetryAfter: time.Second, cause: ctx.Err()}
+		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "gave up waiting for the refresh", RetryAfter: time.Second, Err: ctx.Err()}
 	}
 }
 

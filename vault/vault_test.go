@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -538,8 +539,8 @@ func TestEventsAreAnnouncedInTheStoringTransaction(t *testing.T) {
 		t.Fatalf("the announcer saw %v", seen)
 	}
 	var deliveries, events int64
-	db.Gorm.Model(&models.WebhookDelivery{}).Count(&deliveries)
-	db.Gorm.Model(&models.Event{}).Count(&events)
+	rawdb.Gorm(db).Model(&models.WebhookDelivery{}).Count(&deliveries)
+	rawdb.Gorm(db).Model(&models.Event{}).Count(&events)
 	if deliveries != events {
 		t.Fatalf("%d deliveries for %d events", deliveries, events)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -53,7 +54,7 @@ func BenchmarkWarmThroughput(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
-				if err := e.db.Gorm.Exec("UPDATE connections SET next_warm_at = ?", e.Clock.Now().Add(-time.Second)).Error; err != nil {
+				if err := rawdb.Gorm(e.db).Exec("UPDATE connections SET next_warm_at = ?", e.Clock.Now().Add(-time.Second)).Error; err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
@@ -135,7 +136,7 @@ func BenchmarkWarmMemoryAllDue(b *testing.B) {
 			LoginURL: "https://login.salesforce.com", Status: models.StatusActive, RefreshTokenSealed: sealed,
 			LastRefreshedAt: now.Add(-73 * time.Hour), NextWarmAt: now.Add(-time.Minute), CreatedAt: now, UpdatedAt: now})
 		if len(batch) == cap(batch) || i == n-1 {
-			if err := db.Gorm.Create(&batch).Error; err != nil {
+			if err := rawdb.Gorm(db).Create(&batch).Error; err != nil {
 				b.Fatal(err)
 			}
 			batch = batch[:0]

@@ -3,6 +3,7 @@ package warmer_test
 import (
 	"context"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"log/slog"
 	"sync"
 	"testing"
@@ -108,7 +109,7 @@ func (e *env) connectMany(n int) []string {
 func (e *env) conn(id string) models.Connection {
 	e.T.Helper()
 	var c models.Connection
-	if err := e.db.Gorm.Where("id = ?", id).Take(&c).Error; err != nil {
+	if err := rawdb.Gorm(e.db).Where("id = ?", id).Take(&c).Error; err != nil {
 		e.T.Fatal(err)
 	}
 	return c
@@ -117,7 +118,7 @@ func (e *env) conn(id string) models.Connection {
 func (e *env) conns() []models.Connection {
 	e.T.Helper()
 	var cs []models.Connection
-	if err := e.db.Gorm.Order("id").Find(&cs).Error; err != nil {
+	if err := rawdb.Gorm(e.db).Order("id").Find(&cs).Error; err != nil {
 		e.T.Fatal(err)
 	}
 	return cs
@@ -127,7 +128,7 @@ func (e *env) conns() []models.Connection {
 func (e *env) eventsOf(kinds ...string) []models.Event {
 	e.T.Helper()
 	var evs []models.Event
-	if err := e.db.Gorm.Where("kind IN ?", kinds).Order("connection_id, created_at, id").Find(&evs).Error; err != nil {
+	if err := rawdb.Gorm(e.db).Where("kind IN ?", kinds).Order("connection_id, created_at, id").Find(&evs).Error; err != nil {
 		e.T.Fatal(err)
 	}
 	return evs
@@ -136,7 +137,7 @@ func (e *env) eventsOf(kinds ...string) []models.Event {
 func (e *env) countEvents(kind string) int64 {
 	e.T.Helper()
 	var n int64
-	if err := e.db.Gorm.Model(&models.Event{}).Where("kind = ?", kind).Count(&n).Error; err != nil {
+	if err := rawdb.Gorm(e.db).Model(&models.Event{}).Where("kind = ?", kind).Count(&n).Error; err != nil {
 		e.T.Fatal(err)
 	}
 	return n

@@ -3,9 +3,6 @@ package webhooks
 import (
 	"fmt"
 
-	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
-
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
@@ -16,24 +13,6 @@ var eventTypes = map[string]string{
 	models.EventRevoked:       TypeRevoked,
 	"idle_expiry_risk":        TypeIdleExpiryRisk,
 	"config_error_app_paused": TypeConfigError,
-}
-
-// FromEvents returns a hook for the transactions that store audit events
-// (vault.Config.OnEvents): each event that admins must hear about is put in
-// the outbox in the same transaction. The idempotency ID derives from the
-// event row, so it is stable whatever retries the caller makes.
-//
-// Deprecated: it puts *gorm.DB in a public signature. Use Announcer with
-// models.DB.SetAnnouncer; FromEvents goes once its last callers switch.
-func FromEvents(endpoints []Endpoint) func(tx *gorm.DB, events []models.Event) error {
-	announce := Announcer(endpoints)
-	return func(tx *gorm.DB, events []models.Event) error {
-		rows, err := announce(events)
-		if err != nil || len(rows) == 0 {
-			return err
-		}
-		return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&rows).Error
-	}
 }
 
 // Announcer returns the models.Announcer that turns stored audit events

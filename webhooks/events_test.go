@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -20,7 +18,7 @@ import (
 
 // Audit events that admins must hear about reach the outbox in the storing
 // transaction and are delivered signed; the others are not announced.
-func TestFromEventsAnnouncesWhatAdminsNeed(t *testing.T) {
+func TestAnnouncerAnnouncesWhatAdminsNeed(t *testing.T) {
 	db := testkit.MigratedDB(t, models.SQLite)
 	var mu sync.Mutex
 	var got []map[string]any
@@ -37,18 +35,12 @@ func TestFromEventsAnnouncesWhatAdminsNeed(t *testing.T) {
 	}))
 	defer srv.Close()
 	endpoints := []webhooks.Endpoint{{URL: srv.URL, Secret: "s3cret"}}
-	hook := webhooks.FromEvents(endpoints)
+	db.SetAnnouncer(webhooks.Announcer(endpoints))
 	now := time.Now().UTC()
 	id := "11111111-1111-1111-1111-111111111111"
-	err := db.Gorm.Transaction(func(tx *gorm.DB) error {
-		evs := []models.Event{
-			{ConnectionID: &id, Kind: models.EventRefreshed, CreatedAt: now},
-			{ConnectionID: &id, Kind: models.EventNeedsReauth, ErrorCode: "invalid_grant", Detail: "expired access/refresh token", CreatedAt: now},
-		}
-		if err := tx.Create(&evs).Error; err != nil {
-			return err
-		}
-		return hook(tx, evs)
+	err := db.RecordEvents(context.Background(), []models.Event{
+		{ConnectionID: &id, Kind: models.EventRefreshed, CreatedAt: now},
+		{ConnectionID: &id, Kind: models.EventNeedsReauth, ErrorCode: "invalid_grant", Detail: "expired access/refresh token", CreatedAt: now},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -142,7 +143,7 @@ type outbox struct {
 func row(t *testing.T, db *models.DB, eventID string) outbox {
 	t.Helper()
 	var o outbox
-	if err := db.Gorm.Table("webhook_outbox").Where("event_id = ?", eventID).Take(&o).Error; err != nil {
+	if err := rawdb.Gorm(db).Table("webhook_outbox").Where("event_id = ?", eventID).Take(&o).Error; err != nil {
 		t.Fatal(err)
 	}
 	return o
@@ -382,7 +383,7 @@ func TestNoTokenInWebhooks(t *testing.T) {
 		t.Error("Deliveries accepted an unknown event type")
 	}
 	var n int64
-	db.Gorm.Table("webhook_outbox").Count(&n)
+	rawdb.Gorm(db).Table("webhook_outbox").Count(&n)
 	if n != 0 {
 		t.Fatalf("refused events left %d rows", n)
 	}
@@ -392,7 +393,7 @@ func TestNoTokenInWebhooks(t *testing.T) {
 			"org_id": "00D", "user_id": "005", "reason": "invalid_grant", "idle_budget_seconds": 60, "error_code": "E"}}, start)
 	}
 	var payloads []string
-	db.Gorm.Table("webhook_outbox").Pluck("payload", &payloads)
+	rawdb.Gorm(db).Table("webhook_outbox").Pluck("payload", &payloads)
 	if len(payloads) != 5 {
 		t.Fatalf("%d rows, want 5", len(payloads))
 	}
@@ -476,7 +477,7 @@ func TestPurgeKeepsWhatIsStillBeingDelivered(t *testing.T) {
 			t.Fatalf("purged %d, %v; want the delivered and the given-up row", n, err)
 		}
 		var left []string
-		db.Gorm.Table("webhook_outbox").Pluck("event_id", &left)
+		rawdb.Gorm(db).Table("webhook_outbox").Pluck("event_id", &left)
 		if len(left) != 1 || left[0] != "evt_retrying" {
 			t.Fatalf("left %v, want the row still being retried", left)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"io"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ func TestPurgeSubcommand(t *testing.T) {
 	old, recent, ancient := now.Add(-72*time.Hour), now.Add(-time.Hour), now.Add(-1100*time.Hour)
 	exec := func(sql string, args ...any) {
 		t.Helper()
-		if err := db.Gorm.Exec(sql, args...).Error; err != nil {
+		if err := rawdb.Gorm(db).Exec(sql, args...).Error; err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -41,7 +42,7 @@ func TestPurgeSubcommand(t *testing.T) {
 		VALUES ('evt_pending', 'connection.revoked', 'https://hooks.example/x', '{}', ?, ?, 3)`, ancient, now)
 	for _, ev := range []models.Event{{Kind: "warmed", CreatedAt: ancient}, {Kind: "warmed", CreatedAt: old},
 		{Kind: warmer.EventAppPaused, CreatedAt: ancient}} {
-		if err := db.Gorm.Create(&ev).Error; err != nil {
+		if err := rawdb.Gorm(db).Create(&ev).Error; err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,8 +55,8 @@ func TestPurgeSubcommand(t *testing.T) {
 		t.Fatalf("purge said %q", out.String())
 	}
 	var outbox, kinds []string
-	db.Gorm.Table("webhook_outbox").Order("event_id").Pluck("event_id", &outbox)
-	db.Gorm.Model(&models.Event{}).Order("id").Pluck("kind", &kinds)
+	rawdb.Gorm(db).Table("webhook_outbox").Order("event_id").Pluck("event_id", &outbox)
+	rawdb.Gorm(db).Model(&models.Event{}).Order("id").Pluck("kind", &kinds)
 	if strings.Join(outbox, ",") != "evt_pending,evt_recent" || strings.Join(kinds, ",") != "warmed,"+warmer.EventAppPaused {
 		t.Fatalf("left outbox %v, events %v", outbox, kinds)
 	}
