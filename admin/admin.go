@@ -190,6 +190,9 @@ func (s *Service) views(ttls models.IdleTTLs, conns []models.Connection) []Conne
 // ttls reads each org's refresh-token idle TTL; if that fails, views show
 // the default (a view is information, never a reason to fail).
 func (s *Service) ttls(ctx context.Context) models.IdleTTLs {
+	if s.d.Orgs == nil {
+		return models.IdleTTLs{Default: s.cfg.IdleTTL}
+	}
 	ttls, err := s.d.Orgs.IdleTTLs(ctx, s.cfg.IdleTTL)
 	if err != nil {
 		return models.IdleTTLs{Default: s.cfg.IdleTTL}

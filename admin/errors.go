@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenwarm/tokenwarm/internal/text"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
@@ -46,27 +47,8 @@ func upstreamRevokeError(err error) error {
 // connectionID checks and normalises a connection ID: anything but a UUID
 // is no connection.
 func connectionID(id string) (string, error) {
-	if !validUUID(id) {
+	if !text.IsUUID(id) {
 		return "", errNotFound()
 	}
 	return strings.ToLower(id), nil
-}
-
-func validUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if c != '-' {
-				return false
-			}
-			continue
-		}
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }

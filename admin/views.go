@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenwarm/tokenwarm/internal/text"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
@@ -255,7 +256,7 @@ func decodePosition(s string) (models.Position, bool) {
 	}
 	ts, id, ok := strings.Cut(string(b), "|")
 	t, err := time.Parse(time.RFC3339Nano, ts)
-	if !ok || err != nil || !validUUID(id) {
+	if !ok || err != nil || !text.IsUUID(id) {
 		return models.Position{}, false
 	}
 	return models.Position{At: t, ID: id}, true

@@ -201,8 +201,8 @@ func wantErr(t testing.TB, err, kind error, reason string, secrets ...string) {
 	if !errors.As(err, &e) {
 		t.Fatalf("err %v is not a *devices.Error", err)
 	}
-	if reason != "" && e.Reason != reason {
-		t.Fatalf("reason = %q, want %q", e.Reason, reason)
+	if reason != "" && e.Message != reason {
+		t.Fatalf("reason = %q, want %q", e.Message, reason)
 	}
 	for _, s := range secrets {
 		if s != "" && strings.Contains(err.Error(), s) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tokenwarm/tokenwarm/admin"
 	"github.com/tokenwarm/tokenwarm/adminkeys"
+	"github.com/tokenwarm/tokenwarm/internal/text"
 )
 
 // The admin web UI under /admin/: server-rendered pages over the admin
@@ -155,11 +156,7 @@ func loopback(r *http.Request) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
+	return text.IsLoopbackHost(host)
 }
 
 func (ui *adminUI) setCookie(c echo.Context, name, value string, maxAge int) {
@@ -227,7 +224,7 @@ func (ui *adminUI) session(c echo.Context) (*adminkeys.Key, string, error) {
 	if json.Unmarshal([]byte(plain), &s) != nil || ui.ad.api.now().Unix() >= s.Exp {
 		return nil, "", errNoSession
 	}
-	if !validUUID(s.KeyID) {
+	if !text.IsUUID(s.KeyID) {
 		return nil, "", errNoSession
 	}
 	k, err := ui.ad.keys.Live(c.Request().Context(), s.KeyID)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -125,12 +124,4 @@ func (a *API) getAccessToken(c echo.Context) error {
 func newFieldProblem(code, field, msg string) error {
 	return &problemError{p: Problem{Status: http.StatusBadRequest, Code: code, Title: http.StatusText(http.StatusBadRequest),
 		Detail: field + " " + msg, Errors: []FieldError{{Field: field, Message: msg}}}}
-}
-
-// idleTTL is Salesforce's default sliding idle lifetime of a refresh token.
-const idleTTL = vault.DefaultIdleTTL
-
-func validUUID(s string) bool {
-	id, err := uuid.Parse(s)
-	return err == nil && len(s) == 36 && strings.EqualFold(id.String(), s)
 }

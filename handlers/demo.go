@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -71,14 +72,5 @@ func shorten(s string) string {
 	if len(s) <= 8 {
 		return "…"
 	}
-	return s[:6] + "…(" + itoa(len(s)) + " characters)"
-}
-
-func itoa(n int) string {
-	b := []byte{}
-	for n > 0 || len(b) == 0 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-		n /= 10
-	}
-	return string(b)
+	return s[:6] + "…(" + strconv.Itoa(len(s)) + " characters)"
 }

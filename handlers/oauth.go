@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/tokenwarm/tokenwarm/internal/text"
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/vault"
@@ -140,7 +141,7 @@ func (a *API) callback(c echo.Context) error {
 		if !oauthErrorCode.MatchString(e) {
 			e = "server_error"
 		}
-		return a.finish(c, p, "", e, truncate(q.Get("error_description"), 200))
+		return a.finish(c, p, "", e, text.Truncate(q.Get("error_description"), 200))
 	}
 	code := q.Get("code")
 	if code == "" {
@@ -201,13 +202,6 @@ func (a *API) finish(c echo.Context, p *pkce.Pending, connectionID, errCode, err
 // identity itself, so every device of one Salesforce user shares one
 // connection and one approval.
 func ownerOf(tok *salesforce.Token) string { return tok.OrgID + "/" + tok.UserID }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
-}
 
 func badRequest(code, field, msg string) error { return newFieldProblem(code, field, msg) }
 

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/internal/text"
 )
 
 // Token is a token response, parsed.
@@ -341,8 +342,8 @@ func (c *Client) answerError(op string, status int, body []byte, secrets []strin
 	e := &Error{
 		Op:          op,
 		HTTPStatus:  status,
-		Code:        redact(truncate(code, 64), secrets),
-		Description: redact(truncate(er.ErrorDescription, 200), secrets),
+		Code:        redact(text.Ellipsize(code, 64), secrets),
+		Description: redact(text.Ellipsize(er.ErrorDescription, 200), secrets),
 	}
 	e.Class = Classify(status, er.Error, er.ErrorDescription)
 	return e
@@ -361,7 +362,7 @@ func transportError(op string, err error, sent bool, secrets []string) *Error {
 		}
 	}
 	// *url.Error repeats the URL; our URLs carry no secret, but scrub anyway.
-	return &Error{Class: class, Op: op, Code: code, Description: redact(truncate(err.Error(), 200), secrets), cause: errors.New(redact(err.Error(), secrets))}
+	return &Error{Class: class, Op: op, Code: code, Description: redact(text.Ellipsize(err.Error(), 200), secrets), cause: errors.New(redact(err.Error(), secrets))}
 }
 
 func retryAfter(v string) time.Duration {
@@ -384,7 +385,7 @@ func endpointURL(loginURL, path string) (string, error) {
 	if err != nil || u.Host == "" {
 		return "", fmt.Errorf("login URL is not an absolute URL")
 	}
-	if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+	if u.Scheme != "https" && !(u.Scheme == "http" && text.IsLoopbackHost(u.Hostname())) {
 		return "", fmt.Errorf("login URL must use https (plain http only on loopback)")
 	}
 	u.Path = strings.TrimRight(u.Path, "/") + path
@@ -410,12 +411,12 @@ func (c *Client) validInstanceURL(instance, loginURL string) bool {
 	}
 	host := strings.ToLower(u.Hostname())
 	if l, err := url.Parse(loginURL); err == nil {
-		if strings.EqualFold(l.Host, u.Host) && (u.Scheme == "https" || isLoopback(host)) {
+		if strings.EqualFold(l.Host, u.Host) && (u.Scheme == "https" || text.IsLoopbackHost(host)) {
 			return true
 		}
 		// A loopback login host is an emulator on this machine; it may serve
 		// its REST API from another local port.
-		if isLoopback(strings.ToLower(l.Hostname())) && isLoopback(host) && (u.Scheme == "http" || u.Scheme == "https") {
+		if text.IsLoopbackHost(strings.ToLower(l.Hostname())) && text.IsLoopbackHost(host) && (u.Scheme == "http" || u.Scheme == "https") {
 			return true
 		}
 	}
@@ -429,21 +430,6 @@ func (c *Client) validInstanceURL(instance, loginURL string) bool {
 		}
 	}
 	return false
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 func redact(s string, secrets []string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tokenwarm/tokenwarm/internal/text"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 )
@@ -369,14 +370,7 @@ func (v *Vault) write(row *models.RefreshLock, w models.RefreshWrite) models.Ref
 func (v *Vault) event(id, kind, cause string, status int, code, detail string) models.Event {
 	cid := id
 	return models.Event{ConnectionID: &cid, Kind: kind, Cause: cause, Worker: v.cfg.Worker,
-		HTTPStatus: status, ErrorCode: code, Detail: truncate(detail, 300), CreatedAt: v.clock.Now().UTC()}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
+		HTTPStatus: status, ErrorCode: code, Detail: text.Truncate(detail, 300), CreatedAt: v.clock.Now().UTC()}
 }
 
 func outcomeClass(err error) salesforce.Class {

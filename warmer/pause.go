@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tokenwarm/tokenwarm/internal/text"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/vault"
@@ -75,7 +76,7 @@ func (w *Warmer) pause(ctx context.Context, cause error) {
 	w.lastProbe = w.clock.Now()
 
 	status, code, desc := upstreamDetail(cause)
-	ev := w.event(nil, EventAppPaused, status, code, truncate("warming paused for the app: "+desc, 300))
+	ev := w.event(nil, EventAppPaused, status, code, text.Truncate("warming paused for the app: "+desc, 300))
 	recorded, err := w.recordAppEvent(ctx, ev, func(latest string) bool { return latest != EventAppPaused })
 	switch {
 	case err != nil:
@@ -168,11 +169,4 @@ func upstreamDetail(err error) (status int, code, desc string) {
 		return 0, string(vault.ErrorCode(err)), err.Error()
 	}
 	return 0, "", ""
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/internal/cronlog"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
 
@@ -372,7 +373,7 @@ func (w *Warmer) Start(schedule string) error {
 	if w.cron != nil {
 		return errors.New("warmer: already started")
 	}
-	logger := cronLogger{w.log}
+	logger := cronlog.New(w.log)
 	c := cron.New(cron.WithLogger(logger), cron.WithChain(cron.Recover(logger), cron.SkipIfStillRunning(logger)))
 	if _, err := c.AddFunc(schedule, w.tick); err != nil {
 		return fmt.Errorf("warmer: schedule %q: %w", schedule, err)
@@ -406,13 +407,4 @@ func (w *Warmer) Stop() context.Context {
 		done()
 	}()
 	return ctx
-}
-
-// cronLogger sends robfig/cron's messages to slog.
-type cronLogger struct{ log *slog.Logger }
-
-func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug("cron: "+msg, kv...) }
-
-func (l cronLogger) Error(err error, msg string, kv ...any) {
-	l.log.Error("cron: "+msg, append(kv, "err", err)...)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/internal/text"
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
@@ -112,23 +113,15 @@ func NewDispatcher(db Outbox, endpoints []Endpoint, clk clock.Clock, client *htt
 // Config returns the effective configuration.
 func (d *Dispatcher) Config() Config { return d.cfg }
 
-// Run calls DeliverDue now and then every interval until ctx ends.
-func (d *Dispatcher) Run(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		delivered, failed, err := d.DeliverDue(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			d.log.Error("webhook pass failed", "err", err, "delivered", delivered, "failed", failed)
-		case delivered > 0 || failed > 0:
-			d.log.Info("webhook pass", "delivered", delivered, "failed", failed)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+// Pass delivers what is due once and logs the outcome; the server runs it
+// on a schedule (every second).
+func (d *Dispatcher) Pass(ctx context.Context) {
+	delivered, failed, err := d.DeliverDue(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		d.log.Error("webhook pass failed", "err", err, "delivered", delivered, "failed", failed)
+	case delivered > 0 || failed > 0:
+		d.log.Info("webhook pass", "delivered", delivered, "failed", failed)
 	}
 }
 
@@ -220,7 +213,7 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 		// counted; hand the row back for any dispatcher to take.
 		return false, d.db.RescheduleDelivery(rec, r.ID, lease, r.NextAttemptAt, r.Attempts, r.LastError)
 	}
-	msg := truncate(sendErr.Error(), 300)
+	msg := text.Truncate(sendErr.Error(), 300)
 	// Only while we hold the lease: if it lapsed, another dispatcher owns
 	// the row and its outcome wins.
 	if attempts >= d.cfg.MaxAttempts {
@@ -285,11 +278,4 @@ func safeURL(u string) string {
 		return "(invalid url)"
 	}
 	return p.Scheme + "://" + p.Host
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

@@ -13,7 +13,7 @@ import (
 
 // housekeepEvery is how often each replica deletes finished rows. The
 // deletes are idempotent, so replicas doing it at once only repeat work.
-const housekeepEvery = time.Hour
+const housekeepEvery = "@every 1h"
 
 // purged counts what one housekeeping run deleted.
 type purged struct {
@@ -49,20 +49,14 @@ func housekeep(ctx context.Context, cfg *Config, db *models.DB, now time.Time) (
 	return p, errors.Join(errs...)
 }
 
-// housekeepLoop runs housekeep every housekeepEvery until ctx ends.
-func housekeepLoop(ctx context.Context, cfg *Config, db *models.DB, log *slog.Logger) {
-	t := time.NewTicker(housekeepEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			p, err := housekeep(ctx, cfg, db, time.Now())
-			if err != nil && ctx.Err() == nil {
-				log.Warn("housekeeping failed", "err", err)
-			}
-			log.Debug("housekeeping", "deleted", p.String())
+// housekeepJob deletes finished rows once; the server runs it every
+// housekeepEvery.
+func housekeepJob(cfg *Config, db *models.DB, log *slog.Logger) func(ctx context.Context) {
+	return func(ctx context.Context) {
+		p, err := housekeep(ctx, cfg, db, time.Now())
+		if err != nil && ctx.Err() == nil {
+			log.Warn("housekeeping failed", "err", err)
 		}
+		log.Debug("housekeeping", "deleted", p.String())
 	}
 }

@@ -309,7 +309,6 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		redirects = append(redirects, cfg.PublicURL+handlers.DemoRedirectPath)
 	}
 	pending := pkce.NewStore(db, ring, clock.System{}, 0)
-	go housekeepLoop(ctx, cfg, db, log)
 	// The admin UI's sessions have keys of their own, derived from the
 	// seal keys: the same on every replica and after a restart.
 	sessions, err := ring.Derive(adminSessionLabel)
@@ -324,13 +323,14 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	dispatchCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
-	dispatched := make(chan struct{})
-	go func() {
-		defer close(dispatched)
-		webhooks.NewDispatcher(db, endpoints, clock.System{}, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry}).Run(dispatchCtx, time.Second)
-	}()
-	defer func() { stopDispatch(); <-dispatched }()
+	dispatcher := webhooks.NewDispatcher(db, endpoints, clock.System{}, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry})
+	stopJobs, err := startJobs(ctx, log,
+		job{name: "webhooks", spec: "@every 1s", run: dispatcher.Pass},
+		job{name: "housekeeping", spec: housekeepEvery, run: housekeepJob(cfg, db, log)})
+	if err != nil {
+		return err
+	}
+	defer stopJobs()
 	if err := warm.Start(cfg.WarmSchedule); err != nil {
 		return fmt.Errorf("warmer: %w", err)
 	}

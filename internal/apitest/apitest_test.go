@@ -37,6 +37,8 @@ func TestSpecIsValidAndHasEveryOperation(t *testing.T) {
 		"adminCreateReauthLink":  "POST /admin/v1/connections/{id}/reauth-link",
 		"adminRevokeConnection":  "POST /admin/v1/connections/{id}/revoke",
 		"adminSummary":           "GET /admin/v1/summary",
+		"adminListOrgs":          "GET /admin/v1/orgs",
+		"adminSetOrgIdleTTL":     "PUT /admin/v1/orgs/{org_id}/refresh-idle-ttl",
 	}
 	got := map[string]string{}
 	for path, item := range doc.Paths.Map() {
