@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/url"
-	"time"
 )
 
 // presentation is one request presenting a refresh token, from its arrival
@@ -358,16 +357,8 @@ func (s *Server) delay(ctx context.Context) bool {
 	if latency == nil {
 		return true
 	}
-	d := latency()
-	if d <= 0 {
-		return true
+	if d := latency(); d > 0 {
+		return waitAnswer(ctx, d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return true
 }

@@ -131,7 +131,8 @@ func (s *Server) answerLatency() time.Duration {
 	return fn()
 }
 
-// waitAnswer sleeps d unless ctx ends first; it reports whether it slept.
+// waitAnswer sleeps d unless ctx ends first; it reports whether it slept
+// (the injected latencies, before processing and before answering).
 func waitAnswer(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
