@@ -17,9 +17,6 @@ import (
 	"github.com/tokenwarm/tokenwarm/warmer"
 )
 
-// idleTTL is Salesforce's sliding idle lifetime of a refresh token.
-const idleTTL = 30 * 24 * time.Hour
-
 // Metrics holds the instruments and the registry that serves them.
 type Metrics struct {
 	Registry      *prometheus.Registry
@@ -31,12 +28,17 @@ type Metrics struct {
 // Fleet is what the gauges read at scrape time; *models.DB implements it.
 type Fleet interface {
 	ConnectionCountsByStatus(ctx context.Context) (map[string]int64, error)
-	OldestActiveRefresh(ctx context.Context) (oldest time.Time, ok bool, err error)
-	CountDueForWarm(ctx context.Context, now time.Time) (int64, error)
+	// Each org's refresh-token idle TTL, and the oldest refresh of the
+	// active connections of a group of orgs.
+	IdleTTLs(ctx context.Context, def time.Duration) (models.IdleTTLs, error)
+	OldestRefresh(ctx context.Context, scope models.OrgScope) (time.Time, error)
+	WarmBacklog(ctx context.Context, now time.Time) (int64, error)
 }
 
 // New registers every metric. db feeds the gauges read at scrape time.
-func New(db Fleet, clk clock.Clock, log *slog.Logger) *Metrics {
+// New makes the metrics; idleTTL is the default refresh-token idle TTL
+// (orgs may have their own).
+func New(db Fleet, idleTTL time.Duration, clk clock.Clock, log *slog.Logger) *Metrics {
 	if clk == nil {
 		clk = clock.System{}
 	}
@@ -56,7 +58,7 @@ func New(db Fleet, clk clock.Clock, log *slog.Logger) *Metrics {
 	}
 	reg.MustRegister(m.refreshes, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&dbCollector{db: db, clock: clk, log: log, timeout: m.scrapeTimeout})
+		&dbCollector{db: db, idleTTL: idleTTL, clock: clk, log: log, timeout: m.scrapeTimeout})
 	return m
 }
 
@@ -95,7 +97,7 @@ func (m *Metrics) Handler() http.Handler {
 var (
 	connectionsDesc = prometheus.NewDesc("tokenwarm_connections", "Connections by status.", []string{"status"}, nil)
 	idleBudgetDesc  = prometheus.NewDesc("tokenwarm_min_idle_budget_seconds",
-		"Smallest remaining idle budget among active connections: time until Salesforce's 30-day idle TTL would kill the most neglected refresh token.", nil, nil)
+		"Smallest remaining idle budget among active connections: time until the idle TTL (each org's own, 30 days by default) would kill the most neglected refresh token.", nil, nil)
 	backlogDesc = prometheus.NewDesc("tokenwarm_warm_backlog", "Active connections due for warming and not yet warmed.", nil, nil)
 )
 
@@ -103,6 +105,7 @@ var (
 // replica reports the same fleet-wide truth.
 type dbCollector struct {
 	db      Fleet
+	idleTTL time.Duration
 	clock   clock.Clock
 	log     *slog.Logger
 	timeout time.Duration
@@ -130,10 +133,36 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(n), status)
 	}
 	now := c.clock.Now().UTC()
-	if oldest, ok, err := c.db.OldestActiveRefresh(ctx); err == nil && ok {
-		ch <- prometheus.MustNewConstMetric(idleBudgetDesc, prometheus.GaugeValue, oldest.Add(idleTTL).Sub(now).Seconds())
+	if budget, ok := c.minIdleBudget(ctx, now); ok {
+		ch <- prometheus.MustNewConstMetric(idleBudgetDesc, prometheus.GaugeValue, budget.Seconds())
 	}
-	if due, err := c.db.CountDueForWarm(ctx, now); err == nil {
+	if due, err := c.db.WarmBacklog(ctx, now); err == nil {
 		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(due))
 	}
+}
+
+// minIdleBudget is the smallest idle budget of an active connection, each
+// counted against its org's idle TTL; ok is false when there is none.
+func (c *dbCollector) minIdleBudget(ctx context.Context, now time.Time) (time.Duration, bool) {
+	ttls, err := c.db.IdleTTLs(ctx, c.idleTTL)
+	if err != nil {
+		c.log.Warn("metrics: cannot read the orgs' idle TTLs", "err", err)
+		return 0, false
+	}
+	var budget time.Duration
+	found := false
+	for _, g := range ttls.Scopes() {
+		oldest, err := c.db.OldestRefresh(ctx, g.Scope)
+		if err != nil {
+			c.log.Warn("metrics: cannot read the oldest refresh", "err", err)
+			return 0, false
+		}
+		if oldest.IsZero() {
+			continue
+		}
+		if b := oldest.Add(g.TTL).Sub(now); !found || b < budget {
+			budget, found = b, true
+		}
+	}
+	return budget, found
 }

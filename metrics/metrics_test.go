@@ -31,7 +31,7 @@ func TestFleetGaugesAndRefreshCounters(t *testing.T) {
 	add("22222222-2222-2222-2222-222222222222", models.StatusActive, now.Add(-time.Hour), now.Add(71*time.Hour))
 	add("33333333-3333-3333-3333-333333333333", models.StatusNeedsReauth, now.Add(-40*24*time.Hour), now.Add(-time.Hour))
 
-	m := metrics.New(db, clk, slog.New(slog.DiscardHandler))
+	m := metrics.New(db, 30*24*time.Hour, clk, slog.New(slog.DiscardHandler))
 	m.WatchWarmer(func() warmer.Stats {
 		return warmer.Stats{Passes: 3, Claimed: 7, IdleRiskEvents: 2, Paused: true, LastPassDuration: 1500 * time.Millisecond}
 	})
@@ -63,5 +63,39 @@ func TestFleetGaugesAndRefreshCounters(t *testing.T) {
 	}
 	if strings.Contains(out, "11111111-1111") {
 		t.Error("a connection ID appears in the metrics")
+	}
+}
+
+// The smallest idle budget counts each connection against its org's own
+// idle TTL.
+func TestMinIdleBudgetUsesEachOrgsTTL(t *testing.T) {
+	db := testkit.MigratedDB(t, models.SQLite)
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for i, c := range []struct{ org, id string }{{"00Dlong", "11111111-1111-1111-1111-111111111111"}, {"00Dshort", "22222222-2222-2222-2222-222222222222"}} {
+		row := models.Connection{ID: c.id, Owner: "o", OrgID: c.org, UserID: c.id, LoginURL: "https://login.salesforce.com",
+			Status: models.StatusActive, LastRefreshedAt: now.Add(-time.Duration(10-i*8) * 24 * time.Hour), NextWarmAt: now.Add(time.Hour),
+			CreatedAt: now, UpdatedAt: now}
+		if err := rawdb.Gorm(db).Create(&row).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	scrape := func() string {
+		m := metrics.New(db, 30*24*time.Hour, clock.NewFake(now), slog.New(slog.DiscardHandler))
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		b, _ := io.ReadAll(rec.Body)
+		return string(b)
+	}
+	// 00Dlong refreshed 10 days ago, 00Dshort 2 days ago: with the default
+	// TTL the first has 20 days left.
+	if out := scrape(); !strings.Contains(out, "tokenwarm_min_idle_budget_seconds 1.728e+06") {
+		t.Fatalf("default TTL:\n%s", out)
+	}
+	// 00Dshort's admin set 3 days: it has one day left.
+	if err := db.SetOrgIdleTTL(t.Context(), "00Dshort", 3*24*time.Hour, now); err != nil {
+		t.Fatal(err)
+	}
+	if out := scrape(); !strings.Contains(out, "tokenwarm_min_idle_budget_seconds 86400") {
+		t.Fatalf("org TTL:\n%s", out)
 	}
 }

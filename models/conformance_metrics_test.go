@@ -18,11 +18,11 @@ func init() {
 			if err != nil || len(counts) != 0 {
 				t.Fatalf("counts %v, %v", counts, err)
 			}
-			if _, ok, err := db.OldestActiveRefresh(ctx); err != nil || ok {
-				t.Fatalf("OldestActiveRefresh ok=%v, %v", ok, err)
+			if oldest, err := db.OldestRefresh(ctx, models.OrgScope{}); err != nil || !oldest.IsZero() {
+				t.Fatalf("OldestRefresh = %v, %v", oldest, err)
 			}
-			if n, err := db.CountDueForWarm(ctx, now); err != nil || n != 0 {
-				t.Fatalf("CountDueForWarm = %d, %v", n, err)
+			if n, err := db.WarmBacklog(ctx, now); err != nil || n != 0 {
+				t.Fatalf("WarmBacklog = %d, %v", n, err)
 			}
 		}},
 		storageCase{"metrics: counts by status, oldest active refresh, warm backlog", func(t *testing.T, db *models.DB) {
@@ -41,12 +41,15 @@ func init() {
 			if err != nil || len(counts) != 2 || counts[models.StatusActive] != 3 || counts[models.StatusNeedsReauth] != 1 {
 				t.Fatalf("counts %v, %v", counts, err)
 			}
-			oldest, ok, err := db.OldestActiveRefresh(ctx)
-			if err != nil || !ok || !oldest.Equal(now.Add(-20*24*time.Hour)) {
-				t.Fatalf("OldestActiveRefresh = %v %v, %v", oldest, ok, err)
+			oldest, err := db.OldestRefresh(ctx, models.OrgScope{})
+			if err != nil || !oldest.Equal(now.Add(-20*24*time.Hour)) {
+				t.Fatalf("OldestRefresh = %v, %v", oldest, err)
 			}
-			if n, err := db.CountDueForWarm(ctx, now); err != nil || n != 2 {
-				t.Fatalf("CountDueForWarm = %d, %v; want 2 (due at or before now, active only)", n, err)
+			if other, err := db.OldestRefresh(ctx, models.OrgScope{Only: "00Dother"}); err != nil || !other.IsZero() {
+				t.Fatalf("OldestRefresh of another org = %v, %v", other, err)
+			}
+			if n, err := db.WarmBacklog(ctx, now); err != nil || n != 2 {
+				t.Fatalf("WarmBacklog = %d, %v; want 2 (due at or before now, active only)", n, err)
 			}
 		}},
 	)

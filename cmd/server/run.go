@@ -275,7 +275,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		SessionTimeout: cfg.SessionTimeout, UseIntrospection: cfg.Introspect, Clock: clock.System{},
 		AllowedInstanceHosts: cfg.InstanceHosts,
 	}
-	met := metrics.New(db, clock.System{}, log)
+	met := metrics.New(db, cfg.RefreshIdleTTL, clock.System{}, log)
 	var endpoints []webhooks.Endpoint
 	for _, u := range cfg.WebhookURLs {
 		endpoints = append(endpoints, webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret})
