@@ -54,8 +54,9 @@ func (s *Service) ListConnections(ctx context.Context, q ListQuery) (*Page, erro
 		if *n < 0 || *n > MaxIdleBudgetDays {
 			return nil, &InvalidError{Field: "idle_budget_below_days", Message: IdleBudgetDaysRule}
 		}
-		// Idle budget below n days: last refreshed before now - TTL + n days.
-		f.RefreshedBefore = s.cfg.Now().UTC().Add(-s.cfg.IdleTTL).Add(time.Duration(*n) * 24 * time.Hour)
+		// Idle budget below n days: last refreshed before now - TTL + n
+		// days, with each org's TTL.
+		f.Stale = s.staleBefore(ctx, s.cfg.Now().UTC(), time.Duration(*n)*24*time.Hour)
 	}
 	var after *models.Position
 	if q.Cursor != "" {
@@ -216,6 +217,16 @@ func (s *Service) budget(expires, now time.Time) int64 {
 
 func (s *Service) atRiskBefore(now time.Time) time.Time { return now.Add(-s.cfg.IdleTTL + IdleWarning) }
 
+// staleBefore is the filter of connections with less than budget of idle
+// budget left at now, each org counted with its own TTL.
+func (s *Service) staleBefore(ctx context.Context, now time.Time, budget time.Duration) []models.StaleCutoff {
+	var out []models.StaleCutoff
+	for _, g := range s.ttls(ctx).Scopes() {
+		out = append(out, models.StaleCutoff{Scope: g.Scope, Before: now.Add(-g.TTL + budget)})
+	}
+	return out
+}
+
 // Overview is the fleet at a glance: the summary, the active connections
 // at risk and those that need re-authorization (least idle budget first,
 // TablePageSize at most).
@@ -232,7 +243,7 @@ func (s *Service) Overview(ctx context.Context) (*Overview, error) {
 		return nil, err
 	}
 	now := s.cfg.Now().UTC()
-	risk, err := s.d.Store.PageConnections(ctx, models.ConnectionFilter{Status: StatusActive, RefreshedBefore: s.atRiskBefore(now)},
+	risk, err := s.d.Store.PageConnections(ctx, models.ConnectionFilter{Status: StatusActive, Stale: s.staleBefore(ctx, now, IdleWarning)},
 		models.ByLastRefreshed, nil, TablePageSize)
 	if err != nil {
 		return nil, fmt.Errorf("admin: connections at risk: %w", err)

@@ -13,9 +13,17 @@ type ConnectionFilter struct {
 	Status string
 	OrgID  string
 	Owner  string
-	// RefreshedBefore keeps connections last refreshed before it (whose
-	// idle budget is below a bound).
-	RefreshedBefore time.Time
+	// Stale, when set, keeps connections whose idle budget is below a
+	// bound: for each group of orgs of one idle TTL, those last refreshed
+	// before its cutoff.
+	Stale []StaleCutoff
+}
+
+// StaleCutoff is the refresh time before which a connection of Scope has
+// less idle budget than asked.
+type StaleCutoff struct {
+	Scope  OrgScope
+	Before time.Time
 }
 
 // ConnectionOrder is the order of a page of connections.
@@ -56,8 +64,17 @@ func (d *DB) PageConnections(ctx context.Context, f ConnectionFilter, order Conn
 		if f.Owner != "" {
 			q = q.Where("owner = ?", f.Owner)
 		}
-		if !f.RefreshedBefore.IsZero() {
-			q = q.Where("last_refreshed_at < ?", f.RefreshedBefore.UTC())
+		if len(f.Stale) > 0 {
+			stale := d.gorm.WithContext(ctx)
+			for i, c := range f.Stale {
+				one := c.Scope.apply(d.gorm.WithContext(ctx), "org_id").Where("last_refreshed_at < ?", c.Before.UTC())
+				if i == 0 {
+					stale = stale.Where(one)
+				} else {
+					stale = stale.Or(one)
+				}
+			}
+			q = q.Where(stale)
 		}
 		if after != nil {
 			q = q.Where(col+" > ? OR ("+col+" = ? AND id > ?)", after.At.UTC(), after.At.UTC(), after.ID)

@@ -88,12 +88,31 @@ func init() {
 			if len(got) != 3 {
 				t.Fatalf("org and owner filter: %d connections, want 3", len(got))
 			}
-			old, err := db.PageConnections(ctx, models.ConnectionFilter{RefreshedBefore: base.Add(2 * time.Minute)}, models.ByLastRefreshed, nil, 100)
+			old, err := db.PageConnections(ctx, models.ConnectionFilter{Stale: []models.StaleCutoff{{Before: base.Add(2 * time.Minute)}}}, models.ByLastRefreshed, nil, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(old) != 4 {
 				t.Fatalf("refreshed-before filter: %d connections, want 4", len(old))
+			}
+			// Orgs with their own idle TTL have their own cutoff.
+			all, err := db.PageConnections(ctx, models.ConnectionFilter{}, models.ByLastRefreshed, nil, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cutDefault, cutOwn := base.Add(2*time.Minute), base.Add(100*time.Minute)
+			want := 0
+			for _, c := range all {
+				if (c.OrgID == "00D0" && c.LastRefreshedAt.Before(cutOwn)) || (c.OrgID != "00D0" && c.LastRefreshedAt.Before(cutDefault)) {
+					want++
+				}
+			}
+			scoped, err := db.PageConnections(ctx, models.ConnectionFilter{Stale: []models.StaleCutoff{
+				{Scope: models.OrgScope{Except: []string{"00D0"}}, Before: cutDefault},
+				{Scope: models.OrgScope{Only: "00D0"}, Before: cutOwn},
+			}}, models.ByLastRefreshed, nil, 100)
+			if err != nil || len(scoped) != want || want == len(old) {
+				t.Fatalf("per-org cutoffs: %d connections (%v), want %d (and not %d)", len(scoped), err, want, len(old))
 			}
 		}},
 		storageCase{"a connection's events come newest first, at most n", func(t *testing.T, db *models.DB) {
