@@ -84,6 +84,47 @@ var errRejected = errors.New("rejected")
 // that its session is not revoked. A token that does not pass is an
 // ErrInvalidToken; any other error means the check could not be made.
 func (s *Service) Verify(ctx context.Context, bearer string) (*Claims, error) {
+	claims, err := s.VerifySignature(ctx, bearer)
+	if err != nil {
+		return nil, err
+	}
+	// An idempotent read: retried once on a fresh connection when the
+	// database dropped it, so a database restart does not fail requests.
+	sess, err := s.db.DeviceSessionForVerify(ctx, claims.SessionID)
+	if errors.Is(err, models.ErrNotFound) {
+		return nil, newErr(ErrInvalidToken, "unknown session")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("devices: load session: %w", err)
+	}
+	if err := claims.CheckSession(sess.Owner, sess.RevokedAt); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
+
+// CheckSession applies the session rules to a token's session as read
+// from the database: it must not be revoked and must belong to the token's
+// subject. A caller that verified only the signature (VerifySignature)
+// must read the session in the same request and check it with this.
+func (c *Claims) CheckSession(owner string, revokedAt *time.Time) error {
+	if revokedAt != nil {
+		return newErr(ErrInvalidToken, "session revoked")
+	}
+	if owner != c.Subject {
+		return newErr(ErrInvalidToken, "subject does not match session")
+	}
+	return nil
+}
+
+// UnknownSession is the error for a token whose session does not exist.
+func UnknownSession() error { return newErr(ErrInvalidToken, "unknown session") }
+
+// VerifySignature checks an access token's signature and claims, without
+// reading its session: the caller must check the session (CheckSession)
+// in a read of its own, as the token pull does together with the
+// connection, in one statement.
+func (s *Service) VerifySignature(ctx context.Context, bearer string) (*Claims, error) {
 	if !compactJWS(bearer) {
 		return nil, newErr(ErrInvalidToken, "malformed token")
 	}
@@ -135,21 +176,6 @@ func (s *Service) Verify(ctx context.Context, bearer string) (*Claims, error) {
 	}
 	if id, err := uuid.Parse(c.SessionID); err != nil || id.String() != c.SessionID {
 		return nil, newErr(ErrInvalidToken, "malformed session id")
-	}
-	// An idempotent read: retried once on a fresh connection when the
-	// database dropped it, so a database restart does not fail requests.
-	sess, err := s.db.DeviceSessionForVerify(ctx, c.SessionID)
-	if errors.Is(err, models.ErrNotFound) {
-		return nil, newErr(ErrInvalidToken, "unknown session")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("devices: load session: %w", err)
-	}
-	if sess.RevokedAt != nil {
-		return nil, newErr(ErrInvalidToken, "session revoked")
-	}
-	if sess.Owner != c.Subject {
-		return nil, newErr(ErrInvalidToken, "subject does not match session")
 	}
 	return &Claims{
 		Subject:   c.Subject,

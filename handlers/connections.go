@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
 
@@ -103,10 +104,14 @@ func (a *API) getAccessToken(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	// One read of the connection row: the vault checks the owner in the
-	// read its herd shares.
-	req.Owner = deviceOwner(c)
+	// One statement: the vault reads the device session with the
+	// connection row, in the read its herd shares, and checks both.
+	claims := deviceClaims(c)
+	req.Owner, req.Session, req.SessionOK, req.UnknownSession = claims.Subject, claims.SessionID, claims.CheckSession, devices.UnknownSession()
 	at, err := a.vault.Access(c.Request().Context(), id, req)
+	if errors.Is(err, devices.ErrInvalidToken) {
+		return invalidDeviceToken()
+	}
 	if err != nil {
 		var ve *vault.Error
 		if errors.As(err, &ve) && ve.Code == vault.CodeReauthRequired {

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -169,15 +170,27 @@ const claimsKey = "device_claims"
 // did not answer) gets 503 service_unavailable with Retry-After, never 401:
 // an SDK signs its user out on 401.
 func (a *API) requireDevice(next echo.HandlerFunc) echo.HandlerFunc {
+	return a.deviceAuth(a.devices.Verify, next)
+}
+
+// requireDeviceSignature checks the device JWT's signature and claims
+// only; the handler must read the session with whatever else it reads
+// (the token pull does, in one statement with the connection) and judge it
+// with Claims.CheckSession.
+func (a *API) requireDeviceSignature(next echo.HandlerFunc) echo.HandlerFunc {
+	return a.deviceAuth(a.devices.VerifySignature, next)
+}
+
+func (a *API) deviceAuth(verify func(context.Context, string) (*devices.Claims, error), next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		auth := c.Request().Header.Get("Authorization")
 		scheme, tok, ok := strings.Cut(auth, " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
 			return newProblem(http.StatusUnauthorized, "unauthorized", "a device bearer token is required")
 		}
-		claims, err := a.devices.Verify(c.Request().Context(), strings.TrimSpace(tok))
+		claims, err := verify(c.Request().Context(), strings.TrimSpace(tok))
 		if errors.Is(err, devices.ErrInvalidToken) {
-			return newProblem(http.StatusUnauthorized, "unauthorized", "the device token is invalid, expired or revoked")
+			return invalidDeviceToken()
 		}
 		if err != nil {
 			return unavailable(err)
@@ -185,6 +198,17 @@ func (a *API) requireDevice(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(claimsKey, claims)
 		return next(c)
 	}
+}
+
+// invalidDeviceToken is the one answer to every invalid, expired or
+// revoked device token, so nothing tells them apart.
+func invalidDeviceToken() error {
+	return newProblem(http.StatusUnauthorized, "unauthorized", "the device token is invalid, expired or revoked")
+}
+
+func deviceClaims(c echo.Context) *devices.Claims {
+	claims, _ := c.Get(claimsKey).(*devices.Claims)
+	return claims
 }
 
 func deviceOwner(c echo.Context) string {

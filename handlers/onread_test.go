@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,9 +13,10 @@ import (
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
-// A pull that finds a valid token reads the connection row once: the
-// ownership check is part of the vault's read, not a read of its own.
-func TestPullOfAValidTokenReadsTheConnectionOnce(t *testing.T) {
+// A pull that finds a valid token is one SQL statement: the device session
+// and the connection row (with its owner) are read together, in the read
+// the vault's herd shares.
+func TestPullOfAValidTokenIsOneStatement(t *testing.T) {
 	testkit.Dialects(t, func(t *testing.T, dialect models.Dialect) {
 		w := newWorld(t, dialect)
 		code, verifier := w.connectApp("once@example.com", nil)
@@ -22,12 +24,17 @@ func TestPullOfAValidTokenReadsTheConnectionOnce(t *testing.T) {
 		if resp, body := w.pull(sess.ConnectionIDs[0], sess.AccessToken, ""); resp.StatusCode != 200 {
 			t.Fatalf("first pull: %d %s", resp.StatusCode, body)
 		}
-		var reads atomic.Int32
-		err := rawdb.Gorm(w.db).Callback().Query().After("gorm:query").Register("count_connection_reads", func(db *gorm.DB) {
-			if strings.Contains(db.Statement.SQL.String(), "connections") {
-				reads.Add(1)
+		var reads, joined atomic.Int32
+		count := func(db *gorm.DB) {
+			reads.Add(1)
+			if sql := db.Statement.SQL.String(); strings.Contains(sql, "connections") && strings.Contains(sql, "device_sessions") {
+				joined.Add(1)
 			}
-		})
+		}
+		g := rawdb.Gorm(w.db)
+		err := errors.Join(g.Callback().Query().After("gorm:query").Register("count_queries", count),
+			g.Callback().Raw().After("gorm:raw").Register("count_raw", count),
+			g.Callback().Row().After("gorm:row").Register("count_rows", count))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,8 +43,8 @@ func TestPullOfAValidTokenReadsTheConnectionOnce(t *testing.T) {
 				t.Fatalf("pull: %d %s", resp.StatusCode, body)
 			}
 		}
-		if n := reads.Load(); n != 3 {
-			t.Fatalf("%d reads of the connections table for 3 pulls, want 3", n)
+		if n, j := reads.Load(), joined.Load(); n != 3 || j != 3 {
+			t.Fatalf("%d statements (%d reading session and connection together) for 3 pulls, want 3 and 3", n, j)
 		}
 	})
 }

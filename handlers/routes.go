@@ -50,10 +50,12 @@ func New(d Deps) *echo.Echo {
 		e.POST("/v1/device/token", a.deviceToken)
 		e.POST("/v1/device/revoke", a.deviceRevoke)
 		e.GET("/.well-known/jwks.json", a.jwks)
-		dev := e.Group("/v1/connections", a.requireDevice)
-		dev.GET("", a.listConnections)
-		dev.GET("/:id", a.getConnection)
-		dev.GET("/:id/access-token", a.getAccessToken)
+		dev := e.Group("/v1/connections")
+		dev.GET("", a.listConnections, a.requireDevice)
+		dev.GET("/:id", a.getConnection, a.requireDevice)
+		// The pull checks the device session in its one read of the
+		// connection (vault.Request.Session).
+		dev.GET("/:id/access-token", a.getAccessToken, a.requireDeviceSignature)
 		if a.cfg.AdminStore != nil {
 			ad := newAdminAPI(a)
 			adm := e.Group("/admin/v1", ad.requireKey)

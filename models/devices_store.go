@@ -431,3 +431,30 @@ func (d *DB) RetireSigningKey(ctx context.Context, kid string, now time.Time) er
 		return tx.Model(&SigningKey{}).Where("kid = ? AND retired_at IS NULL", kid).Update("retired_at", now.UTC()).Error
 	})
 }
+
+// ConnectionForSession reads, in one statement, a device session (its
+// owner and revocation) and a connection: what a token pull needs, so a
+// pull of a valid token costs one round trip. sess is nil for an unknown
+// session; conn is nil for an unknown connection.
+func (d *DB) ConnectionForSession(ctx context.Context, sessionID, connectionID string) (sess *DeviceSession, conn *Connection, err error) {
+	var rows []struct {
+		Connection       `gorm:"embedded"`
+		SessionOwner     string
+		SessionRevokedAt *time.Time
+	}
+	err = d.RetryRead(ctx, func() error {
+		rows = nil
+		return d.gorm.WithContext(ctx).Raw(`SELECT c.*, s.owner AS session_owner, s.revoked_at AS session_revoked_at
+			FROM device_sessions s LEFT JOIN connections c ON c.id = ? WHERE s.id = ?`, connectionID, sessionID).Scan(&rows).Error
+	})
+	if err != nil || len(rows) == 0 {
+		return nil, nil, err
+	}
+	r := rows[0]
+	sess = &DeviceSession{ID: sessionID, Owner: r.SessionOwner, RevokedAt: r.SessionRevokedAt}
+	if r.Connection.ID != "" {
+		c := r.Connection
+		conn = &c
+	}
+	return sess, conn, nil
+}

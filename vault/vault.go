@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/errs"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/seal"
@@ -167,6 +168,9 @@ type Reads interface {
 	Connection(ctx context.Context, id string) (*models.Connection, error)
 	ConnectionsOf(ctx context.Context, owner string) ([]models.Connection, error)
 	IdleTTLs(ctx context.Context, def time.Duration) (models.IdleTTLs, error)
+	// ConnectionForSession reads a device session and a connection in
+	// one statement (a pull's one round trip).
+	ConnectionForSession(ctx context.Context, sessionID, connectionID string) (*models.DeviceSession, *models.Connection, error)
 }
 
 // Locks are what the refresh protocol needs across workers.
@@ -295,6 +299,14 @@ type Request struct {
 	// another owner's is not found. It is checked in the same read the
 	// herd shares.
 	Owner string
+	// Session, when set, is the device session the request comes with. It
+	// is read in the same statement as the connection and judged by
+	// SessionOK (package devices' rules), so a pull costs one round trip
+	// and a revoked session stops working at once, on every replica.
+	Session   string
+	SessionOK func(owner string, revokedAt *time.Time) error
+	// UnknownSession is the error for a session that does not exist.
+	UnknownSession error
 }
 
 // GetAccessToken returns an access token with at least minValidity left,
@@ -318,11 +330,10 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 	if !req.Force {
 		// A herd shares one read of the row, so it costs one database
 		// connection, not a pool's worth.
-		res, err, _ := v.reads.Do(connectionID, func() (any, error) { return v.load(context.WithoutCancel(ctx), connectionID) })
+		c, err := v.read(ctx, connectionID, req)
 		if err != nil {
 			return nil, err
 		}
-		c := res.(*models.Connection)
 		if req.Owner != "" && c.Owner != req.Owner {
 			return nil, newErr(CodeNotFound, "no such connection")
 		}
@@ -355,6 +366,47 @@ func (v *Vault) Access(ctx context.Context, connectionID string, req Request) (*
 		return last, nil
 	}
 	return nil, &Error{Code: CodeUpstreamUnavailable, Message: "the connection is being refreshed; retry", RetryAfter: time.Second}
+}
+
+// read is a pull's one read: the connection row, shared by the herd of
+// callers of it (with the device session they come with, if any).
+func (v *Vault) read(ctx context.Context, id string, req Request) (*models.Connection, error) {
+	if req.Session == "" {
+		res, err, _ := v.reads.Do(id, func() (any, error) { return v.load(context.WithoutCancel(ctx), id) })
+		if err != nil {
+			return nil, err
+		}
+		return res.(*models.Connection), nil
+	}
+	type pair struct {
+		sess *models.DeviceSession
+		conn *models.Connection
+	}
+	res, err, _ := v.reads.Do(id+"|"+req.Session, func() (any, error) {
+		s, c, err := v.store.ConnectionForSession(context.WithoutCancel(ctx), req.Session, id)
+		if err != nil {
+			return nil, v.dbError(err)
+		}
+		return pair{s, c}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := res.(pair)
+	switch {
+	case p.sess == nil && req.UnknownSession != nil:
+		return nil, req.UnknownSession
+	case p.sess == nil:
+		return nil, errs.E(errs.InvalidToken, "unknown session")
+	case req.SessionOK != nil:
+		if err := req.SessionOK(p.sess.Owner, p.sess.RevokedAt); err != nil {
+			return nil, err
+		}
+	}
+	if p.conn == nil || p.conn.Owner != p.sess.Owner {
+		return nil, newErr(CodeNotFound, "no such connection")
+	}
+	return p.conn, nil
 }
 
 // flight runs or joins the connection's one refresh flight. The flight runs
