@@ -533,6 +533,9 @@ func run(ctx context.Context, o options) (err error) {
 	for u, n := range rep.Unmatched {
 		check(false, "%s: %d rotation_lost connection(s) not matched to a lost rotation of that user at the emulator", u, n)
 	}
+	for _, d := range rep.Details {
+		fmt.Fprint(os.Stderr, d)
+	}
 	for u, rs := range rep.OtherReauth {
 		check(false, "%s: needs_reauth for a reason other than rotation_lost: %q", u, rs)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -39,10 +40,11 @@ type lossInput struct {
 	// window: how long after an answer a replica may still be committing it
 	// (its upstream timeout plus commit retry budget, and a margin).
 	window time.Duration
-	// inflight: how long before the rotation its request may have been
-	// sent (the replicas' SALESFORCE_TIMEOUT). A replica killed while its
-	// request was at the emulator leaves an answer that looks delivered
-	// when the emulator's write landed in a socket buffer before the reset.
+	// A replica killed while its request was at the emulator leaves an
+	// answer that looks delivered when the emulator's write landed in a
+	// socket buffer before the reset; on a loaded machine the emulator may
+	// process a request well after it arrived. So a kill counts from one
+	// window before the rotation (the attempt's lease bounds both sides).
 	inflight time.Duration
 	// current: per username, the refresh token current at the emulator for
 	// a connection that ended active and working; a rotation that issued it
@@ -52,10 +54,13 @@ type lossInput struct {
 
 // lossReport is the result of matching.
 type lossReport struct {
-	Candidates      map[string]int      `json:"candidates_by_why"`
-	RotationLost    int                 `json:"rotation_lost_episodes"`
-	Matched         int                 `json:"matched"`
-	Unmatched       map[string]int      `json:"unmatched_by_user,omitempty"`
+	Candidates   map[string]int `json:"candidates_by_why"`
+	RotationLost int            `json:"rotation_lost_episodes"`
+	Matched      int            `json:"matched"`
+	Unmatched    map[string]int `json:"unmatched_by_user,omitempty"`
+	// Details describe the rotations and kills around an unmatched user,
+	// to tell a real loss from the harness's bookkeeping.
+	Details         []string            `json:"unmatched_details,omitempty"`
 	OtherReauth     map[string][]string `json:"other_reauth_by_user,omitempty"`
 	CandidatesCount int                 `json:"candidates"`
 }
@@ -88,7 +93,7 @@ func candidates(in lossInput) map[string][]candidate {
 				continue
 			}
 			for _, k := range in.kills {
-				if k.replica == rep && !k.at.Before(r.At.Add(-in.inflight)) && k.at.Sub(r.AnsweredAt) <= in.window {
+				if k.replica == rep && !k.at.Before(r.At.Add(-in.window)) && k.at.Sub(r.AnsweredAt) <= in.window {
 					why = candKilledAfter
 					break
 				}
@@ -132,6 +137,7 @@ func matchLosses(in lossInput) lossReport {
 		rep.Matched += m
 		if lost > m {
 			rep.Unmatched[u] = lost - m
+			rep.Details = append(rep.Details, describe(u, in))
 		}
 	}
 	if len(rep.Unmatched) == 0 {
@@ -141,4 +147,31 @@ func matchLosses(in lossInput) lossReport {
 		rep.OtherReauth = nil
 	}
 	return rep
+}
+
+// describe lists a user's rotations (when, which replica, delivered or why
+// not, whether the new token was presented later) and the kills of the
+// run, for a loss that could not be matched.
+func describe(user string, in lossInput) string {
+	presented := make(map[string]bool, len(in.rotations))
+	for _, r := range in.rotations {
+		presented[r.Presented] = true
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %v\n", user, in.episodes[user])
+	for _, r := range in.rotations {
+		if r.Username != user {
+			continue
+		}
+		rep, ok := in.listener[r.Local]
+		if !ok {
+			rep = -1
+		}
+		fmt.Fprintf(&b, "  rotation at %s answered %s replica %d delivered=%v why=%q new token presented later=%v\n",
+			r.At.Format("15:04:05.000"), r.AnsweredAt.Format("15:04:05.000"), rep, r.Delivered, r.Why, presented[r.Issued])
+	}
+	for _, k := range in.kills {
+		fmt.Fprintf(&b, "  kill of replica %d at %s\n", k.replica, k.at.Format("15:04:05.000"))
+	}
+	return b.String()
 }

@@ -335,7 +335,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		return fmt.Errorf("warmer: %w", err)
 	}
 
-	log.Info("tokenwarm started", "listen", ln.Addr().String(), "public_url", cfg.PublicURL,
+	log.Info("tokenwarm started", "worker", v.Config().Worker, "listen", ln.Addr().String(), "public_url", cfg.PublicURL,
 		"database", db.Where, "salesforce", loginURL, "seal_key", ring.ActiveKeyID())
 	fmt.Fprintf(stdout, "tokenwarm is listening on %s\n", base)
 	fmt.Fprintf(stdout, "  health:    %s/healthz\n", base)
