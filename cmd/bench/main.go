@@ -106,6 +106,8 @@ type Phase struct {
 	TokenwarmCores float64 `json:"tokenwarm_cores,omitempty"`
 	PostgresCores  float64 `json:"postgres_cores"`
 	BenchCores     float64 `json:"bench_cores,omitempty"`
+	// MachineCores is the whole machine's busy CPU over the phase.
+	MachineCores float64 `json:"machine_cores"`
 	// Refreshes at the emulator during the phase.
 	Refreshes       int     `json:"refreshes"`
 	RefreshesPerReq float64 `json:"refreshes_per_request,omitempty"`
@@ -407,14 +409,14 @@ func (b *bench) ensureDevices(ctx context.Context) error {
 
 // snapshot is the counters a phase is measured with.
 type snapshot struct {
-	at               time.Time
-	tw, pg, self     time.Duration
-	refreshes        int
-	upNanos, upCalls int64
+	at                    time.Time
+	tw, pg, self, machine time.Duration
+	refreshes             int
+	upNanos, upCalls      int64
 }
 
 func (b *bench) snap() snapshot {
-	s := snapshot{at: time.Now(), pg: treeCPU(b.pmPID), self: processCPU(os.Getpid()), refreshes: b.emu.Stats().Refreshes,
+	s := snapshot{at: time.Now(), machine: machineBusy(), pg: treeCPU(b.pmPID), self: processCPU(os.Getpid()), refreshes: b.emu.Stats().Refreshes,
 		upNanos: b.upNanos.Load(), upCalls: b.upCalls.Load()}
 	if b.srv != nil {
 		s.tw = processCPU(b.srv.pid())
@@ -442,6 +444,7 @@ func (b *bench) finish(ctx context.Context, p *Phase, db string, s0, s1 snapshot
 	p.Refreshes = s1.refreshes - s0.refreshes
 	cores := func(d time.Duration) float64 { return d.Seconds() / el.Seconds() }
 	p.PostgresCores = cores(s1.pg - s0.pg)
+	p.MachineCores = cores(s1.machine - s0.machine)
 	if p.Kind == "pull" {
 		p.TokenwarmCores = cores(s1.tw - s0.tw)
 		p.BenchCores = cores(s1.self - s0.self)
@@ -758,10 +761,10 @@ func printResult(r Result) {
 	fmt.Fprintln(w)
 	for _, p := range r.Phases {
 		if p.Kind == "pull" {
-			fmt.Fprintf(w, "%-52s cores: tokenwarm %.2f, postgres %.2f, bench+emulator %.2f; refreshes %d (%.3f per request)\n",
-				p.Name, p.TokenwarmCores, p.PostgresCores, p.BenchCores, p.Refreshes, p.RefreshesPerReq)
+			fmt.Fprintf(w, "%-52s cores: tokenwarm %.2f, postgres %.2f, bench+emulator %.2f, machine %.2f; refreshes %d (%.3f per request)\n",
+				p.Name, p.TokenwarmCores, p.PostgresCores, p.BenchCores, p.MachineCores, p.Refreshes, p.RefreshesPerReq)
 		} else {
-			fmt.Fprintf(w, "%-52s cores: postgres %.2f\n", p.Name, p.PostgresCores)
+			fmt.Fprintf(w, "%-52s cores: postgres %.2f, machine %.2f (pgbench itself is the rest)\n", p.Name, p.PostgresCores, p.MachineCores)
 		}
 		if p.StatementsPerRefresh > 0 && p.Rounds == 0 {
 			fmt.Fprintf(w, "%-52s statements per refresh %.2f; emulator's own time per refresh %.3f ms; tokenwarm's added p50 %.2f ms\n",
