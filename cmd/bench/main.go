@@ -106,8 +106,15 @@ type Phase struct {
 	TokenwarmCores float64 `json:"tokenwarm_cores,omitempty"`
 	PostgresCores  float64 `json:"postgres_cores"`
 	BenchCores     float64 `json:"bench_cores,omitempty"`
-	// MachineCores is the whole machine's busy CPU over the phase.
+	// MachineCores is the whole machine's busy CPU over the phase
+	// (processes, interrupts and steal); OtherCores is the part of the
+	// processes' time that was not ours (tokenwarm, Postgres, this process
+	// and pgbench): anything else running on the machine. It should be
+	// near 0 for figures worth recording.
 	MachineCores float64 `json:"machine_cores"`
+	IRQCores     float64 `json:"irq_cores"`
+	StealCores   float64 `json:"steal_cores"`
+	OtherCores   float64 `json:"other_processes_cores"`
 	// Refreshes at the emulator during the phase.
 	Refreshes       int     `json:"refreshes"`
 	RefreshesPerReq float64 `json:"refreshes_per_request,omitempty"`
@@ -139,6 +146,9 @@ type Result struct {
 	Ratios           map[string]float64 `json:"ratios"`
 	StatementsSource string             `json:"statements_source"`
 	WallSeconds      int                `json:"wall_seconds"`
+	// IdleMachineCores is the machine's busy CPU over 2 s before the
+	// phases, with tokenwarm and Postgres idle: other work on the machine.
+	IdleMachineCores float64 `json:"idle_machine_cores"`
 }
 
 type bench struct {
@@ -249,6 +259,13 @@ func run(ctx context.Context, o options) error {
 		}
 		u.token.Store(&tok)
 	}
+
+	// How busy the machine is without us: 2 s with no load.
+	m0 := machineCPU()
+	time.Sleep(2 * time.Second)
+	m1 := machineCPU()
+	res.IdleMachineCores = (m1.procs - m0.procs + m1.irq - m0.irq + m1.steal - m0.steal).Seconds() / 2
+	logf("machine busy while idle: %.2f cores", res.IdleMachineCores)
 
 	// 4. The phases.
 	c := o.concurrency
@@ -409,14 +426,16 @@ func (b *bench) ensureDevices(ctx context.Context) error {
 
 // snapshot is the counters a phase is measured with.
 type snapshot struct {
-	at                    time.Time
-	tw, pg, self, machine time.Duration
-	refreshes             int
-	upNanos, upCalls      int64
+	at                   time.Time
+	tw, pg, self, reaped time.Duration
+	machine              cpuStat
+	refreshes            int
+	upNanos, upCalls     int64
 }
 
 func (b *bench) snap() snapshot {
-	s := snapshot{at: time.Now(), machine: machineBusy(), pg: treeCPU(b.pmPID), self: processCPU(os.Getpid()), refreshes: b.emu.Stats().Refreshes,
+	self, reaped, _, _ := procTimes(os.Getpid())
+	s := snapshot{at: time.Now(), machine: machineCPU(), pg: treeCPU(b.pmPID), self: self, reaped: reaped, refreshes: b.emu.Stats().Refreshes,
 		upNanos: b.upNanos.Load(), upCalls: b.upCalls.Load()}
 	if b.srv != nil {
 		s.tw = processCPU(b.srv.pid())
@@ -444,7 +463,13 @@ func (b *bench) finish(ctx context.Context, p *Phase, db string, s0, s1 snapshot
 	p.Refreshes = s1.refreshes - s0.refreshes
 	cores := func(d time.Duration) float64 { return d.Seconds() / el.Seconds() }
 	p.PostgresCores = cores(s1.pg - s0.pg)
-	p.MachineCores = cores(s1.machine - s0.machine)
+	m0, m1 := s0.machine, s1.machine
+	p.IRQCores, p.StealCores = cores(m1.irq-m0.irq), cores(m1.steal-m0.steal)
+	p.MachineCores = cores(m1.procs-m0.procs) + p.IRQCores + p.StealCores
+	// Ours: tokenwarm, Postgres, this process, and its reaped children
+	// (pgbench, once it exited).
+	ours := (s1.tw - s0.tw) + (s1.pg - s0.pg) + (s1.self - s0.self) + (s1.reaped - s0.reaped)
+	p.OtherCores = max(0, cores(m1.procs-m0.procs-ours))
 	if p.Kind == "pull" {
 		p.TokenwarmCores = cores(s1.tw - s0.tw)
 		p.BenchCores = cores(s1.self - s0.self)
@@ -743,6 +768,7 @@ func printResult(r Result) {
 	pg := r.Postgres
 	fmt.Fprintf(w, "PostgreSQL: %s\n  fsync=%s synchronous_commit=%s full_page_writes=%s wal_sync_method=%s shared_buffers=%s, data on %s\n",
 		firstWords(pg["version"], 2), pg["fsync"], pg["synchronous_commit"], pg["full_page_writes"], pg["wal_sync_method"], pg["shared_buffers"], pg["data_directory_filesystem"])
+	fmt.Fprintf(w, "machine busy before the phases (everything idle): %.2f cores\n", r.IdleMachineCores)
 	fmt.Fprintf(w, "phases of %s at concurrency %d, %d connections; statements: %s\n\n", r.Duration, r.Concurrency, r.Connections, r.StatementsSource)
 	fmt.Fprintf(w, "%-52s %5s %9s %9s %8s %8s %9s %9s %9s %9s %7s\n",
 		"phase", "conc", "requests", "req/s", "p50 ms", "p99 ms", "stmt/req", "tw µs/req", "pg µs/req", "bench µs", "non-2xx")
@@ -761,10 +787,10 @@ func printResult(r Result) {
 	fmt.Fprintln(w)
 	for _, p := range r.Phases {
 		if p.Kind == "pull" {
-			fmt.Fprintf(w, "%-52s cores: tokenwarm %.2f, postgres %.2f, bench+emulator %.2f, machine %.2f; refreshes %d (%.3f per request)\n",
-				p.Name, p.TokenwarmCores, p.PostgresCores, p.BenchCores, p.MachineCores, p.Refreshes, p.RefreshesPerReq)
+			fmt.Fprintf(w, "%-52s cores: tokenwarm %.2f, postgres %.2f, bench+emulator %.2f, machine %.2f (irq %.2f, steal %.2f, other processes %.2f); refreshes %d (%.3f per request)\n",
+				p.Name, p.TokenwarmCores, p.PostgresCores, p.BenchCores, p.MachineCores, p.IRQCores, p.StealCores, p.OtherCores, p.Refreshes, p.RefreshesPerReq)
 		} else {
-			fmt.Fprintf(w, "%-52s cores: postgres %.2f, machine %.2f (pgbench itself is the rest)\n", p.Name, p.PostgresCores, p.MachineCores)
+			fmt.Fprintf(w, "%-52s cores: postgres %.2f, machine %.2f (irq %.2f, steal %.2f, other processes %.2f; pgbench itself is most of the rest)\n", p.Name, p.PostgresCores, p.MachineCores, p.IRQCores, p.StealCores, p.OtherCores)
 		}
 		if p.StatementsPerRefresh > 0 && p.Rounds == 0 {
 			fmt.Fprintf(w, "%-52s statements per refresh %.2f; emulator's own time per refresh %.3f ms; tokenwarm's added p50 %.2f ms\n",
@@ -776,6 +802,11 @@ func printResult(r Result) {
 			if p.RefreshesPerRound > 1 {
 				fmt.Fprintf(w, "%-52s WARNING: more than one refresh per round (I5)\n", "")
 			}
+		}
+	}
+	for _, p := range r.Phases {
+		if p.OtherCores > 0.1 {
+			fmt.Fprintf(w, "WARNING: other processes used %.2f cores during %q: its figures are not this code's alone\n", p.OtherCores, p.Name)
 		}
 	}
 	fmt.Fprintln(w)

@@ -143,25 +143,25 @@ func latencySummary(lat []time.Duration) (p50, p99, mean float64) {
 	return percentile(lat, 0.50), percentile(lat, 0.99), float64(sum) / float64(len(lat)) / float64(time.Millisecond)
 }
 
-// machineBusy is the CPU time all processes and the kernel spent busy
-// (everything in /proc/stat's cpu line but idle and iowait; steal
-// included, as the VM's host took that time from us).
-func machineBusy() time.Duration {
+// cpuStat is the machine's CPU time from /proc/stat's cpu line: time in
+// processes (user, nice, system), in interrupts (irq, softirq: loopback
+// networking lands partly there) and stolen by the VM's host.
+type cpuStat struct{ procs, irq, steal time.Duration }
+
+func machineCPU() cpuStat {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return cpuStat{}
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0
+		return cpuStat{}
 	}
-	var busy int64
-	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i != 3 && i != 4 {
-			busy += n
-		}
+	n := func(i int) time.Duration {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		return time.Duration(v) * clockTick
 	}
-	return time.Duration(busy) * clockTick
+	// user nice system idle iowait irq softirq steal
+	return cpuStat{procs: n(1) + n(2) + n(3), irq: n(6) + n(7), steal: n(8)}
 }
