@@ -218,6 +218,22 @@ func (c *Cluster) URL(dbname string) string {
 	return u.String()
 }
 
+// PostmasterPID is the process ID of the running server's postmaster, read
+// from postmaster.pid. Its backends are its children (the bench sums their
+// CPU time).
+func (c *Cluster) PostmasterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(c.data, "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("pgcluster: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("pgcluster: postmaster.pid starts with %q", line)
+	}
+	return pid, nil
+}
+
 // CreateDatabase creates database name.
 func (c *Cluster) CreateDatabase(ctx context.Context, name string) error {
 	conn, err := pgx.Connect(ctx, c.URL("postgres"))

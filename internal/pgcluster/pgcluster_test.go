@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,22 @@ func TestStartWriteCrashRestartRead(t *testing.T) {
 	var v string
 	if err := conn.QueryRow(ctx, "SELECT v FROM t").Scan(&v); err != nil || v != "kept" {
 		t.Fatalf("after restart: %q, %v", v, err)
+	}
+	// PostmasterPID names the parent of our backend.
+	pm, err := c.PostmasterPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(backend) + "/stat")
+	if err == nil { // Linux
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(pm) {
+			t.Fatalf("backend %d's parent is %v, PostmasterPID %d", backend, f, pm)
+		}
 	}
 	dir := c.Dir()
 	c.Stop()
