@@ -71,6 +71,8 @@ type Service struct {
 	// keys is the cached key set; loadMu lets one goroutine load at a time.
 	keys   atomic.Pointer[keySet]
 	loadMu sync.Mutex
+	// verified caches tokens whose signature checked out.
+	verified verifiedCache
 }
 
 // New returns a Service. The database must be migrated; call

@@ -960,3 +960,21 @@ func TestPurgeDeletesOnlyWhatCanNoLongerBeUsed(t *testing.T) {
 		}
 	})
 }
+
+// A token whose signature was verified once is not verified again until it
+// expires, but its expiry and its key still count: an expired token and a
+// token of a retired key fail even when they were verified before.
+func TestVerifiedSignaturesStillExpire(t *testing.T) {
+	w := newWorld(t, models.SQLite)
+	tok := w.session("cache@example.com")
+	if _, err := w.svc.Verify(context.Background(), tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.VerifySignature(context.Background(), tok.AccessToken); err != nil {
+		t.Fatalf("second verification: %v", err)
+	}
+	w.clk.Advance(time.Hour)
+	if _, err := w.svc.VerifySignature(context.Background(), tok.AccessToken); !errors.Is(err, devices.ErrInvalidToken) {
+		t.Fatalf("an expired token passed from the cache: %v", err)
+	}
+}

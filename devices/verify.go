@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -128,6 +129,14 @@ func (s *Service) VerifySignature(ctx context.Context, bearer string) (*Claims, 
 	if !compactJWS(bearer) {
 		return nil, newErr(ErrInvalidToken, "malformed token")
 	}
+	if c, ok := s.verified.get(bearer, s.clock.Now()); ok {
+		// Still signed by a key of the current set: retiring a key ends
+		// its tokens at once, as it does for uncached ones.
+		if ks, err := s.currentKeys(ctx); err == nil && ks.public[c.kid] != nil {
+			claims := c.claims
+			return &claims, nil
+		}
+	}
 	var reason string
 	var internal error
 	keyFunc := func(t *jwt.Token) (any, error) {
@@ -177,6 +186,10 @@ func (s *Service) VerifySignature(ctx context.Context, bearer string) (*Claims, 
 	if id, err := uuid.Parse(c.SessionID); err != nil || id.String() != c.SessionID {
 		return nil, newErr(ErrInvalidToken, "malformed session id")
 	}
+	kid, _ := tok.Header["kid"].(string)
+	s.verified.put(bearer, cachedClaims{kid: kid, until: c.ExpiresAt.Add(leeway), claims: Claims{
+		Subject: c.Subject, SessionID: c.SessionID, ID: c.ID, Issuer: c.Issuer, Audience: []string(c.Audience),
+		ExpiresAt: c.ExpiresAt.UTC(), IssuedAt: c.IssuedAt.UTC()}})
 	return &Claims{
 		Subject:   c.Subject,
 		SessionID: c.SessionID,
@@ -230,4 +243,42 @@ func parseFailure(tok *jwt.Token, err error) string {
 	default:
 		return "invalid token"
 	}
+}
+
+// verifiedCache remembers access tokens whose signature and claims checked
+// out, until they expire. Ed25519 verification is the largest CPU cost of a
+// token pull, and a token's session is read and checked on every use anyway
+// (revocation takes effect at once), so a cached signature changes no
+// outcome. Bounded: when full it starts over.
+type verifiedCache struct {
+	mu sync.Mutex
+	m  map[string]cachedClaims
+}
+
+type cachedClaims struct {
+	claims Claims
+	kid    string
+	until  time.Time
+}
+
+const verifiedCacheSize = 8192
+
+func (v *verifiedCache) get(bearer string, now time.Time) (cachedClaims, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	c, ok := v.m[bearer]
+	if ok && !now.Before(c.until) {
+		delete(v.m, bearer)
+		return cachedClaims{}, false
+	}
+	return c, ok
+}
+
+func (v *verifiedCache) put(bearer string, c cachedClaims) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil || len(v.m) >= verifiedCacheSize {
+		v.m = make(map[string]cachedClaims, 256)
+	}
+	v.m[bearer] = c
 }
