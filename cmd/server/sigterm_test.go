@@ -194,7 +194,8 @@ func TestSIGTERMNeverLosesARotation(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the server is shutting down with the answer outstanding
+	// The answer comes back only once the server is shutting down.
+	waitUntil(t, "the server to start shutting down", func() bool { return strings.Contains(srv.logs.String(), "shutting down") })
 	release()
 	select {
 	case err := <-srv.done:
