@@ -56,6 +56,7 @@ type options struct {
 	backoffBase  time.Duration
 	backoffMax   time.Duration
 	minRefreshes int
+	unattributed int
 }
 
 func main() {
@@ -77,6 +78,7 @@ func main() {
 	flag.DurationVar(&o.backoffBase, "backoff-base", time.Second, "TOKENWARM_BACKOFF_BASE of the replicas (short, so a run is not mostly backoff)")
 	flag.DurationVar(&o.backoffMax, "backoff-max", 10*time.Second, "TOKENWARM_BACKOFF_MAX of the replicas")
 	flag.IntVar(&o.minRefreshes, "min-refreshes", 50, "fewest successful emulator refreshes for the run to count")
+	flag.IntVar(&o.unattributed, "allow-unattributed", 0, "rotation_lost episodes the emulator cannot attribute that the run tolerates (reported either way): a replica that gave up on an answer the emulator still wrote into the socket looks delivered to it")
 	flag.Parse()
 	if o.users < 1 || o.callers < 1 || o.replicas < 1 || o.killMax < o.killMin {
 		fmt.Fprintln(os.Stderr, "chaos: bad flags")
@@ -217,7 +219,9 @@ func run(ctx context.Context, o options) (err error) {
 			"TOKENWARM_WARM_SCHEDULE=@every 2s",
 			"TOKENWARM_WARM_INTERVAL=15s",
 			"TOKENWARM_DEVICE_TOKEN_TTL=1m",
-			"TOKENWARM_SHUTDOWN_TIMEOUT=15s",
+			// Long enough for a refresh that presented its token (the
+			// server refuses less).
+			"TOKENWARM_SHUTDOWN_TIMEOUT=" + (2*o.sfTimeout + o.commitBudget + 10*time.Second).String(),
 			"TOKENWARM_LOG_FORMAT=json",
 		}
 		reps[i] = &replica{idx: i, bin: bin, addr: addr, env: env, logPath: filepath.Join(dir, fmt.Sprintf("replica%d.log", i))}
@@ -530,8 +534,16 @@ func run(ctx context.Context, o options) (err error) {
 	for _, k := range sortedKeys(sum.Outcomes) {
 		check(!strings.HasPrefix(k, "FAIL "), "%d × %s", sum.Outcomes[k], strings.TrimPrefix(k, "FAIL "))
 	}
+	unmatched := 0
+	for _, n := range rep.Unmatched {
+		unmatched += n
+	}
 	for u, n := range rep.Unmatched {
-		check(false, "%s: %d rotation_lost connection(s) not matched to a lost rotation of that user at the emulator", u, n)
+		if unmatched > o.unattributed {
+			check(false, "%s: %d rotation_lost connection(s) not matched to a lost rotation of that user at the emulator", u, n)
+		} else {
+			logf("tolerated (-allow-unattributed %d): %s: %d rotation_lost connection(s) not matched to a lost rotation of that user", o.unattributed, u, n)
+		}
 	}
 	for _, d := range rep.Details {
 		fmt.Fprint(os.Stderr, d)
