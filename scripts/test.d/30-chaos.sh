@@ -4,10 +4,10 @@
 # TOKENWARM_CHAOS_ARGS replaces the arguments, e.g. "-duration 2m".
 # On a loaded CI machine a replica's 2 s call can time out after the
 # emulator rotated and wrote its answer into the dead socket, which the
-# emulator cannot tell from a delivered answer: the bounded run uses a 5 s
+# emulator cannot tell from a delivered answer: the bounded run uses a 4 s
 # SALESFORCE_TIMEOUT and tolerates one such unattributed loss (reuse, 401s
 # and 500s stay hard failures). docs/CHAOS.md says more.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.."
 # shellcheck disable=SC2086
-exec ./scripts/chaos ${TOKENWARM_CHAOS_ARGS:--duration 45s -users 6 -callers 12 -min-refreshes 30 -sf-timeout 5s -allow-unattributed 1}
+exec ./scripts/chaos ${TOKENWARM_CHAOS_ARGS:--duration 45s -users 6 -callers 12 -min-refreshes 30 -sf-timeout 4s -allow-unattributed 1}
