@@ -6,7 +6,11 @@
 // A session is one token family. Every refresh token it ever had stays
 // recorded (only its SHA-256), so presenting one that was already rotated is
 // recognised as reuse and revokes the whole family: either the thief or the
-// owner is then holding a dead token, and the owner signs in again. Rotation
+// owner is then holding a dead token, and the owner signs in again. The one
+// exception is the reuse interval (Config.RefreshReuseInterval): the
+// immediate predecessor of an unused token, presented again shortly after
+// it was rotated, gets that same token again (kept sealed meanwhile), so a
+// refresh whose answer a flaky network lost can be retried. Rotation
 // is decided by a row lock on the session (Postgres) and a conditional update
 // of the token, so of two racing presentations of one token exactly one wins.
 //
@@ -42,7 +46,17 @@ type Config struct {
 	RefreshIdleTTL time.Duration
 	// HandoffTTL is the lifetime of a handoff code. Default 2m.
 	HandoffTTL time.Duration
+	// RefreshReuseInterval is how long a rotated refresh token may be
+	// presented again and get the same successor, while that successor is
+	// unused (a retry whose answer was lost). Zero disables it: every
+	// presentation of a rotated token is reuse. The server's default is
+	// 30s; at most MaxRefreshReuseInterval.
+	RefreshReuseInterval time.Duration
 }
+
+// MaxRefreshReuseInterval bounds Config.RefreshReuseInterval: the window in
+// which a stolen predecessor is worth its successor.
+const MaxRefreshReuseInterval = 5 * time.Minute
 
 func (c *Config) defaults() {
 	if c.Issuer == "" {
@@ -59,6 +73,7 @@ func (c *Config) defaults() {
 	def(&c.AccessTTL, 15*time.Minute)
 	def(&c.RefreshIdleTTL, 90*24*time.Hour)
 	def(&c.HandoffTTL, 2*time.Minute)
+	c.RefreshReuseInterval = min(max(c.RefreshReuseInterval, 0), MaxRefreshReuseInterval)
 }
 
 // Service issues, rotates, verifies and revokes device sessions.

@@ -25,6 +25,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/seal"
@@ -346,6 +347,190 @@ func TestConcurrentRefreshOfOneToken(t *testing.T) {
 		}
 		_, err := w.svc.Refresh(ctx, winner.RefreshToken)
 		wantErr(t, err, devices.ErrInvalidGrant, "session revoked")
+	})
+}
+
+// reuseInterval is the reuse interval of the services of the reuse tests:
+// the server's default.
+const reuseInterval = 30 * time.Second
+
+// reuseReplicas are two services with the reuse interval on independent
+// pools (two replicas on Postgres; one SQLite database).
+func (w *world) reuseReplicas() [2]*devices.Service {
+	cfg := devices.Config{Issuer: issuer, RefreshReuseInterval: reuseInterval}
+	return [2]*devices.Service{devices.New(w.db, w.ring, w.clk, cfg), devices.New(w.replicaDB(), w.ring, w.clk, cfg)}
+}
+
+// keptSuccessor is what the database keeps of a token's successor.
+func (w *world) keptSuccessor(refreshToken string) string {
+	w.t.Helper()
+	var kept []string
+	if err := rawdb.Gorm(w.db).Table("device_refresh_tokens").Where("token_hash = ?", sha256Hex(refreshToken)).Pluck("successor_sealed", &kept).Error; err != nil || len(kept) != 1 {
+		w.t.Fatalf("kept successor: %v, %d rows", err, len(kept))
+	}
+	return kept[0]
+}
+
+// A refresh whose answer was lost, retried on another replica inside the
+// reuse interval, gets the same successor and a fresh access token; once
+// the successor is used the retry is reuse again.
+func TestRefreshRetryInsideTheReuseInterval(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, w *world) {
+		r := w.reuseReplicas()
+		a, b := r[0], r[1]
+		first := w.session("alice")
+		second, err := a.Refresh(ctx, first.RefreshToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := w.keptSuccessor(first.RefreshToken)
+		if kept == "" || strings.Contains(kept, second.RefreshToken) || strings.Contains(kept, second.RefreshToken[4:]) {
+			t.Fatalf("the successor is not kept sealed: %q", kept)
+		}
+		w.clk.Advance(reuseInterval - time.Second)
+		retry, err := b.Refresh(ctx, first.RefreshToken)
+		if err != nil {
+			t.Fatalf("retry inside the interval: %v", err)
+		}
+		if retry.RefreshToken != second.RefreshToken || retry.SessionID != first.SessionID || retry.Owner != "alice" || retry.AccessToken == second.AccessToken {
+			t.Fatalf("retry = %+v, want the same successor with a fresh access token", retry)
+		}
+		if _, err := b.Verify(ctx, retry.AccessToken); err != nil {
+			t.Fatal(err)
+		}
+		if row := w.sessionRow(first.SessionID); row.Generation != 2 || row.RevokedAt != nil {
+			t.Fatalf("session after the retry %+v", row)
+		}
+		// The successor's first use erases the kept copy; the predecessor
+		// is now reuse, inside the interval or not.
+		third, err := b.Refresh(ctx, second.RefreshToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept := w.keptSuccessor(first.RefreshToken); kept != "" {
+			t.Fatal("the successor stays kept after its use")
+		}
+		_, err = a.Refresh(ctx, first.RefreshToken)
+		wantErr(t, err, devices.ErrRefreshReuse, "", first.RefreshToken, second.RefreshToken)
+		if row := w.sessionRow(first.SessionID); row.RevokeReason != "refresh token reuse" {
+			t.Fatalf("session %+v, want revoked for reuse", row)
+		}
+		_, err = a.Refresh(ctx, third.RefreshToken)
+		wantErr(t, err, devices.ErrInvalidGrant, "session revoked")
+		if kept := w.keptSuccessor(second.RefreshToken); kept != "" {
+			t.Fatal("a revoked session keeps a successor")
+		}
+	})
+}
+
+// Outside the interval a retry of the predecessor is reuse, as it always
+// was, and so is a retry of an older token inside it.
+func TestRefreshRetryOutsideTheReuseInterval(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, w *world) {
+		r := w.reuseReplicas()
+		a, b := r[0], r[1]
+		first := w.session("alice")
+		if _, err := a.Refresh(ctx, first.RefreshToken); err != nil {
+			t.Fatal(err)
+		}
+		w.clk.Advance(reuseInterval)
+		_, err := b.Refresh(ctx, first.RefreshToken)
+		wantErr(t, err, devices.ErrRefreshReuse, "", first.RefreshToken)
+		if row := w.sessionRow(first.SessionID); row.RevokeReason != "refresh token reuse" {
+			t.Fatalf("session %+v, want revoked for reuse", row)
+		}
+
+		// Two generations back, a second after the rotations: reuse.
+		old := w.session("bob")
+		mid, err := a.Refresh(ctx, old.RefreshToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Refresh(ctx, mid.RefreshToken); err != nil {
+			t.Fatal(err)
+		}
+		w.clk.Advance(time.Second)
+		_, err = b.Refresh(ctx, old.RefreshToken)
+		wantErr(t, err, devices.ErrRefreshReuse, "", old.RefreshToken)
+	})
+}
+
+// Concurrent presentations of one token on two replicas inside the
+// interval: one rotates, every other one gets that same successor.
+func TestConcurrentRetriesGetOneSuccessor(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, w *world) {
+		replicas := w.reuseReplicas()
+		tok := w.session("alice")
+		const n = 20
+		results := make([]*devices.Tokens, n)
+		errs := make([]error, n)
+		testkit.Concurrently(n, func(i int) { results[i], errs[i] = replicas[i%2].Refresh(ctx, tok.RefreshToken) })
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("presentation %d: %v", i, err)
+			}
+			if results[i].RefreshToken != results[0].RefreshToken {
+				t.Fatalf("presentations got different successors")
+			}
+		}
+		if row := w.sessionRow(tok.SessionID); row.Generation != 2 || row.RevokedAt != nil {
+			t.Fatalf("session %+v, want generation 2, live", row)
+		}
+		if _, err := replicas[1].Refresh(ctx, results[0].RefreshToken); err != nil {
+			t.Fatalf("the one successor: %v", err)
+		}
+	})
+}
+
+// Retries racing the successor's first use on the other replica: each gets
+// the successor (it came first) or is reuse (it came after); none gets the
+// token after it or any token of a revoked session.
+func TestRetryRacingTheSuccessorsUse(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, w *world) {
+		replicas := w.reuseReplicas()
+		for range 5 {
+			first := w.session("alice")
+			second, err := replicas[0].Refresh(ctx, first.RefreshToken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Goroutine 0 uses the successor; the others retry its predecessor.
+			const n = 9
+			results := make([]*devices.Tokens, n)
+			errs := make([]error, n)
+			testkit.Concurrently(n, func(i int) {
+				tok := first.RefreshToken
+				if i == 0 {
+					tok = second.RefreshToken
+				}
+				results[i], errs[i] = replicas[i%2].Refresh(ctx, tok)
+			})
+			third, useErr := results[0], errs[0]
+			results, errs = results[1:], errs[1:]
+			if useErr != nil {
+				t.Fatalf("the successor's use: %v", useErr)
+			}
+			refused := 0
+			for i, err := range errs {
+				if err != nil {
+					wantErr(t, err, devices.ErrRefreshReuse, "", first.RefreshToken)
+					refused++
+					continue
+				}
+				if results[i].RefreshToken != second.RefreshToken {
+					t.Fatalf("retry %d got a token other than the successor", i)
+				}
+			}
+			row := w.sessionRow(first.SessionID)
+			if (refused > 0) != (row.RevokedAt != nil) || row.Generation != 3 {
+				t.Fatalf("session %+v after %d refused retries", row, refused)
+			}
+			if refused == 0 {
+				if _, err := replicas[0].Refresh(ctx, third.RefreshToken); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 	})
 }
 

@@ -64,7 +64,9 @@ func (s *Service) CreateSession(ctx context.Context, owner, deviceLabel string) 
 // Refresh trades a refresh token for a new access token and a new refresh
 // token. The presented token is spent: presenting it again is reuse, which
 // revokes the session, and so does losing a race against another
-// presentation of it.
+// presentation of it. Within the reuse interval, while its successor is
+// unused, presenting it again (or losing that race) instead answers the
+// same successor with a fresh access token.
 func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Tokens, error) {
 	if !wellFormed(refreshToken, refreshPrefix) {
 		return nil, newErr(ErrInvalidGrant, "unknown refresh token")
@@ -77,7 +79,13 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Tokens, er
 	next := newSecret(refreshPrefix)
 	// One transaction spends the token and stores its successor; a refusal
 	// that revoked the session (reuse, idle expiry) is committed first.
-	sess, err := s.db.RotateDeviceRefreshToken(ctx, hashSecret(refreshToken), hashSecret(next), now, now.Add(s.cfg.RefreshIdleTTL))
+	var keep models.DeviceReuse
+	if s.cfg.RefreshReuseInterval > 0 {
+		keep = models.DeviceReuse{Until: now.Add(s.cfg.RefreshReuseInterval), Seal: func(sessionID string, generation int64) (string, error) {
+			return s.ring.Seal(next, successorAD(sessionID, generation))
+		}}
+	}
+	sess, reissued, err := s.db.RotateDeviceRefreshToken(ctx, hashSecret(refreshToken), hashSecret(next), now, now.Add(s.cfg.RefreshIdleTTL), keep)
 	switch {
 	case errors.Is(err, models.ErrNotFound):
 		return nil, newErr(ErrInvalidGrant, "unknown refresh token")
@@ -90,11 +98,24 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Tokens, er
 	case err != nil:
 		return nil, fmt.Errorf("devices: refresh: %w", err)
 	}
+	if reissued != "" {
+		// A retry within the reuse interval: the session's current token,
+		// kept sealed for it.
+		if next, err = s.ring.Open(reissued, successorAD(sess.ID, sess.Generation)); err != nil {
+			return nil, fmt.Errorf("devices: refresh: open the kept successor: %w", err)
+		}
+	}
 	access, err := s.accessToken(ks, sess.Owner, sess.ID, now)
 	if err != nil {
 		return nil, fmt.Errorf("devices: refresh: %w", err)
 	}
 	return s.tokens(access, next, sess), nil
+}
+
+// successorAD binds a kept successor to its session and generation: it
+// opens only as the current token of that session.
+func successorAD(sessionID string, generation int64) string {
+	return fmt.Sprintf("device_refresh_successor:%s:%d", sessionID, generation)
 }
 
 // RevokeByRefreshToken ends the session of a refresh token (RFC 7009): any

@@ -17,7 +17,7 @@ type Store interface {
 
 	// Sessions and their rotating refresh tokens.
 	CreateDeviceSession(ctx context.Context, s models.DeviceSession, refreshHash string) error
-	RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string, now, idleExpiresAt time.Time) (*models.DeviceSession, error)
+	RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string, now, idleExpiresAt time.Time, keep models.DeviceReuse) (*models.DeviceSession, string, error)
 	RevokeDeviceFamily(ctx context.Context, tokenHash, reason string, now time.Time) error
 	RevokeDeviceSession(ctx context.Context, id, reason string, now time.Time) error
 	DeviceSessionForVerify(ctx context.Context, id string) (*models.DeviceSession, error)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -28,12 +29,19 @@ type Deps struct {
 	// Mount adds routes served by other handlers (e.g. the built-in
 	// emulator in demo mode) under a path prefix.
 	Mount map[string]http.Handler
+	// RateLimits limit the mobile and OAuth endpoints; the zero value
+	// limits nothing.
+	RateLimits RateLimits
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client IP; with none, the client IP is the socket's address.
+	TrustedProxies []netip.Prefix
 }
 
 // New builds the router with every route of the API.
 func New(d Deps) *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = ipExtractor(d.TrustedProxies)
 	e.HTTPErrorHandler = errorHandler(d.Log)
 	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
 	e.Use(middleware.BodyLimit("64K"))
@@ -45,17 +53,21 @@ func New(d Deps) *echo.Echo {
 		e.GET("/metrics", echo.WrapHandler(d.Metrics))
 	}
 	if a := d.API; a != nil {
-		e.GET("/v1/oauth/authorize", a.authorize)
+		// Rate limits in this replica's memory (ratelimit.go): per client
+		// IP first, then per device session once the token is verified,
+		// or per presented grant on the token endpoint.
+		rl := newRateLimits(d.RateLimits)
+		e.GET("/v1/oauth/authorize", a.authorize, rl.byIP(true))
 		e.GET("/v1/oauth/callback", a.callback)
-		e.POST("/v1/device/token", a.deviceToken)
-		e.POST("/v1/device/revoke", a.deviceRevoke)
+		e.POST("/v1/device/token", a.deviceToken, rl.byIP(true), rl.byGrant())
+		e.POST("/v1/device/revoke", a.deviceRevoke, rl.byIP(true))
 		e.GET("/.well-known/jwks.json", a.jwks)
 		dev := e.Group("/v1/connections")
-		dev.GET("", a.listConnections, a.requireDevice)
-		dev.GET("/:id", a.getConnection, a.requireDevice)
+		dev.GET("", a.listConnections, a.requireDevice, rl.bySession())
+		dev.GET("/:id", a.getConnection, a.requireDevice, rl.bySession())
 		// The pull checks the device session in its one read of the
 		// connection (vault.Request.Session).
-		dev.GET("/:id/access-token", a.getAccessToken, a.requireDeviceSignature)
+		dev.GET("/:id/access-token", a.getAccessToken, rl.byIP(false), a.requireDeviceSignature, rl.bySession())
 		if a.cfg.AdminStore != nil {
 			ad := newAdminAPI(a)
 			adm := e.Group("/admin/v1", ad.requireKey)

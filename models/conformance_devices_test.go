@@ -11,8 +11,19 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 )
+
+// takeRow reads the one record of T that where selects.
+func takeRow[T any](t *testing.T, db *models.DB, where string, arg any) T {
+	t.Helper()
+	var v T
+	if err := rawdb.Gorm(db).Where(where, arg).Take(&v).Error; err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
 
 func init() {
 	ctx := context.Background()
@@ -37,11 +48,25 @@ func init() {
 	}
 	stored := func(t *testing.T, db *models.DB, id string) models.DeviceSession {
 		t.Helper()
-		var s models.DeviceSession
-		if err := rawdb.Gorm(db).Where("id = ?", id).Take(&s).Error; err != nil {
+		return takeRow[models.DeviceSession](t, db, "id = ?", id)
+	}
+	// keepFor keeps successors until until, "sealed" as sealed:<session>:<generation>.
+	keepFor := func(until time.Time) models.DeviceReuse {
+		return models.DeviceReuse{Until: until, Seal: func(id string, generation int64) (string, error) {
+			return fmt.Sprint("sealed:", id, ":", generation), nil
+		}}
+	}
+	refreshRow := func(t *testing.T, db *models.DB, hash string) models.DeviceRefreshToken {
+		t.Helper()
+		return takeRow[models.DeviceRefreshToken](t, db, "token_hash = ?", hash)
+	}
+	countTokens := func(t *testing.T, db *models.DB, hash string) int64 {
+		t.Helper()
+		var n int64
+		if err := rawdb.Gorm(db).Model(&models.DeviceRefreshToken{}).Where("token_hash = ?", hash).Count(&n).Error; err != nil {
 			t.Fatal(err)
 		}
-		return s
+		return n
 	}
 	signingKey := func(kid string, created time.Time) models.SigningKey {
 		return models.SigningKey{Kid: kid, Alg: "EdDSA", PrivateSealed: "sealed", PublicKey: "pub", CreatedAt: created}
@@ -112,24 +137,24 @@ func init() {
 		storageCase{"devices: a refresh token rotates once; reuse revokes the family", func(t *testing.T, db *models.DB) {
 			s := session(t, db, "t1")
 			idle := at.Add(24 * time.Hour)
-			got, err := db.RotateDeviceRefreshToken(ctx, "t1", "t2", at.Add(time.Minute), idle)
+			got, _, err := db.RotateDeviceRefreshToken(ctx, "t1", "t2", at.Add(time.Minute), idle, models.DeviceReuse{})
 			if err != nil || got.ID != s.ID || got.Owner != "alice" || got.Generation != 2 || !got.IdleExpiresAt.Equal(idle) {
 				t.Fatalf("rotate = %+v, %v", got, err)
 			}
 			if row := stored(t, db, s.ID); row.Generation != 2 || !row.LastUsedAt.Equal(at.Add(time.Minute)) || !row.IdleExpiresAt.Equal(idle) {
 				t.Fatalf("stored session %+v", row)
 			}
-			if _, err := db.RotateDeviceRefreshToken(ctx, "unknown", "x", at, idle); !errors.Is(err, models.ErrNotFound) {
+			if _, _, err := db.RotateDeviceRefreshToken(ctx, "unknown", "x", at, idle, models.DeviceReuse{}); !errors.Is(err, models.ErrNotFound) {
 				t.Fatalf("unknown token: %v", err)
 			}
 			// The rotated token again: reuse, committed although refused.
-			if _, err := db.RotateDeviceRefreshToken(ctx, "t1", "t3", at.Add(2*time.Minute), idle); !errors.Is(err, models.ErrDeviceTokenReuse) {
+			if _, _, err := db.RotateDeviceRefreshToken(ctx, "t1", "t3", at.Add(2*time.Minute), idle, models.DeviceReuse{}); !errors.Is(err, models.ErrDeviceTokenReuse) {
 				t.Fatalf("reuse: %v", err)
 			}
 			if row := stored(t, db, s.ID); row.RevokedAt == nil || row.RevokeReason != models.DeviceRevokedReuse {
 				t.Fatalf("after reuse the session is %+v, want revoked for reuse", row)
 			}
-			if _, err := db.RotateDeviceRefreshToken(ctx, "t2", "t3", at.Add(3*time.Minute), idle); !errors.Is(err, models.ErrDeviceSessionRevoked) {
+			if _, _, err := db.RotateDeviceRefreshToken(ctx, "t2", "t3", at.Add(3*time.Minute), idle, models.DeviceReuse{}); !errors.Is(err, models.ErrDeviceSessionRevoked) {
 				t.Fatalf("current token of a revoked family: %v", err)
 			}
 			var n int64
@@ -140,7 +165,7 @@ func init() {
 		}},
 		storageCase{"devices: an idle-expired session is revoked when its token is presented", func(t *testing.T, db *models.DB) {
 			s := session(t, db, "t1")
-			_, err := db.RotateDeviceRefreshToken(ctx, "t1", "t2", s.IdleExpiresAt, s.IdleExpiresAt.Add(time.Hour))
+			_, _, err := db.RotateDeviceRefreshToken(ctx, "t1", "t2", s.IdleExpiresAt, s.IdleExpiresAt.Add(time.Hour), models.DeviceReuse{})
 			if !errors.Is(err, models.ErrDeviceSessionExpired) {
 				t.Fatalf("expired: %v", err)
 			}
@@ -148,40 +173,144 @@ func init() {
 				t.Fatalf("session %+v, want revoked as idle expired", row)
 			}
 		}},
-		storageCase{"devices: of racing replicas presenting one token exactly one rotates it", func(t *testing.T, db *models.DB) {
-			s := session(t, db, "t1")
+		storageCase{"devices: of racing replicas presenting one token exactly one rotates it; within a reuse interval the others get its successor", func(t *testing.T, db *models.DB) {
 			replicas := pools(t, db, 4)
-			const n = 16
-			errs := make([]error, n)
-			start := make(chan struct{})
-			var wg sync.WaitGroup
-			for i := range n {
-				wg.Go(func() {
-					<-start
-					_, errs[i] = replicas[i%len(replicas)].RotateDeviceRefreshToken(ctx, "t1", fmt.Sprint("next", i), at, at.Add(time.Hour))
+			for _, keep := range []models.DeviceReuse{{}, keepFor(at.Add(30 * time.Second))} {
+				s := session(t, db, "t1"+fmt.Sprint(keep.Until.Unix()))
+				const n = 16
+				reissued := make([]string, n)
+				errs := make([]error, n)
+				testkit.Concurrently(n, func(i int) {
+					_, reissued[i], errs[i] = replicas[i%len(replicas)].RotateDeviceRefreshToken(ctx, "t1"+fmt.Sprint(keep.Until.Unix()), fmt.Sprint("next", i, keep.Until.Unix()), at, at.Add(time.Hour), keep)
 				})
-			}
-			close(start)
-			wg.Wait()
-			won := 0
-			for _, err := range errs {
-				switch {
-				case err == nil:
-					won++
-				case !errors.Is(err, models.ErrDeviceTokenReuse):
-					t.Errorf("loser: %v, want ErrDeviceTokenReuse", err)
+				won, got := 0, 0
+				for i, err := range errs {
+					switch {
+					case err == nil && reissued[i] == "":
+						won++
+					case err == nil && keep.Seal != nil && reissued[i] == fmt.Sprint("sealed:", s.ID, ":2"):
+						got++
+					case keep.Seal != nil || !errors.Is(err, models.ErrDeviceTokenReuse):
+						t.Errorf("loser: %q, %v", reissued[i], err)
+					}
+				}
+				if won != 1 {
+					t.Fatalf("%d rotations succeeded, want 1", won)
+				}
+				row := stored(t, db, s.ID)
+				if keep.Seal == nil && (row.Generation != 2 || row.RevokeReason != models.DeviceRevokedReuse) {
+					t.Fatalf("session %+v, want generation 2, revoked for reuse", row)
+				}
+				if keep.Seal != nil && (row.Generation != 2 || row.RevokedAt != nil || got != n-1) {
+					t.Fatalf("session %+v, %d got the successor; want generation 2, live, %d", row, got, n-1)
 				}
 			}
-			if won != 1 {
-				t.Fatalf("%d rotations succeeded, want 1", won)
+		}},
+		storageCase{"devices: a retry within the reuse interval gets the kept successor until it is used", func(t *testing.T, db *models.DB) {
+			s := session(t, db, "t1")
+			idle := at.Add(24 * time.Hour)
+			if _, reissued, err := db.RotateDeviceRefreshToken(ctx, "t1", "t2", at, idle, keepFor(at.Add(30*time.Second))); err != nil || reissued != "" {
+				t.Fatalf("rotate = %q, %v", reissued, err)
 			}
-			if row := stored(t, db, s.ID); row.Generation != 2 || row.RevokeReason != models.DeviceRevokedReuse {
-				t.Fatalf("session %+v, want generation 2, revoked for reuse", row)
+			if tok := refreshRow(t, db, "t1"); tok.SuccessorSealed != fmt.Sprint("sealed:", s.ID, ":2") || !tok.ReuseUntil.Equal(at.Add(30*time.Second)) {
+				t.Fatalf("spent token %+v, want its successor kept", tok)
+			}
+			// The retry changes nothing and answers the kept successor.
+			got, reissued, err := db.RotateDeviceRefreshToken(ctx, "t1", "x", at.Add(10*time.Second), idle.Add(time.Hour), keepFor(at.Add(time.Minute)))
+			if err != nil || reissued != fmt.Sprint("sealed:", s.ID, ":2") || got.ID != s.ID || got.Generation != 2 || got.Owner != "alice" {
+				t.Fatalf("retry = %+v, %q, %v", got, reissued, err)
+			}
+			if row := stored(t, db, s.ID); row.Generation != 2 || row.RevokedAt != nil || !row.IdleExpiresAt.Equal(idle) {
+				t.Fatalf("session after the retry %+v", row)
+			}
+			if n := countTokens(t, db, "x"); n != 0 {
+				t.Fatal("a retry stored a successor")
+			}
+			// The successor's first use erases the predecessor's copy.
+			if _, reissued, err := db.RotateDeviceRefreshToken(ctx, "t2", "t3", at.Add(20*time.Second), idle, keepFor(at.Add(50*time.Second))); err != nil || reissued != "" {
+				t.Fatalf("rotate t2 = %q, %v", reissued, err)
+			}
+			if tok := refreshRow(t, db, "t1"); tok.SuccessorSealed != "" || tok.ReuseUntil != nil {
+				t.Fatalf("predecessor of a used token %+v, want nothing kept", tok)
+			}
+			// Within t1's interval, but its successor is used: reuse.
+			if _, _, err := db.RotateDeviceRefreshToken(ctx, "t1", "y", at.Add(25*time.Second), idle, keepFor(at.Add(time.Minute))); !errors.Is(err, models.ErrDeviceTokenReuse) {
+				t.Fatalf("retry after the successor's use: %v, want reuse", err)
+			}
+			if row := stored(t, db, s.ID); row.RevokeReason != models.DeviceRevokedReuse {
+				t.Fatalf("session %+v, want revoked for reuse", row)
+			}
+			if tok := refreshRow(t, db, "t2"); tok.SuccessorSealed != "" || tok.ReuseUntil != nil {
+				t.Fatalf("token of a revoked session %+v, want nothing kept", tok)
+			}
+		}},
+		storageCase{"devices: past the reuse interval a retry is reuse, and the sweep erases the kept successor", func(t *testing.T, db *models.DB) {
+			a, b := session(t, db, "a1"), session(t, db, "b1")
+			for _, h := range []string{"a1", "b1"} {
+				if _, _, err := db.RotateDeviceRefreshToken(ctx, h, h+"next", at, at.Add(time.Hour), keepFor(at.Add(30*time.Second))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, _, err := db.RotateDeviceRefreshToken(ctx, "a1", "x", at.Add(30*time.Second), at.Add(time.Hour), keepFor(at.Add(time.Minute))); !errors.Is(err, models.ErrDeviceTokenReuse) {
+				t.Fatalf("retry at the end of the interval: %v, want reuse", err)
+			}
+			if row := stored(t, db, a.ID); row.RevokeReason != models.DeviceRevokedReuse {
+				t.Fatalf("session %+v, want revoked for reuse", row)
+			}
+			if n, err := db.EraseExpiredDeviceSuccessors(ctx, at.Add(29*time.Second)); err != nil || n != 0 {
+				t.Fatalf("sweep inside the interval erased %d, %v", n, err)
+			}
+			if n, err := db.EraseExpiredDeviceSuccessors(ctx, at.Add(30*time.Second)); err != nil || n != 1 {
+				t.Fatalf("sweep erased %d, %v, want 1", n, err)
+			}
+			if tok := refreshRow(t, db, "b1"); tok.SuccessorSealed != "" || tok.ReuseUntil != nil {
+				t.Fatalf("swept token %+v", tok)
+			}
+			if row := stored(t, db, b.ID); row.RevokedAt != nil || row.Generation != 2 {
+				t.Fatalf("the sweep touched the session: %+v", row)
+			}
+		}},
+		storageCase{"devices: a retry racing the successor's first use gets the successor or is reuse, never more", func(t *testing.T, db *models.DB) {
+			s := session(t, db, "t1")
+			if _, _, err := db.RotateDeviceRefreshToken(ctx, "t1", "t2", at, at.Add(time.Hour), keepFor(at.Add(30*time.Second))); err != nil {
+				t.Fatal(err)
+			}
+			replicas := pools(t, db, 4)
+			// Goroutine 0 uses the successor t2; the others retry t1.
+			const n = 13
+			reissued := make([]string, n)
+			errs := make([]error, n)
+			testkit.Concurrently(n, func(i int) {
+				hash, next := "t1", fmt.Sprint("x", i)
+				if i == 0 {
+					hash, next = "t2", "t3"
+				}
+				_, reissued[i], errs[i] = replicas[i%len(replicas)].RotateDeviceRefreshToken(ctx, hash, next, at.Add(time.Second), at.Add(time.Hour), keepFor(at.Add(31*time.Second)))
+			})
+			useErr := errs[0]
+			reissued, errs = reissued[1:], errs[1:]
+			if useErr != nil {
+				t.Fatalf("the successor's use: %v", useErr)
+			}
+			refused := 0
+			for i, err := range errs {
+				switch {
+				case errors.Is(err, models.ErrDeviceTokenReuse):
+					refused++
+				case err != nil:
+					t.Errorf("retry %d: %v", i, err)
+				case reissued[i] != fmt.Sprint("sealed:", s.ID, ":2"):
+					t.Errorf("retry %d got %q, want the successor", i, reissued[i])
+				}
+			}
+			row := stored(t, db, s.ID)
+			if row.Generation != 3 || (refused > 0) != (row.RevokedAt != nil) {
+				t.Fatalf("session %+v after %d refused retries", row, refused)
 			}
 		}},
 		storageCase{"devices: revoking a family or a session keeps the first reason", func(t *testing.T, db *models.DB) {
 			a := session(t, db, "a1")
-			if _, err := db.RotateDeviceRefreshToken(ctx, "a1", "a2", at, at.Add(time.Hour)); err != nil {
+			if _, _, err := db.RotateDeviceRefreshToken(ctx, "a1", "a2", at, at.Add(time.Hour), models.DeviceReuse{}); err != nil {
 				t.Fatal(err)
 			}
 			if err := db.RevokeDeviceFamily(ctx, "a1", "by client", at.Add(time.Minute)); err != nil {
@@ -235,7 +364,7 @@ func init() {
 				}
 			}
 			live := session(t, db, "l1")
-			if _, err := db.RotateDeviceRefreshToken(ctx, "l1", "l2", at.Add(-2*time.Hour), at.Add(time.Hour)); err != nil {
+			if _, _, err := db.RotateDeviceRefreshToken(ctx, "l1", "l2", at.Add(-2*time.Hour), at.Add(time.Hour), models.DeviceReuse{}); err != nil {
 				t.Fatal(err)
 			}
 			dead := session(t, db, "d1")

@@ -52,10 +52,25 @@ type DeviceRefreshToken struct {
 	Generation int64  `gorm:"column:generation"`
 	CreatedAt  time.Time
 	RotatedAt  *time.Time
+	// SuccessorSealed is the token's successor, sealed, kept until
+	// ReuseUntil so that a retry of this token gets it again (the reuse
+	// interval, migration 0009); empty when none is kept.
+	SuccessorSealed string     `gorm:"column:successor_sealed"`
+	ReuseUntil      *time.Time `gorm:"column:reuse_until"`
 }
 
 // TableName pins the table name.
 func (DeviceRefreshToken) TableName() string { return "device_refresh_tokens" }
+
+// DeviceReuse asks RotateDeviceRefreshToken to keep the successor for a
+// retry of the spent token: sealed by Seal, until Until. The zero value
+// keeps nothing (no reuse interval).
+type DeviceReuse struct {
+	Until time.Time
+	// Seal seals the successor for the session and generation it belongs
+	// to; it must not return the plaintext in its error.
+	Seal func(sessionID string, generation int64) (string, error)
+}
 
 // SigningKey is an Ed25519 key of device access tokens; the private half is
 // sealed.
@@ -151,12 +166,24 @@ func (d *DB) CreateDeviceSession(ctx context.Context, s DeviceSession, refreshHa
 // ErrNotFound; a revoked session ErrDeviceSessionRevoked; a session idle
 // past its expiry is revoked (ErrDeviceSessionExpired). Revocations are
 // committed before the refusal is returned.
-func (d *DB) RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string, now, idleExpiresAt time.Time) (*DeviceSession, error) {
+//
+// With keep, the spent token keeps its successor sealed until keep.Until,
+// and every older kept successor of the session is erased (its successor,
+// the token spent now, is used). A later presentation of the spent token
+// is then not reuse while it is the immediate predecessor of the session's
+// current token, that token is unused (the session is still at its
+// generation), and keep.Until has not passed: it changes nothing and
+// returns the session and the kept successor, sealed. The
+// decision is made under the session's lock, so it sees every committed
+// rotation: a retry racing the successor's first use either comes first
+// and gets the successor, or comes second and is reuse.
+func (d *DB) RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string, now, idleExpiresAt time.Time, keep DeviceReuse) (*DeviceSession, string, error) {
 	now, idleExpiresAt = now.UTC(), idleExpiresAt.UTC()
 	var out *DeviceSession
+	var reissued string
 	var refusal error
 	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		out, refusal = nil, nil
+		out, reissued, refusal = nil, "", nil
 		var tok DeviceRefreshToken
 		err := tx.Where("token_hash = ?", hash).Take(&tok).Error
 		if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -186,6 +213,9 @@ func (d *DB) RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string
 			return err
 		}
 		switch {
+		case tok.RotatedAt != nil && successorReissuable(&tok, &sess, now):
+			reissued, out = tok.SuccessorSealed, &sess
+			return nil
 		case tok.RotatedAt != nil:
 			return reuse()
 		case sess.RevokedAt != nil:
@@ -196,14 +226,27 @@ func (d *DB) RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string
 			_, err := revokeDeviceSession(tx, sess.ID, DeviceRevokedIdleExpired, now)
 			return err
 		}
-		res := tx.Model(&DeviceRefreshToken{}).Where("token_hash = ? AND rotated_at IS NULL", hash).Update("rotated_at", now)
+		next := tok.Generation + 1
+		spend := map[string]any{"rotated_at": now}
+		if !keep.Until.IsZero() {
+			sealed, err := keep.Seal(sess.ID, next)
+			if err != nil {
+				return err
+			}
+			spend["successor_sealed"], spend["reuse_until"] = sealed, keep.Until.UTC()
+		}
+		// The token spent now was the kept successor of its predecessor:
+		// used, so erased (with any older one).
+		if err := eraseKeptSuccessors(tx.Where("session_id = ?", sess.ID)); err != nil {
+			return err
+		}
+		res := tx.Model(&DeviceRefreshToken{}).Where("token_hash = ? AND rotated_at IS NULL", hash).Updates(spend)
 		if res.Error != nil {
 			return res.Error
 		}
 		if res.RowsAffected != 1 {
 			return reuse()
 		}
-		next := tok.Generation + 1
 		res = tx.Model(&DeviceSession{}).Where("id = ? AND generation = ? AND revoked_at IS NULL", sess.ID, tok.Generation).
 			Updates(map[string]any{"generation": next, "last_used_at": now, "idle_expires_at": idleExpiresAt})
 		if res.Error != nil {
@@ -220,12 +263,38 @@ func (d *DB) RotateDeviceRefreshToken(ctx context.Context, hash, nextHash string
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if refusal != nil {
-		return nil, refusal
+		return nil, "", refusal
 	}
-	return out, nil
+	return out, reissued, nil
+}
+
+// successorReissuable reports whether the rotated token tok may hand out
+// its kept successor again: it keeps one, its reuse interval runs, and the
+// successor is the session's current, unused token (the session is one
+// generation on: every rotation moves it, in the transaction that spends
+// the token) of a live session.
+func successorReissuable(tok *DeviceRefreshToken, sess *DeviceSession, now time.Time) bool {
+	return tok.SuccessorSealed != "" && tok.ReuseUntil != nil && now.Before(*tok.ReuseUntil) &&
+		sess.Generation == tok.Generation+1 && sess.RevokedAt == nil && now.Before(sess.IdleExpiresAt)
+}
+
+// eraseKeptSuccessors erases the kept successors of the tokens scope
+// selects.
+func eraseKeptSuccessors(scope *gorm.DB) error {
+	return scope.Model(&DeviceRefreshToken{}).Where("reuse_until IS NOT NULL").
+		Updates(map[string]any{"successor_sealed": "", "reuse_until": nil}).Error
+}
+
+// EraseExpiredDeviceSuccessors erases the kept successors whose reuse
+// interval has passed by now (they can no longer be handed out; the
+// housekeeping job sweeps them) and returns how many.
+func (d *DB) EraseExpiredDeviceSuccessors(ctx context.Context, now time.Time) (int64, error) {
+	res := d.gorm.WithContext(ctx).Model(&DeviceRefreshToken{}).Where("reuse_until <= ?", now.UTC()).
+		Updates(map[string]any{"successor_sealed": "", "reuse_until": nil})
+	return res.RowsAffected, res.Error
 }
 
 // RevokeDeviceFamily revokes the session of a refresh token, current or
@@ -264,11 +333,14 @@ func (d *DB) RevokeDeviceSession(ctx context.Context, id, reason string, now tim
 }
 
 // revokeDeviceSession revokes a session unless it already is, and reports
-// whether it did.
+// whether it did. A successor kept for a retry is erased with it.
 func revokeDeviceSession(db *gorm.DB, id, reason string, now time.Time) (bool, error) {
 	res := db.Model(&DeviceSession{}).Where("id = ? AND revoked_at IS NULL", id).
 		Updates(map[string]any{"revoked_at": now, "revoke_reason": reason})
-	return res.RowsAffected == 1, res.Error
+	if res.Error != nil || res.RowsAffected != 1 {
+		return false, res.Error
+	}
+	return true, eraseKeptSuccessors(db.Where("session_id = ?", id))
 }
 
 // DeviceSessionForVerify returns what verifying an access token needs of

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/tokenwarm/tokenwarm/devices"
+	"github.com/tokenwarm/tokenwarm/handlers"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/warmer"
 )
@@ -53,8 +56,14 @@ type Config struct {
 	AppRedirectURIs []string
 	DeviceTokenTTL  time.Duration
 	DeviceIdleTTL   time.Duration
-	LogLevel        string
-	LogFormat       string
+	// DeviceReuseInterval: 0 disables the device refresh reuse interval.
+	DeviceReuseInterval time.Duration
+	// Rate limits of each replica (0 RPS disables one) and the proxies
+	// whose X-Forwarded-For is believed.
+	RateLimits     handlers.RateLimits
+	TrustedProxies []netip.Prefix
+	LogLevel       string
+	LogFormat      string
 }
 
 // setting documents one environment variable.
@@ -75,6 +84,17 @@ func dur(dst func(*Config) *time.Duration) func(*Config, string) error {
 			return fmt.Errorf("want a positive duration such as 90s or 2h")
 		}
 		*dst(c) = d
+		return nil
+	}
+}
+
+func rate(dst func(*Config) *float64) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || r > 1e6 || r != r {
+			return fmt.Errorf("want requests per second, 0 (off) or more, such as 5 or 0.5")
+		}
+		*dst(c) = r
 		return nil
 	}
 }
@@ -193,6 +213,32 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.DeviceTokenTTL })},
 	{env: "TOKENWARM_DEVICE_IDLE_TTL", def: "2160h", help: "a device refresh token unused this long expires (default 90 days)",
 		set: dur(func(c *Config) *time.Duration { return &c.DeviceIdleTTL })},
+	{env: "TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL", def: "30s", help: "a rotated device refresh token presented again this soon, while its successor is unused, gets that same successor (a retry whose answer was lost) instead of revoking the session; 0 disables, at most 5m",
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > devices.MaxRefreshReuseInterval {
+				return fmt.Errorf("want a duration from 0 (off) to %s such as 30s", devices.MaxRefreshReuseInterval)
+			}
+			c.DeviceReuseInterval = d
+			return nil
+		}},
+	{env: "TOKENWARM_RATE_LIMIT_SESSION_RPS", def: "5", help: "requests per second each replica allows per device session on the pull and connection endpoints, and per presented refresh token or code on the token endpoint; 0 disables",
+		set: rate(func(c *Config) *float64 { return &c.RateLimits.SessionRPS })},
+	{env: "TOKENWARM_RATE_LIMIT_SESSION_BURST", def: "60", help: "burst of the per-session rate limit",
+		set: posInt(1, func(c *Config) *int { return &c.RateLimits.SessionBurst })},
+	{env: "TOKENWARM_RATE_LIMIT_IP_RPS", def: "50", help: "requests per second each replica allows per client IP on the token, revoke, authorize and pull endpoints; 0 disables",
+		set: rate(func(c *Config) *float64 { return &c.RateLimits.IPRPS })},
+	{env: "TOKENWARM_RATE_LIMIT_IP_BURST", def: "300", help: "burst of the per-IP rate limit",
+		set: posInt(1, func(c *Config) *int { return &c.RateLimits.IPBurst })},
+	{env: "TOKENWARM_TRUSTED_PROXIES", help: "comma-separated CIDRs (or IPs) of the reverse proxies in front of tokenwarm: the client IP is taken from X-Forwarded-For (the right-most address not in them) only when the peer is one; otherwise the socket's address",
+		set: func(c *Config, v string) error {
+			ps, err := handlers.ParseTrustedProxies(v)
+			if err != nil {
+				return err
+			}
+			c.TrustedProxies = ps
+			return nil
+		}},
 	{env: "TOKENWARM_WARM_SCHEDULE", def: "@every 1m", help: "how often each replica runs a warm pass (robfig/cron syntax)",
 		set: func(c *Config, v string) error {
 			if _, err := cron.ParseStandard(v); err != nil {

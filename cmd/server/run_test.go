@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenwarm/tokenwarm/handlers"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 )
@@ -207,5 +208,35 @@ func TestMigrateSubcommandOnSQLite(t *testing.T) {
 	out.Reset()
 	if err := run(context.Background(), []string{"reseal"}, env, &out, io.Discard); err != nil || !strings.Contains(out.String(), "resealed 0 connection(s)") {
 		t.Fatalf("reseal on an empty database: %v %q", err, out.String())
+	}
+}
+
+// The reuse interval and rate limits: defaults, 0 turns each off, and
+// out-of-range values are refused with the variable's name.
+func TestReuseIntervalAndRateLimitSettings(t *testing.T) {
+	cfg, err := loadConfig(envFrom(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := handlers.RateLimits{SessionRPS: 5, SessionBurst: 60, IPRPS: 50, IPBurst: 300}
+	if cfg.DeviceReuseInterval != 30*time.Second || fmt.Sprint(cfg.RateLimits) != fmt.Sprint(want) || cfg.TrustedProxies != nil {
+		t.Fatalf("defaults: reuse %s, limits %+v, proxies %v", cfg.DeviceReuseInterval, cfg.RateLimits, cfg.TrustedProxies)
+	}
+	cfg, err = loadConfig(envFrom(map[string]string{"TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL": "0", "TOKENWARM_RATE_LIMIT_SESSION_RPS": "0",
+		"TOKENWARM_RATE_LIMIT_IP_RPS": "0.5", "TOKENWARM_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7,2001:db8::/32"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DeviceReuseInterval != 0 || cfg.RateLimits.SessionRPS != 0 || cfg.RateLimits.IPRPS != 0.5 ||
+		fmt.Sprint(cfg.TrustedProxies) != "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]" {
+		t.Fatalf("reuse %s, limits %+v, proxies %v", cfg.DeviceReuseInterval, cfg.RateLimits, cfg.TrustedProxies)
+	}
+	bad := map[string]string{"TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL": "6m", "TOKENWARM_RATE_LIMIT_SESSION_RPS": "-1",
+		"TOKENWARM_RATE_LIMIT_IP_BURST": "0", "TOKENWARM_TRUSTED_PROXIES": "10.0.0.0/33"}
+	_, err = loadConfig(envFrom(bad))
+	for name := range bad {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%s: error %v does not name it", name, bad[name], err)
+		}
 	}
 }

@@ -212,3 +212,18 @@ func MigratedDB(t testing.TB, dialect models.Dialect) *models.DB {
 	}
 	return db
 }
+
+// Concurrently runs fn(0), …, fn(n-1) in n goroutines released together,
+// and waits for all of them: the shape of every race test.
+func Concurrently(n int, fn func(i int)) {
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			fn(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+}
