@@ -385,6 +385,10 @@ func (b *bench) startServer(ctx context.Context, dir string) error {
 		"SALESFORCE_SESSION_TIMEOUT=" + sessionTimeout.String(),
 		"TOKENWARM_APP_REDIRECT_URIS=" + appRedirect,
 		"TOKENWARM_DEVICE_TOKEN_TTL=1h",
+		// The benchmark measures pulls, not the rate limits that would
+		// refuse most of them: off.
+		"TOKENWARM_RATE_LIMIT_SESSION_RPS=0",
+		"TOKENWARM_RATE_LIMIT_IP_RPS=0",
 		// No warm pass during the phases (nothing is due for 72h anyway;
 		// this keeps the pass's own queries out of the counts).
 		"TOKENWARM_WARM_SCHEDULE=@every 6h",

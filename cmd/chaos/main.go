@@ -219,6 +219,9 @@ func run(ctx context.Context, o options) (err error) {
 			"TOKENWARM_WARM_SCHEDULE=@every 2s",
 			"TOKENWARM_WARM_INTERVAL=15s",
 			"TOKENWARM_DEVICE_TOKEN_TTL=1m",
+			// The load is hammering on purpose: no rate limits.
+			"TOKENWARM_RATE_LIMIT_SESSION_RPS=0",
+			"TOKENWARM_RATE_LIMIT_IP_RPS=0",
 			// Long enough for a refresh that presented its token (the
 			// server refuses less).
 			"TOKENWARM_SHUTDOWN_TIMEOUT=" + (2*o.sfTimeout + o.commitBudget + 10*time.Second).String(),
