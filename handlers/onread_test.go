@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/tokenwarm/tokenwarm/handlers"
 	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -38,13 +39,19 @@ func TestPullOfAValidTokenIsOneStatement(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for range 3 {
-			if resp, body := w.pull(sess.ConnectionIDs[0], sess.AccessToken, ""); resp.StatusCode != 200 {
+		// The rate limits (in memory) add none; a refused pull costs none.
+		limited, _ := w.limited(handlers.DefaultRateLimits())
+		exhausted, _ := w.limited(handlers.RateLimits{SessionRPS: 1, SessionBurst: 1})
+		for _, base := range []string{w.srv.URL, limited, exhausted} {
+			if resp, body := w.get(base+"/v1/connections/"+sess.ConnectionIDs[0]+"/access-token", sess.AccessToken); resp.StatusCode != 200 {
 				t.Fatalf("pull: %d %s", resp.StatusCode, body)
 			}
 		}
+		if resp, body := w.get(exhausted+"/v1/connections/"+sess.ConnectionIDs[0]+"/access-token", sess.AccessToken); resp.StatusCode != 429 {
+			t.Fatalf("pull past the limit: %d %s", resp.StatusCode, body)
+		}
 		if n, j := reads.Load(), joined.Load(); n != 3 || j != 3 {
-			t.Fatalf("%d statements (%d reading session and connection together) for 3 pulls, want 3 and 3", n, j)
+			t.Fatalf("%d statements (%d reading session and connection together) for 3 pulls and a refused one, want 3 and 3", n, j)
 		}
 	})
 }

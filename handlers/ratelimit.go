@@ -42,6 +42,12 @@ type RateLimits struct {
 	Now     func() time.Time
 }
 
+// DefaultRateLimits are the server's defaults (its TOKENWARM_RATE_LIMIT_*
+// settings): far above what an app following mobile-sdk-spec sends.
+func DefaultRateLimits() RateLimits {
+	return RateLimits{SessionRPS: 5, SessionBurst: 60, IPRPS: 50, IPBurst: 300}
+}
+
 // codeRateLimited is the problem code (and OAuth error) of a 429.
 const codeRateLimited = "rate_limited"
 

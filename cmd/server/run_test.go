@@ -218,7 +218,7 @@ func TestReuseIntervalAndRateLimitSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := handlers.RateLimits{SessionRPS: 5, SessionBurst: 60, IPRPS: 50, IPBurst: 300}
+	want := handlers.DefaultRateLimits()
 	if cfg.DeviceReuseInterval != 30*time.Second || fmt.Sprint(cfg.RateLimits) != fmt.Sprint(want) || cfg.TrustedProxies != nil {
 		t.Fatalf("defaults: reuse %s, limits %+v, proxies %v", cfg.DeviceReuseInterval, cfg.RateLimits, cfg.TrustedProxies)
 	}
