@@ -12,8 +12,12 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
+	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/handlers"
+	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
+	"github.com/tokenwarm/tokenwarm/pkce"
+	"github.com/tokenwarm/tokenwarm/vault"
 )
 
 // limited serves the world's API with rate limits (on their own clock)
@@ -293,4 +297,69 @@ func TestRateLimitDefaultsNeverHitAWellBehavedApp(t *testing.T) {
 		resp, body := w.get(base+"/v1/connections/"+ids[step%len(ids)]+"/access-token?min_validity=300", dev.AccessToken)
 		ok("pull", resp, body)
 	}
+}
+
+// replicaStack is the API of another replica on the world's database: its
+// own pool (Postgres), its own device service with the reuse interval.
+func (w *world) replicaStack(reuse time.Duration) string {
+	w.t.Helper()
+	db := w.db
+	if w.pgURL != "" {
+		var err error
+		if db, err = models.Open(w.pgURL, "", models.Options{}); err != nil {
+			w.t.Fatal(err)
+		}
+		w.t.Cleanup(func() { db.Close() })
+	}
+	log := slog.New(slog.DiscardHandler)
+	dev := devices.New(db, w.ring, w.devClock, devices.Config{Issuer: w.srv.URL, RefreshReuseInterval: reuse})
+	v := vault.New(db, w.ring, w.sf, w.sfClock, log, vault.Config{})
+	api := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AppRedirectURIs: []string{appRedirect},
+		AllowAnyLoginHost: true}, log, v, dev, pkce.NewStore(db, w.ring, w.sfClock, 0), w.sf, w.ring, w.sfClock.Now)
+	srv := httptest.NewServer(handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: api}))
+	w.t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// A device refresh whose answer was lost, retried on another replica:
+// inside the reuse interval it answers the same refresh token and a
+// working access token; outside it, invalid_grant and the session is gone.
+func TestDeviceRefreshRetryAcrossReplicas(t *testing.T) {
+	testkit.Dialects(t, func(t *testing.T, dialect models.Dialect) {
+		w := newWorld(t, dialect)
+		a, b := w.replicaStack(30*time.Second), w.replicaStack(30*time.Second)
+		refresh := func(base, tok string) (*http.Response, []byte) {
+			return w.postForm(base+"/v1/device/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}})
+		}
+		code, verifier := w.connectApp("retry@example.com", nil)
+		first := w.session(code, verifier)
+		resp, body := refresh(a, first.RefreshToken)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("refresh: %d %s", resp.StatusCode, body)
+		}
+		lost := decode[deviceToken](t, body)
+		w.devClock.Advance(29 * time.Second)
+		resp, body = refresh(b, first.RefreshToken)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("retry inside the interval: %d %s", resp.StatusCode, body)
+		}
+		retry := decode[deviceToken](t, body)
+		if retry.RefreshToken != lost.RefreshToken || retry.SessionID != first.SessionID || retry.AccessToken == lost.AccessToken ||
+			retry.TokenType != "Bearer" || len(retry.ConnectionIDs) != 1 || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Fatalf("retry answered %s", body)
+		}
+		if resp, body := w.get(b+"/v1/connections/"+retry.ConnectionIDs[0]+"/access-token", retry.AccessToken); resp.StatusCode != http.StatusOK {
+			t.Fatalf("pull with the retry's access token: %d %s", resp.StatusCode, body)
+		}
+
+		// Outside the interval: reuse.
+		w.devClock.Advance(time.Second)
+		resp, body = refresh(a, first.RefreshToken)
+		if resp.StatusCode != http.StatusBadRequest || decode[oauthErr](t, body).Error != "invalid_grant" {
+			t.Fatalf("retry outside the interval: %d %s", resp.StatusCode, body)
+		}
+		if resp, body := refresh(b, retry.RefreshToken); resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("the session survived reuse: %d %s", resp.StatusCode, body)
+		}
+	})
 }
