@@ -445,7 +445,7 @@ func (d *DB) ConnectionForSession(ctx context.Context, sessionID, connectionID s
 	err = d.RetryRead(ctx, func() error {
 		rows = nil
 		return d.gorm.WithContext(ctx).Raw(`SELECT c.*, s.owner AS session_owner, s.revoked_at AS session_revoked_at
-			FROM device_sessions s LEFT JOIN connections c ON c.id = ? WHERE s.id = ?`, connectionID, sessionID).Scan(&rows).Error
+			FROM device_sessions s LEFT JOIN connections c ON c.id = ? WHERE s.id = ?`, connectionID, sessionID).Find(&rows).Error
 	})
 	if err != nil || len(rows) == 0 {
 		return nil, nil, err

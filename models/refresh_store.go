@@ -149,7 +149,7 @@ func (d *DB) LockForRefresh(ctx context.Context, id string, lockTimeout, idleTim
 			a.started_at AS attempt_started_at, a.lease_until AS attempt_lease_until, a.state AS attempt_state,
 			a.alerted_at AS attempt_alerted_at, a.lease_until > clock_timestamp() AS attempt_live
 		FROM connections c LEFT JOIN refresh_attempts a ON a.connection_id = c.id
-		WHERE c.id = ? FOR NO KEY UPDATE OF c`, id).Scan(&rows).Error
+		WHERE c.id = ? FOR NO KEY UPDATE OF c`, id).Find(&rows).Error
 	if err != nil {
 		return fail(err)
 	}
