@@ -179,7 +179,7 @@ var settings = []setting{
 			c.WarmJitter = f
 			return nil
 		}},
-	{env: "TOKENWARM_APP_REDIRECT_URIS", help: "comma-separated allowlist of app redirect URIs (exact match) that may receive handoff codes, e.g. com.acme.app:/oauth",
+	{env: "TOKENWARM_APP_REDIRECT_URIS", help: "legacy flow (no client_id): comma-separated allowlist of app redirect URIs (exact match) that may receive handoff codes, e.g. com.acme.app:/oauth",
 		set: func(c *Config, v string) error {
 			for _, u := range strings.Split(v, ",") {
 				u = strings.TrimSpace(u)
