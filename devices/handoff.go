@@ -125,7 +125,7 @@ func (s *Service) StartSession(ctx context.Context, r SessionRequest) (*Tokens, 
 	var access string
 	var h *Handoff
 	var sess models.DeviceSession
-	err = s.db.StartDeviceSessionFromHandoff(ctx, hashSecret(r.Code), now, func(c models.HandoffCode) (models.DeviceSession, string, error) {
+	ids, err := s.db.StartDeviceSessionFromHandoff(ctx, hashSecret(r.Code), now, func(c models.HandoffCode) (models.DeviceSession, string, error) {
 		switch {
 		case !now.Before(c.ExpiresAt):
 			return sess, "", newErr(ErrInvalidGrant, "code expired")
@@ -157,5 +157,7 @@ func (s *Service) StartSession(ctx context.Context, r SessionRequest) (*Tokens, 
 	case err != nil:
 		return nil, nil, fmt.Errorf("devices: start session: %w", err)
 	}
-	return s.tokens(access, refresh, &sess), h, nil
+	toks := s.tokens(access, refresh, &sess)
+	toks.ConnectionIDs = ids
+	return toks, h, nil
 }

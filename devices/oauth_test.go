@@ -23,7 +23,7 @@ type breakingStore struct {
 }
 
 func (b *breakingStore) StartDeviceSessionFromHandoff(ctx2 context.Context, hash string, now time.Time,
-	start func(models.HandoffCode) (models.DeviceSession, string, error)) error {
+	start func(models.HandoffCode) (models.DeviceSession, string, error)) ([]string, error) {
 	if !b.armed {
 		return b.DB.StartDeviceSessionFromHandoff(ctx2, hash, now, start)
 	}

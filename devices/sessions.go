@@ -19,6 +19,9 @@ type Tokens struct {
 	RefreshToken string
 	SessionID    string
 	Owner        string
+	// ConnectionIDs are the owner's connections when the session started
+	// from a code (StartSession), read with it in one transaction.
+	ConnectionIDs []string
 }
 
 // Reasons recorded on revoked sessions.

@@ -15,7 +15,7 @@ type Store interface {
 	CreateHandoffCode(ctx context.Context, c models.HandoffCode) error
 	SpendHandoffCode(ctx context.Context, hash string, now time.Time) (code *models.HandoffCode, spentNow bool, err error)
 	StartDeviceSessionFromHandoff(ctx context.Context, hash string, now time.Time,
-		start func(models.HandoffCode) (s models.DeviceSession, refreshHash string, refusal error)) error
+		start func(models.HandoffCode) (s models.DeviceSession, refreshHash string, refusal error)) (connectionIDs []string, err error)
 
 	// Sessions and their rotating refresh tokens.
 	CreateDeviceSession(ctx context.Context, s models.DeviceSession, refreshHash string) error

@@ -102,14 +102,19 @@ func (a *API) deviceToken(c echo.Context) error {
 	}
 	// The session is stored (and a refresh token rotated): losing this
 	// answer now would make the app present the old token again, which is
-	// reuse. The read is retried on a fresh connection by the store.
-	conns, err := a.vault.ConnectionsOf(ctx, toks.Owner)
-	if err != nil {
-		return a.oauthUnavailable(c, err)
-	}
-	ids := make([]string, 0, len(conns))
-	for _, cn := range conns {
-		ids = append(ids, cn.ID)
+	// reuse. A new session's connections were read in its transaction;
+	// after a refresh the read is retried on a fresh connection by the
+	// store.
+	ids := toks.ConnectionIDs
+	if ids == nil {
+		conns, err := a.vault.ConnectionsOf(ctx, toks.Owner)
+		if err != nil {
+			return a.oauthUnavailable(c, err)
+		}
+		ids = make([]string, 0, len(conns))
+		for _, cn := range conns {
+			ids = append(ids, cn.ID)
+		}
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	c.Response().Header().Set("Pragma", "no-cache")

@@ -17,7 +17,7 @@ import (
 func init() {
 	ctx := context.Background()
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	handoff := func(t *testing.T, db *models.DB, hash, clientID string) {
+	handoff := func(t *testing.T, db *models.DB, hash, clientID string) (connectionID string) {
 		t.Helper()
 		c := models.Connection{ID: uuid.NewString(), Owner: "alice", OrgID: "00D", UserID: "005", LoginURL: "https://login.example",
 			Status: models.StatusActive, LastRefreshedAt: at, NextWarmAt: at, CreatedAt: at, UpdatedAt: at}
@@ -29,6 +29,7 @@ func init() {
 		if err != nil {
 			t.Fatal(err)
 		}
+		return c.ID
 	}
 	newSession := func(c models.HandoffCode) models.DeviceSession {
 		return models.DeviceSession{ID: uuid.NewString(), Owner: c.Owner, Generation: 1, ClientID: c.ClientID,
@@ -44,14 +45,14 @@ func init() {
 	}
 	register(
 		storageCase{"handoff: a session that cannot be stored leaves the code unspent", func(t *testing.T, db *models.DB) {
-			handoff(t, db, "h", "app.one")
+			conn := handoff(t, db, "h", "app.one")
 			// The injected failure: the first refresh token's hash is taken,
 			// so the insert fails inside the transaction, after the spend.
 			taken := models.DeviceSession{ID: uuid.NewString(), Owner: "bob", Generation: 1, CreatedAt: at, LastUsedAt: at, IdleExpiresAt: at.Add(time.Hour)}
 			if err := db.CreateDeviceSession(ctx, taken, "taken"); err != nil {
 				t.Fatal(err)
 			}
-			err := db.StartDeviceSessionFromHandoff(ctx, "h", at, func(c models.HandoffCode) (models.DeviceSession, string, error) {
+			_, err := db.StartDeviceSessionFromHandoff(ctx, "h", at, func(c models.HandoffCode) (models.DeviceSession, string, error) {
 				return newSession(c), "taken", nil
 			})
 			if err == nil || errors.Is(err, models.ErrHandoffCodeUsed) || errors.Is(err, models.ErrNotFound) {
@@ -61,21 +62,21 @@ func init() {
 				t.Fatalf("%d sessions after the failed start, want 1 (nothing stored)", n)
 			}
 			var got models.DeviceSession
-			err = db.StartDeviceSessionFromHandoff(ctx, "h", at.Add(time.Second), func(c models.HandoffCode) (models.DeviceSession, string, error) {
+			ids, err := db.StartDeviceSessionFromHandoff(ctx, "h", at.Add(time.Second), func(c models.HandoffCode) (models.DeviceSession, string, error) {
 				if c.UsedAt == nil || !c.UsedAt.Equal(at.Add(time.Second)) || c.ClientID != "app.one" || c.AppRedirectURI != "app://done" {
 					t.Errorf("start sees %+v", c)
 				}
 				got = newSession(c)
 				return got, "fresh", nil
 			})
-			if err != nil {
-				t.Fatalf("the code after the failed start: %v", err)
+			if err != nil || len(ids) != 1 || ids[0] != conn {
+				t.Fatalf("the code after the failed start: %v %v, want the owner's connection %s", ids, err, conn)
 			}
 			s, err := db.DeviceSessionOfRefreshToken(ctx, "fresh")
 			if err != nil || s.ID != got.ID || s.ClientID != "app.one" || s.Owner != "alice" || s.RevokedAt != nil {
 				t.Fatalf("session of the first refresh token = %+v, %v", s, err)
 			}
-			err = db.StartDeviceSessionFromHandoff(ctx, "h", at.Add(2*time.Second), func(models.HandoffCode) (models.DeviceSession, string, error) {
+			_, err = db.StartDeviceSessionFromHandoff(ctx, "h", at.Add(2*time.Second), func(models.HandoffCode) (models.DeviceSession, string, error) {
 				t.Error("start called for a spent code")
 				return models.DeviceSession{}, "", nil
 			})
@@ -86,7 +87,7 @@ func init() {
 		storageCase{"handoff: a refused redemption spends the code and stores nothing", func(t *testing.T, db *models.DB) {
 			handoff(t, db, "h", "")
 			refusal := errors.New("wrong verifier")
-			err := db.StartDeviceSessionFromHandoff(ctx, "h", at, func(models.HandoffCode) (models.DeviceSession, string, error) {
+			_, err := db.StartDeviceSessionFromHandoff(ctx, "h", at, func(models.HandoffCode) (models.DeviceSession, string, error) {
 				return models.DeviceSession{}, "", refusal
 			})
 			if !errors.Is(err, refusal) {
@@ -95,13 +96,13 @@ func init() {
 			if n := sessions(t, db); n != 0 {
 				t.Fatalf("%d sessions stored by a refusal", n)
 			}
-			err = db.StartDeviceSessionFromHandoff(ctx, "h", at, func(c models.HandoffCode) (models.DeviceSession, string, error) {
+			_, err = db.StartDeviceSessionFromHandoff(ctx, "h", at, func(c models.HandoffCode) (models.DeviceSession, string, error) {
 				return newSession(c), "r", nil
 			})
 			if !errors.Is(err, models.ErrHandoffCodeUsed) {
 				t.Fatalf("after a refusal: %v, want ErrHandoffCodeUsed", err)
 			}
-			err = db.StartDeviceSessionFromHandoff(ctx, "unknown", at, func(c models.HandoffCode) (models.DeviceSession, string, error) {
+			_, err = db.StartDeviceSessionFromHandoff(ctx, "unknown", at, func(c models.HandoffCode) (models.DeviceSession, string, error) {
 				return newSession(c), "r", nil
 			})
 			if !errors.Is(err, models.ErrNotFound) {
@@ -120,9 +121,10 @@ func init() {
 					i++
 					hash := "r" + string(rune('a'+i))
 					go func() {
-						results <- r.StartDeviceSessionFromHandoff(ctx, "h", at, func(c models.HandoffCode) (models.DeviceSession, string, error) {
+						_, err := r.StartDeviceSessionFromHandoff(ctx, "h", at, func(c models.HandoffCode) (models.DeviceSession, string, error) {
 							return newSession(c), hash, nil
 						})
+						results <- err
 					}()
 				}
 			}

@@ -157,17 +157,20 @@ func createDeviceSession(tx *gorm.DB, s DeviceSession, refreshHash string) error
 // client, redirect URI) and returns the session with the hash of its first
 // refresh token, or a refusal; a refusal is returned after the spend is
 // committed (every attempt spends the code, a failed one included). start
-// runs inside the transaction and must not use the database.
+// runs inside the transaction and must not use the database. It returns
+// the IDs of the owner's connections (ConnectionsOf's order), read in the
+// same transaction, so nothing that can fail is left between the commit and
+// the answer that hands the session over.
 //
 // An unknown code is ErrNotFound; one spent before ErrHandoffCodeUsed. Of
 // racing redemptions across replicas exactly one spends the code: the
 // conditional update decides, and a loser that waited for a rolled-back
 // winner spends it itself.
 func (d *DB) StartDeviceSessionFromHandoff(ctx context.Context, hash string, now time.Time,
-	start func(HandoffCode) (s DeviceSession, refreshHash string, refusal error)) error {
+	start func(HandoffCode) (s DeviceSession, refreshHash string, refusal error)) (connectionIDs []string, err error) {
 	var refusal error
-	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		refusal = nil
+	err = d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		refusal, connectionIDs = nil, nil
 		res := tx.Model(&HandoffCode{}).Where("code_hash = ? AND used_at IS NULL", hash).Update("used_at", now.UTC())
 		if res.Error != nil {
 			return res.Error
@@ -190,12 +193,18 @@ func (d *DB) StartDeviceSessionFromHandoff(ctx context.Context, hash string, now
 			refusal = err
 			return nil
 		}
-		return createDeviceSession(tx, s, refreshHash)
+		if err := createDeviceSession(tx, s, refreshHash); err != nil {
+			return err
+		}
+		return tx.Model(&Connection{}).Where("owner = ?", s.Owner).Order("created_at, id").Pluck("id", &connectionIDs).Error
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return refusal
+	if refusal != nil {
+		return nil, refusal
+	}
+	return connectionIDs, nil
 }
 
 // DeviceSessionOfRefreshToken returns the session of a refresh token,
