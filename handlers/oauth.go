@@ -156,8 +156,8 @@ func (a *API) redirectError(c echo.Context, redirect, code, desc, state string) 
 
 // validScope reports whether scope is a well-formed scope parameter (RFC
 // 6749 section 3.3): space-separated tokens of printable ASCII other than
-// the double quote and the backslash. Unknown scopes are ignored; the grant is always
-// grantedScope.
+// the double quote and the backslash. Unknown scopes are ignored: the
+// grant is always grantedScope.
 func validScope(scope string) bool {
 	for _, r := range scope {
 		if r != ' ' && (r < 0x21 || r > 0x7e || r == '"' || r == '\\') {
