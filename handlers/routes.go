@@ -50,6 +50,7 @@ func New(d Deps) *echo.Echo {
 		e.POST("/v1/device/token", a.deviceToken)
 		e.POST("/v1/device/revoke", a.deviceRevoke)
 		e.GET("/.well-known/jwks.json", a.jwks)
+		e.GET("/.well-known/oauth-authorization-server", a.oauthMetadata)
 		dev := e.Group("/v1/connections")
 		dev.GET("", a.listConnections, a.requireDevice)
 		dev.GET("/:id", a.getConnection, a.requireDevice)
