@@ -26,6 +26,7 @@ const (
 	AuthorizeProblemCodeInvalidRequest             AuthorizeProblemCode = "invalid_request"
 	AuthorizeProblemCodeRedirectUriNotAllowed      AuthorizeProblemCode = "redirect_uri_not_allowed"
 	AuthorizeProblemCodeUnsupportedChallengeMethod AuthorizeProblemCode = "unsupported_challenge_method"
+	AuthorizeProblemCodeUnsupportedResponseType    AuthorizeProblemCode = "unsupported_response_type"
 )
 
 // Valid indicates whether the value is a known member of the AuthorizeProblemCode enum.
@@ -42,6 +43,8 @@ func (e AuthorizeProblemCode) Valid() bool {
 	case AuthorizeProblemCodeRedirectUriNotAllowed:
 		return true
 	case AuthorizeProblemCodeUnsupportedChallengeMethod:
+		return true
+	case AuthorizeProblemCodeUnsupportedResponseType:
 		return true
 	default:
 		return false
@@ -350,6 +353,7 @@ const (
 	ProblemCodeServiceUnavailable         ProblemCode = "service_unavailable"
 	ProblemCodeUnauthorized               ProblemCode = "unauthorized"
 	ProblemCodeUnsupportedChallengeMethod ProblemCode = "unsupported_challenge_method"
+	ProblemCodeUnsupportedResponseType    ProblemCode = "unsupported_response_type"
 	ProblemCodeUpstreamConfigurationError ProblemCode = "upstream_configuration_error"
 	ProblemCodeUpstreamUnavailable        ProblemCode = "upstream_unavailable"
 )
@@ -392,6 +396,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeUnauthorized:
 		return true
 	case ProblemCodeUnsupportedChallengeMethod:
+		return true
+	case ProblemCodeUnsupportedResponseType:
 		return true
 	case ProblemCodeUpstreamConfigurationError:
 		return true
@@ -449,13 +455,16 @@ func (e ReadyStatus) Valid() bool {
 
 // Defines values for RevokeBadRequestErrorError.
 const (
-	RevokeBadRequestErrorErrorInvalidRequest RevokeBadRequestErrorError = "invalid_request"
+	RevokeBadRequestErrorErrorInvalidRequest     RevokeBadRequestErrorError = "invalid_request"
+	RevokeBadRequestErrorErrorUnauthorizedClient RevokeBadRequestErrorError = "unauthorized_client"
 )
 
 // Valid indicates whether the value is a known member of the RevokeBadRequestErrorError enum.
 func (e RevokeBadRequestErrorError) Valid() bool {
 	switch e {
 	case RevokeBadRequestErrorErrorInvalidRequest:
+		return true
+	case RevokeBadRequestErrorErrorUnauthorizedClient:
 		return true
 	default:
 		return false

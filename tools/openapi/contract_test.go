@@ -179,8 +179,8 @@ func TestServerCodesAreDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	problemCall := regexp.MustCompile(`(?:newProblem\([^,]+,\s*|newFieldProblem\(|badRequest\(|Code:\s*)"([a-z_]+)"`)
-	oauthCall := regexp.MustCompile(`oauthFail\([^,]+,[^,]+,\s*"([a-z_]+)"`)
+	problemCall := regexp.MustCompile(`(?:newProblem\([^,]+,\s*|newFieldProblem\(|badRequest\(|Code:\s*|refuse\("[a-z_]+",\s*)"([a-z_]+)"`)
+	oauthCall := regexp.MustCompile(`(?:oauthFail\([^,]+,[^,]+,\s*|oauthRefusal\{[^,]+,\s*)"([a-z_]+)"`)
 	seen := 0
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
