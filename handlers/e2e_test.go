@@ -328,7 +328,7 @@ func TestEndToEndMobileFlow(t *testing.T) {
 		return nil
 	}
 	minValidity := 600
-	res, err := sdk.GetAccessTokenWithResponse(context.Background(), uuid.MustParse(id), &client.GetAccessTokenParams{MinValidity: &minValidity}, bearer)
+	res, err := sdk.GetSalesforceAccessTokenWithResponse(context.Background(), uuid.MustParse(id), &client.GetSalesforceAccessTokenParams{MinValidity: &minValidity}, bearer)
 	if err != nil || res.JSON200 == nil {
 		t.Fatalf("SDK pull after expiry: %v %d %s", err, res.StatusCode(), res.Body)
 	}
