@@ -40,6 +40,7 @@ func testAppClients(t testing.TB) handlers.AppClients {
 
 // tokenRequests records the requests a client sends to the token endpoint.
 type tokenRequests struct {
+	next  http.RoundTripper
 	mu    sync.Mutex
 	basic []string // the HTTP Basic user of each, "" for none
 }
@@ -51,7 +52,7 @@ func (r *tokenRequests) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.basic = append(r.basic, user)
 		r.mu.Unlock()
 	}
-	return http.DefaultTransport.RoundTrip(req)
+	return r.next.RoundTrip(req)
 }
 
 // Acceptance a: a client built only from the RFC 8414 metadata document
@@ -60,13 +61,13 @@ func (r *tokenRequests) RoundTrip(req *http.Request) (*http.Response, error) {
 // + PKCE through tokenwarm and the Salesforce emulator, with a loopback
 // redirect on a port of its own (RFC 8252), refreshes, and revokes.
 //
-// Its HTTP goes around the openapi.yaml validator: the metadata endpoint
-// and the standard parameters are new to the contract.
+// Every request to tokenwarm and its answer are checked against
+// openapi.yaml on the way.
 func TestStandardOAuthClient(t *testing.T) {
 	for _, dialect := range []models.Dialect{models.Postgres, models.SQLite} {
 		t.Run(string(dialect), func(t *testing.T) {
 			w := newWorld(t, dialect)
-			recorder := &tokenRequests{}
+			recorder := &tokenRequests{next: w.http.Transport}
 			hc := &http.Client{Transport: recorder, Timeout: 20 * time.Second}
 			ctx := context.WithValue(context.Background(), oauth2.HTTPClient, hc)
 
