@@ -18,36 +18,84 @@ import (
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
 
-// Defines values for AccessTokenTokenType.
+// Defines values for AuthorizeProblemCode.
 const (
-	AccessTokenTokenTypeBearer AccessTokenTokenType = "Bearer"
+	AuthorizeProblemCodeInvalidClient              AuthorizeProblemCode = "invalid_client"
+	AuthorizeProblemCodeInvalidLoginHost           AuthorizeProblemCode = "invalid_login_host"
+	AuthorizeProblemCodeInvalidReauthToken         AuthorizeProblemCode = "invalid_reauth_token"
+	AuthorizeProblemCodeInvalidRequest             AuthorizeProblemCode = "invalid_request"
+	AuthorizeProblemCodeRedirectUriNotAllowed      AuthorizeProblemCode = "redirect_uri_not_allowed"
+	AuthorizeProblemCodeUnsupportedChallengeMethod AuthorizeProblemCode = "unsupported_challenge_method"
+	AuthorizeProblemCodeUnsupportedResponseType    AuthorizeProblemCode = "unsupported_response_type"
 )
 
-// Valid indicates whether the value is a known member of the AccessTokenTokenType enum.
-func (e AccessTokenTokenType) Valid() bool {
+// Valid indicates whether the value is a known member of the AuthorizeProblemCode enum.
+func (e AuthorizeProblemCode) Valid() bool {
 	switch e {
-	case AccessTokenTokenTypeBearer:
+	case AuthorizeProblemCodeInvalidClient:
+		return true
+	case AuthorizeProblemCodeInvalidLoginHost:
+		return true
+	case AuthorizeProblemCodeInvalidReauthToken:
+		return true
+	case AuthorizeProblemCodeInvalidRequest:
+		return true
+	case AuthorizeProblemCodeRedirectUriNotAllowed:
+		return true
+	case AuthorizeProblemCodeUnsupportedChallengeMethod:
+		return true
+	case AuthorizeProblemCodeUnsupportedResponseType:
 		return true
 	default:
 		return false
 	}
 }
 
-// Defines values for AdminConnectionStatus.
+// Defines values for BodyTooLargeProblemCode.
 const (
-	AdminConnectionStatusActive      AdminConnectionStatus = "active"
-	AdminConnectionStatusNeedsReauth AdminConnectionStatus = "needs_reauth"
-	AdminConnectionStatusRevoked     AdminConnectionStatus = "revoked"
+	BodyTooLargeProblemCodeBodyTooLarge BodyTooLargeProblemCode = "body_too_large"
 )
 
-// Valid indicates whether the value is a known member of the AdminConnectionStatus enum.
-func (e AdminConnectionStatus) Valid() bool {
+// Valid indicates whether the value is a known member of the BodyTooLargeProblemCode enum.
+func (e BodyTooLargeProblemCode) Valid() bool {
 	switch e {
-	case AdminConnectionStatusActive:
+	case BodyTooLargeProblemCodeBodyTooLarge:
 		return true
-	case AdminConnectionStatusNeedsReauth:
+	default:
+		return false
+	}
+}
+
+// Defines values for CallbackProblemCode.
+const (
+	CallbackProblemCodeInvalidRequest CallbackProblemCode = "invalid_request"
+	CallbackProblemCodeInvalidState   CallbackProblemCode = "invalid_state"
+)
+
+// Valid indicates whether the value is a known member of the CallbackProblemCode enum.
+func (e CallbackProblemCode) Valid() bool {
+	switch e {
+	case CallbackProblemCodeInvalidRequest:
 		return true
-	case AdminConnectionStatusRevoked:
+	case CallbackProblemCodeInvalidState:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ConflictProblemCode.
+const (
+	ConflictProblemCodeConnectionRevoked ConflictProblemCode = "connection_revoked"
+	ConflictProblemCodeReauthRequired    ConflictProblemCode = "reauth_required"
+)
+
+// Valid indicates whether the value is a known member of the ConflictProblemCode enum.
+func (e ConflictProblemCode) Valid() bool {
+	switch e {
+	case ConflictProblemCodeConnectionRevoked:
+		return true
+	case ConflictProblemCodeReauthRequired:
 		return true
 	default:
 		return false
@@ -75,15 +123,18 @@ func (e ConnectionStatus) Valid() bool {
 	}
 }
 
-// Defines values for DeviceTokenTokenType.
+// Defines values for DeviceRevokeRequestTokenTypeHint.
 const (
-	DeviceTokenTokenTypeBearer DeviceTokenTokenType = "Bearer"
+	DeviceRevokeRequestTokenTypeHintAccessToken  DeviceRevokeRequestTokenTypeHint = "access_token"
+	DeviceRevokeRequestTokenTypeHintRefreshToken DeviceRevokeRequestTokenTypeHint = "refresh_token"
 )
 
-// Valid indicates whether the value is a known member of the DeviceTokenTokenType enum.
-func (e DeviceTokenTokenType) Valid() bool {
+// Valid indicates whether the value is a known member of the DeviceRevokeRequestTokenTypeHint enum.
+func (e DeviceRevokeRequestTokenTypeHint) Valid() bool {
 	switch e {
-	case DeviceTokenTokenTypeBearer:
+	case DeviceRevokeRequestTokenTypeHintAccessToken:
+		return true
+	case DeviceRevokeRequestTokenTypeHintRefreshToken:
 		return true
 	default:
 		return false
@@ -92,13 +143,16 @@ func (e DeviceTokenTokenType) Valid() bool {
 
 // Defines values for DeviceTokenRequestGrantType.
 const (
-	DeviceTokenRequestGrantTypeHandoffCode  DeviceTokenRequestGrantType = "handoff_code"
-	DeviceTokenRequestGrantTypeRefreshToken DeviceTokenRequestGrantType = "refresh_token"
+	DeviceTokenRequestGrantTypeAuthorizationCode DeviceTokenRequestGrantType = "authorization_code"
+	DeviceTokenRequestGrantTypeHandoffCode       DeviceTokenRequestGrantType = "handoff_code"
+	DeviceTokenRequestGrantTypeRefreshToken      DeviceTokenRequestGrantType = "refresh_token"
 )
 
 // Valid indicates whether the value is a known member of the DeviceTokenRequestGrantType enum.
 func (e DeviceTokenRequestGrantType) Valid() bool {
 	switch e {
+	case DeviceTokenRequestGrantTypeAuthorizationCode:
+		return true
 	case DeviceTokenRequestGrantTypeHandoffCode:
 		return true
 	case DeviceTokenRequestGrantTypeRefreshToken:
@@ -117,6 +171,36 @@ const (
 func (e HealthStatus) Valid() bool {
 	switch e {
 	case HealthStatusOk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvalidClientErrorError.
+const (
+	InvalidClientErrorErrorInvalidClient InvalidClientErrorError = "invalid_client"
+)
+
+// Valid indicates whether the value is a known member of the InvalidClientErrorError enum.
+func (e InvalidClientErrorError) Valid() bool {
+	switch e {
+	case InvalidClientErrorErrorInvalidClient:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for InvalidParameterProblemCode.
+const (
+	InvalidParameterProblemCodeInvalidParameter InvalidParameterProblemCode = "invalid_parameter"
+)
+
+// Valid indicates whether the value is a known member of the InvalidParameterProblemCode enum.
+func (e InvalidParameterProblemCode) Valid() bool {
+	switch e {
+	case InvalidParameterProblemCodeInvalidParameter:
 		return true
 	default:
 		return false
@@ -183,30 +267,171 @@ func (e JWKUse) Valid() bool {
 	}
 }
 
-// Defines values for OAuthErrorError.
+// Defines values for NotFoundProblemCode.
 const (
-	OAuthErrorErrorInvalidClient          OAuthErrorError = "invalid_client"
-	OAuthErrorErrorInvalidGrant           OAuthErrorError = "invalid_grant"
-	OAuthErrorErrorInvalidRequest         OAuthErrorError = "invalid_request"
-	OAuthErrorErrorTemporarilyUnavailable OAuthErrorError = "temporarily_unavailable"
-	OAuthErrorErrorUnauthorizedClient     OAuthErrorError = "unauthorized_client"
-	OAuthErrorErrorUnsupportedGrantType   OAuthErrorError = "unsupported_grant_type"
+	NotFoundProblemCodeNotFound NotFoundProblemCode = "not_found"
 )
 
-// Valid indicates whether the value is a known member of the OAuthErrorError enum.
-func (e OAuthErrorError) Valid() bool {
+// Valid indicates whether the value is a known member of the NotFoundProblemCode enum.
+func (e NotFoundProblemCode) Valid() bool {
 	switch e {
-	case OAuthErrorErrorInvalidClient:
+	case NotFoundProblemCodeNotFound:
 		return true
-	case OAuthErrorErrorInvalidGrant:
+	default:
+		return false
+	}
+}
+
+// Defines values for NotReadyProblemCode.
+const (
+	NotReadyProblemCodeNotReady NotReadyProblemCode = "not_ready"
+)
+
+// Valid indicates whether the value is a known member of the NotReadyProblemCode enum.
+func (e NotReadyProblemCode) Valid() bool {
+	switch e {
+	case NotReadyProblemCodeNotReady:
 		return true
-	case OAuthErrorErrorInvalidRequest:
+	default:
+		return false
+	}
+}
+
+// Defines values for OAuthErrorCode.
+const (
+	OAuthErrorCodeInvalidClient          OAuthErrorCode = "invalid_client"
+	OAuthErrorCodeInvalidGrant           OAuthErrorCode = "invalid_grant"
+	OAuthErrorCodeInvalidRequest         OAuthErrorCode = "invalid_request"
+	OAuthErrorCodeInvalidScope           OAuthErrorCode = "invalid_scope"
+	OAuthErrorCodeRateLimited            OAuthErrorCode = "rate_limited"
+	OAuthErrorCodeTemporarilyUnavailable OAuthErrorCode = "temporarily_unavailable"
+	OAuthErrorCodeUnauthorizedClient     OAuthErrorCode = "unauthorized_client"
+	OAuthErrorCodeUnsupportedGrantType   OAuthErrorCode = "unsupported_grant_type"
+)
+
+// Valid indicates whether the value is a known member of the OAuthErrorCode enum.
+func (e OAuthErrorCode) Valid() bool {
+	switch e {
+	case OAuthErrorCodeInvalidClient:
 		return true
-	case OAuthErrorErrorTemporarilyUnavailable:
+	case OAuthErrorCodeInvalidGrant:
 		return true
-	case OAuthErrorErrorUnauthorizedClient:
+	case OAuthErrorCodeInvalidRequest:
 		return true
-	case OAuthErrorErrorUnsupportedGrantType:
+	case OAuthErrorCodeInvalidScope:
+		return true
+	case OAuthErrorCodeRateLimited:
+		return true
+	case OAuthErrorCodeTemporarilyUnavailable:
+		return true
+	case OAuthErrorCodeUnauthorizedClient:
+		return true
+	case OAuthErrorCodeUnsupportedGrantType:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ProblemCode.
+const (
+	ProblemCodeBodyTooLarge               ProblemCode = "body_too_large"
+	ProblemCodeConnectionRevoked          ProblemCode = "connection_revoked"
+	ProblemCodeInternal                   ProblemCode = "internal"
+	ProblemCodeInvalidClient              ProblemCode = "invalid_client"
+	ProblemCodeInvalidLoginHost           ProblemCode = "invalid_login_host"
+	ProblemCodeInvalidParameter           ProblemCode = "invalid_parameter"
+	ProblemCodeInvalidReauthToken         ProblemCode = "invalid_reauth_token"
+	ProblemCodeInvalidRequest             ProblemCode = "invalid_request"
+	ProblemCodeInvalidState               ProblemCode = "invalid_state"
+	ProblemCodeMethodNotAllowed           ProblemCode = "method_not_allowed"
+	ProblemCodeNotFound                   ProblemCode = "not_found"
+	ProblemCodeNotReady                   ProblemCode = "not_ready"
+	ProblemCodeRateLimited                ProblemCode = "rate_limited"
+	ProblemCodeReauthRequired             ProblemCode = "reauth_required"
+	ProblemCodeRedirectUriNotAllowed      ProblemCode = "redirect_uri_not_allowed"
+	ProblemCodeServiceUnavailable         ProblemCode = "service_unavailable"
+	ProblemCodeUnauthorized               ProblemCode = "unauthorized"
+	ProblemCodeUnsupportedChallengeMethod ProblemCode = "unsupported_challenge_method"
+	ProblemCodeUnsupportedResponseType    ProblemCode = "unsupported_response_type"
+	ProblemCodeUpstreamConfigurationError ProblemCode = "upstream_configuration_error"
+	ProblemCodeUpstreamUnavailable        ProblemCode = "upstream_unavailable"
+)
+
+// Valid indicates whether the value is a known member of the ProblemCode enum.
+func (e ProblemCode) Valid() bool {
+	switch e {
+	case ProblemCodeBodyTooLarge:
+		return true
+	case ProblemCodeConnectionRevoked:
+		return true
+	case ProblemCodeInternal:
+		return true
+	case ProblemCodeInvalidClient:
+		return true
+	case ProblemCodeInvalidLoginHost:
+		return true
+	case ProblemCodeInvalidParameter:
+		return true
+	case ProblemCodeInvalidReauthToken:
+		return true
+	case ProblemCodeInvalidRequest:
+		return true
+	case ProblemCodeInvalidState:
+		return true
+	case ProblemCodeMethodNotAllowed:
+		return true
+	case ProblemCodeNotFound:
+		return true
+	case ProblemCodeNotReady:
+		return true
+	case ProblemCodeRateLimited:
+		return true
+	case ProblemCodeReauthRequired:
+		return true
+	case ProblemCodeRedirectUriNotAllowed:
+		return true
+	case ProblemCodeServiceUnavailable:
+		return true
+	case ProblemCodeUnauthorized:
+		return true
+	case ProblemCodeUnsupportedChallengeMethod:
+		return true
+	case ProblemCodeUnsupportedResponseType:
+		return true
+	case ProblemCodeUpstreamConfigurationError:
+		return true
+	case ProblemCodeUpstreamUnavailable:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RateLimitedProblemCode.
+const (
+	RateLimitedProblemCodeRateLimited RateLimitedProblemCode = "rate_limited"
+)
+
+// Valid indicates whether the value is a known member of the RateLimitedProblemCode enum.
+func (e RateLimitedProblemCode) Valid() bool {
+	switch e {
+	case RateLimitedProblemCodeRateLimited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for RateLimitedProblemError.
+const (
+	RateLimitedProblemErrorRateLimited RateLimitedProblemError = "rate_limited"
+)
+
+// Valid indicates whether the value is a known member of the RateLimitedProblemError enum.
+func (e RateLimitedProblemError) Valid() bool {
+	switch e {
+	case RateLimitedProblemErrorRateLimited:
 		return true
 	default:
 		return false
@@ -228,21 +453,135 @@ func (e ReadyStatus) Valid() bool {
 	}
 }
 
-// Defines values for AdminListConnectionsParamsStatus.
+// Defines values for RevokeBadRequestErrorError.
 const (
-	AdminListConnectionsParamsStatusActive      AdminListConnectionsParamsStatus = "active"
-	AdminListConnectionsParamsStatusNeedsReauth AdminListConnectionsParamsStatus = "needs_reauth"
-	AdminListConnectionsParamsStatusRevoked     AdminListConnectionsParamsStatus = "revoked"
+	RevokeBadRequestErrorErrorInvalidRequest     RevokeBadRequestErrorError = "invalid_request"
+	RevokeBadRequestErrorErrorUnauthorizedClient RevokeBadRequestErrorError = "unauthorized_client"
 )
 
-// Valid indicates whether the value is a known member of the AdminListConnectionsParamsStatus enum.
-func (e AdminListConnectionsParamsStatus) Valid() bool {
+// Valid indicates whether the value is a known member of the RevokeBadRequestErrorError enum.
+func (e RevokeBadRequestErrorError) Valid() bool {
 	switch e {
-	case AdminListConnectionsParamsStatusActive:
+	case RevokeBadRequestErrorErrorInvalidRequest:
 		return true
-	case AdminListConnectionsParamsStatusNeedsReauth:
+	case RevokeBadRequestErrorErrorUnauthorizedClient:
 		return true
-	case AdminListConnectionsParamsStatusRevoked:
+	default:
+		return false
+	}
+}
+
+// Defines values for ServiceUnavailableProblemCode.
+const (
+	ServiceUnavailableProblemCodeServiceUnavailable ServiceUnavailableProblemCode = "service_unavailable"
+)
+
+// Valid indicates whether the value is a known member of the ServiceUnavailableProblemCode enum.
+func (e ServiceUnavailableProblemCode) Valid() bool {
+	switch e {
+	case ServiceUnavailableProblemCodeServiceUnavailable:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TemporarilyUnavailableErrorError.
+const (
+	TemporarilyUnavailableErrorErrorTemporarilyUnavailable TemporarilyUnavailableErrorError = "temporarily_unavailable"
+)
+
+// Valid indicates whether the value is a known member of the TemporarilyUnavailableErrorError enum.
+func (e TemporarilyUnavailableErrorError) Valid() bool {
+	switch e {
+	case TemporarilyUnavailableErrorErrorTemporarilyUnavailable:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TokenBadRequestErrorError.
+const (
+	TokenBadRequestErrorErrorInvalidGrant         TokenBadRequestErrorError = "invalid_grant"
+	TokenBadRequestErrorErrorInvalidRequest       TokenBadRequestErrorError = "invalid_request"
+	TokenBadRequestErrorErrorUnsupportedGrantType TokenBadRequestErrorError = "unsupported_grant_type"
+)
+
+// Valid indicates whether the value is a known member of the TokenBadRequestErrorError enum.
+func (e TokenBadRequestErrorError) Valid() bool {
+	switch e {
+	case TokenBadRequestErrorErrorInvalidGrant:
+		return true
+	case TokenBadRequestErrorErrorInvalidRequest:
+		return true
+	case TokenBadRequestErrorErrorUnsupportedGrantType:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TokenType.
+const (
+	TokenTypeBearer TokenType = "Bearer"
+)
+
+// Valid indicates whether the value is a known member of the TokenType enum.
+func (e TokenType) Valid() bool {
+	switch e {
+	case TokenTypeBearer:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for UnauthorizedProblemCode.
+const (
+	UnauthorizedProblemCodeUnauthorized UnauthorizedProblemCode = "unauthorized"
+)
+
+// Valid indicates whether the value is a known member of the UnauthorizedProblemCode enum.
+func (e UnauthorizedProblemCode) Valid() bool {
+	switch e {
+	case UnauthorizedProblemCodeUnauthorized:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for UpstreamProblemCode.
+const (
+	UpstreamProblemCodeServiceUnavailable         UpstreamProblemCode = "service_unavailable"
+	UpstreamProblemCodeUpstreamConfigurationError UpstreamProblemCode = "upstream_configuration_error"
+	UpstreamProblemCodeUpstreamUnavailable        UpstreamProblemCode = "upstream_unavailable"
+)
+
+// Valid indicates whether the value is a known member of the UpstreamProblemCode enum.
+func (e UpstreamProblemCode) Valid() bool {
+	switch e {
+	case UpstreamProblemCodeServiceUnavailable:
+		return true
+	case UpstreamProblemCodeUpstreamConfigurationError:
+		return true
+	case UpstreamProblemCodeUpstreamUnavailable:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for AuthorizeParamsResponseType.
+const (
+	AuthorizeParamsResponseTypeCode AuthorizeParamsResponseType = "code"
+)
+
+// Valid indicates whether the value is a known member of the AuthorizeParamsResponseType enum.
+func (e AuthorizeParamsResponseType) Valid() bool {
+	switch e {
+	case AuthorizeParamsResponseTypeCode:
 		return true
 	default:
 		return false
@@ -272,7 +611,7 @@ type AccessToken struct {
 
 	// ExpiresAt When the access token expires, as far as tokenwarm knows
 	// (introspection or the configured session timeout). Salesforce may
-	// end it earlier; report a 401 with `rejected_token`.
+	// end it earlier; report a 401 with `rejected_token_sha256`.
 	ExpiresAt time.Time `json:"expires_at"`
 
 	// InstanceUrl Base URL for Salesforce API calls.
@@ -281,12 +620,11 @@ type AccessToken struct {
 	InstanceUrl string `json:"instance_url"`
 
 	// IssuedAt When Salesforce issued this access token.
-	IssuedAt  time.Time            `json:"issued_at"`
-	TokenType AccessTokenTokenType `json:"token_type"`
-}
+	IssuedAt time.Time `json:"issued_at"`
 
-// AccessTokenTokenType defines model for AccessToken.TokenType.
-type AccessTokenTokenType string
+	// TokenType How to send the token. Open enum; today always `Bearer`.
+	TokenType TokenType `json:"token_type"`
+}
 
 // AdminConnection A connection as operators see it. Never contains a token.
 type AdminConnection struct {
@@ -323,15 +661,17 @@ type AdminConnection struct {
 	// Salesforce's error code and description, `refresh token used
 	// elsewhere (…)`, or `rotation_lost: …` (a refresh answered by
 	// Salesforce whose answer was lost).
-	ReauthReason *string               `json:"reauth_reason,omitempty"`
-	Status       AdminConnectionStatus `json:"status"`
+	ReauthReason *string `json:"reauth_reason,omitempty"`
+
+	// Status `active`: tokens are available. `needs_reauth`: Salesforce rejected
+	// the grant, the user must sign in again (see `reauth_reason`,
+	// `reauth_url`). `revoked`: revoked on purpose. Open enum: treat an
+	// unknown status as "not usable now" and show the connection.
+	Status ConnectionStatus `json:"status"`
 
 	// UserId Example: 0055g00000AbcDeAAJ
 	UserId string `json:"user_id"`
 }
-
-// AdminConnectionStatus defines model for AdminConnection.Status.
-type AdminConnectionStatus string
 
 // AdminConnectionDetail defines model for AdminConnectionDetail.
 type AdminConnectionDetail struct {
@@ -352,7 +692,7 @@ type AdminConnectionPage struct {
 
 // AdminEvent One line of a connection's audit trail.
 type AdminEvent struct {
-	// Cause Why (`pull`, `warm`, `admin`, …).
+	// Cause Why it happened. Open set, like `kind`.
 	//
 	// Example: warm
 	Cause *string `json:"cause,omitempty"`
@@ -370,9 +710,10 @@ type AdminEvent struct {
 	// HttpStatus Salesforce's HTTP status, when Salesforce answered.
 	HttpStatus *int `json:"http_status,omitempty"`
 
-	// Kind What happened, e.g. `connected`, `refreshed`, `transient_failure`,
-	// `config_error`, `needs_reauth`, `reauthorized`, `revoked`,
-	// `admin_refresh`, `admin_reauth_link`. New kinds may be added.
+	// Kind What happened. Open set (`x-extensible-enum` lists today's
+	// kinds): events are kept for a long time and were written by
+	// whichever server version ran then, so new and retired kinds both
+	// appear; show unknown kinds as they are.
 	//
 	//
 	// Example: refreshed
@@ -414,6 +755,232 @@ type AdminSummary struct {
 	Total              int64        `json:"total"`
 }
 
+// AuthorizationServerMetadata RFC 8414 authorization server metadata. Every URL starts with
+// `issuer`. More fields may appear.
+type AuthorizationServerMetadata struct {
+	AuthorizationEndpoint string `json:"authorization_endpoint"`
+
+	// AuthorizationResponseIssParameterSupported Redirects to the app carry `iss` (RFC 9207); check it equals `issuer`.
+	AuthorizationResponseIssParameterSupported *bool    `json:"authorization_response_iss_parameter_supported,omitempty"`
+	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
+
+	// GrantTypesSupported `authorization_code` and `refresh_token` (the legacy `handoff_code` is accepted but not advertised).
+	GrantTypesSupported []string `json:"grant_types_supported"`
+
+	// Issuer The server's public URL (`TOKENWARM_PUBLIC_URL`, no trailing slash); also the `iss` of redirects to the app (RFC 9207).
+	Issuer                                 string    `json:"issuer"`
+	JwksUri                                string    `json:"jwks_uri"`
+	ResponseModesSupported                 *[]string `json:"response_modes_supported,omitempty"`
+	ResponseTypesSupported                 []string  `json:"response_types_supported"`
+	RevocationEndpoint                     string    `json:"revocation_endpoint"`
+	RevocationEndpointAuthMethodsSupported *[]string `json:"revocation_endpoint_auth_methods_supported,omitempty"`
+	ScopesSupported                        []string  `json:"scopes_supported"`
+	TokenEndpoint                          string    `json:"token_endpoint"`
+
+	// TokenEndpointAuthMethodsSupported `none`: public clients (a `client_id`, no secret).
+	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
+}
+
+// AuthorizeProblem A problem of the authorize endpoint (400).
+type AuthorizeProblem struct {
+	Code AuthorizeProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// AuthorizeProblemCode defines model for AuthorizeProblem.Code.
+type AuthorizeProblemCode string
+
+// BodyTooLargeProblem The request body is over the limit (413).
+type BodyTooLargeProblem struct {
+	Code BodyTooLargeProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// BodyTooLargeProblemCode defines model for BodyTooLargeProblem.Code.
+type BodyTooLargeProblemCode string
+
+// CallbackProblem A problem of the Salesforce callback (400).
+type CallbackProblem struct {
+	Code CallbackProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// CallbackProblemCode defines model for CallbackProblem.Code.
+type CallbackProblemCode string
+
+// ConflictProblem The connection's state forbids the request until someone acts (409).
+type ConflictProblem struct {
+	Code ConflictProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// ConflictProblemCode defines model for ConflictProblem.Code.
+type ConflictProblemCode string
+
 // Connection One Salesforce grant (org × user × connected app).
 type Connection struct {
 	CreatedAt time.Time `json:"created_at"`
@@ -454,9 +1021,10 @@ type Connection struct {
 	// ReauthUrl URL to open in the system browser to re-authorize (with `needs_reauth`).
 	ReauthUrl *string `json:"reauth_url,omitempty"`
 
-	// Status `active`: tokens are available. `needs_reauth`: Salesforce
-	// rejected the grant, the user must sign in again (see
-	// `reauth_reason`, `reauth_url`). `revoked`: revoked on purpose.
+	// Status `active`: tokens are available. `needs_reauth`: Salesforce rejected
+	// the grant, the user must sign in again (see `reauth_reason`,
+	// `reauth_url`). `revoked`: revoked on purpose. Open enum: treat an
+	// unknown status as "not usable now" and show the connection.
 	Status ConnectionStatus `json:"status"`
 
 	// UserId Salesforce user ID.
@@ -465,21 +1033,31 @@ type Connection struct {
 	UserId string `json:"user_id"`
 }
 
-// ConnectionStatus `active`: tokens are available. `needs_reauth`: Salesforce
-// rejected the grant, the user must sign in again (see
-// `reauth_reason`, `reauth_url`). `revoked`: revoked on purpose.
-type ConnectionStatus string
-
 // ConnectionList defines model for ConnectionList.
 type ConnectionList struct {
 	Connections []Connection `json:"connections"`
 }
 
-// DeviceRevokeRequest defines model for DeviceRevokeRequest.
+// ConnectionStatus `active`: tokens are available. `needs_reauth`: Salesforce rejected
+// the grant, the user must sign in again (see `reauth_reason`,
+// `reauth_url`). `revoked`: revoked on purpose. Open enum: treat an
+// unknown status as "not usable now" and show the connection.
+type ConnectionStatus string
+
+// DeviceRevokeRequest RFC 7009 revocation request, form-encoded.
 type DeviceRevokeRequest struct {
-	// Token The device refresh token to revoke.
+	// ClientId The app's client ID (optional; or as HTTP Basic user name with an empty password).
+	ClientId *string `json:"client_id,omitempty"`
+
+	// Token A device refresh token (`twr_…`) or device access token (JWT); either revokes its session.
 	Token string `json:"token"`
+
+	// TokenTypeHint Which kind `token` is; a hint only.
+	TokenTypeHint *DeviceRevokeRequestTokenTypeHint `json:"token_type_hint,omitempty"`
 }
+
+// DeviceRevokeRequestTokenTypeHint Which kind `token` is; a hint only.
+type DeviceRevokeRequestTokenTypeHint string
 
 // DeviceToken defines model for DeviceToken.
 type DeviceToken struct {
@@ -494,37 +1072,66 @@ type DeviceToken struct {
 	// Example: 900
 	ExpiresIn int `json:"expires_in"`
 
-	// RefreshToken Opaque device refresh token for the next `grant_type=refresh_token`
-	// call. It rotates on every use: always keep the newest one.
+	// RefreshToken Opaque device refresh token (`twr_…`) for the next
+	// `grant_type=refresh_token` call. It rotates on every use: store
+	// the newest one atomically before using the new access token.
+	//
+	//
+	// Example: twr_F4kRweJ1MAVVYiqsrKCSvpHc_MgytYRyOmwfwQHSNoo
 	RefreshToken string `json:"refresh_token"`
 
+	// Scope The granted scope, `connections`.
+	//
+	// Example: connections
+	Scope *string `json:"scope,omitempty"`
+
 	// SessionId The device session.
-	SessionId openapi_types.UUID   `json:"session_id"`
-	TokenType DeviceTokenTokenType `json:"token_type"`
+	SessionId openapi_types.UUID `json:"session_id"`
+
+	// TokenType How to send the token. Open enum; today always `Bearer`.
+	TokenType TokenType `json:"token_type"`
 }
 
-// DeviceTokenTokenType defines model for DeviceToken.TokenType.
-type DeviceTokenTokenType string
-
-// DeviceTokenRequest defines model for DeviceTokenRequest.
+// DeviceTokenRequest Token request (RFC 6749 sections 4.1.3 and 6), form-encoded with
+// these exact snake_case names. Generators map them to their
+// language's naming; the wire names do not change.
 type DeviceTokenRequest struct {
-	// Code The one-time handoff code (with `grant_type=handoff_code`).
+	// ClientId The app's client ID (or send it as HTTP Basic user name with an
+	// empty password). Required with `authorization_code` when the
+	// code was issued to a client.
+	ClientId *string `json:"client_id,omitempty"`
+
+	// Code The one-time authorization code (`twh_…`) from the redirect (with `authorization_code` / `handoff_code`).
+	//
+	// Example: twh_JJIV_tgm4c_5NowsdJB2Chb3vUn4ddOanyPq8VBdB20
 	Code *string `json:"code,omitempty"`
 
-	// CodeVerifier The app's PKCE code verifier (with `grant_type=handoff_code`).
+	// CodeVerifier The app's PKCE code verifier (with `authorization_code` / `handoff_code`).
 	CodeVerifier *string `json:"code_verifier,omitempty"`
 
-	// DeviceLabel Human-readable device name shown in session lists (with `grant_type=handoff_code`).
+	// DeviceLabel Human-readable device name shown in session lists (with `authorization_code` / `handoff_code`).
 	DeviceLabel *string `json:"device_label,omitempty"`
 
-	// GrantType `handoff_code` starts a device session; `refresh_token` continues one.
+	// GrantType `authorization_code` starts a device session, `refresh_token`
+	// continues one; `handoff_code` is the legacy name of
+	// `authorization_code`.
 	GrantType DeviceTokenRequestGrantType `json:"grant_type"`
 
-	// RefreshToken The current device refresh token (with `grant_type=refresh_token`).
+	// RedirectUri The redirect URI of the authorization request (required with `authorization_code`).
+	RedirectUri *string `json:"redirect_uri,omitempty"`
+
+	// RefreshToken The current device refresh token (`twr_…`, with `grant_type=refresh_token`).
+	//
+	// Example: twr_1swKCIwHaDxlzSZoYMq42Us6GTexdCDZ2jDKKZwJ-3c
 	RefreshToken *string `json:"refresh_token,omitempty"`
+
+	// Scope Ignored; the scope is always `connections`.
+	Scope *string `json:"scope,omitempty"`
 }
 
-// DeviceTokenRequestGrantType `handoff_code` starts a device session; `refresh_token` continues one.
+// DeviceTokenRequestGrantType `authorization_code` starts a device session, `refresh_token`
+// continues one; `handoff_code` is the legacy name of
+// `authorization_code`.
 type DeviceTokenRequestGrantType string
 
 // FieldError defines model for FieldError.
@@ -536,7 +1143,7 @@ type FieldError struct {
 
 	// Message What is wrong with it.
 	//
-	// Example: must be an integer between 0 and 7200
+	// Example: must be an integer number of seconds from 0 to 7200
 	Message string `json:"message"`
 }
 
@@ -548,71 +1155,25 @@ type Health struct {
 // HealthStatus defines model for Health.Status.
 type HealthStatus string
 
-// JWK An Ed25519 public key (RFC 8037).
-type JWK struct {
-	Alg JWKAlg `json:"alg"`
-	Crv JWKCrv `json:"crv"`
-
-	// Kid Key ID, as in the `kid` header of device access tokens.
-	Kid string `json:"kid"`
-	Kty JWKKty `json:"kty"`
-	Use JWKUse `json:"use"`
-
-	// X The public key, base64url without padding.
-	//
-	// Example: 11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo
-	X string `json:"x"`
-}
-
-// JWKAlg defines model for JWK.Alg.
-type JWKAlg string
-
-// JWKCrv defines model for JWK.Crv.
-type JWKCrv string
-
-// JWKKty defines model for JWK.Kty.
-type JWKKty string
-
-// JWKUse defines model for JWK.Use.
-type JWKUse string
-
-// JWKS RFC 7517 JSON Web Key Set.
-type JWKS struct {
-	Keys []JWK `json:"keys"`
-}
-
-// OAuthError RFC 6749 (section 5.2) error response of the OAuth endpoints.
-type OAuthError struct {
-	Error OAuthErrorError `json:"error"`
+// InvalidClientError The client is not registered (401).
+type InvalidClientError struct {
+	Error InvalidClientErrorError `json:"error"`
 
 	// ErrorDescription Human-readable explanation; never contains a token.
 	ErrorDescription *string `json:"error_description,omitempty"`
 }
 
-// OAuthErrorError defines model for OAuthError.Error.
-type OAuthErrorError string
+// InvalidClientErrorError defines model for InvalidClientError.Error.
+type InvalidClientErrorError string
 
-// Problem RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type Problem struct {
-	// Code Stable machine-readable error code, e.g. `unauthorized`,
-	// `not_found`, `invalid_parameter`, `reauth_required`,
-	// `connection_revoked`, `upstream_unavailable`,
-	// `upstream_configuration_error`, `service_unavailable`,
-	// `body_too_large`, `not_ready`,
-	// `invalid_request`, `invalid_state`, `redirect_uri_not_allowed`,
-	// `invalid_login_host`, `invalid_reauth_token`,
-	// `unsupported_challenge_method`. New codes may be added.
-	//
-	//
-	// Example: reauth_required
-	Code string `json:"code"`
+// InvalidParameterProblem A request parameter is invalid (400); `errors` names it.
+type InvalidParameterProblem struct {
+	Code InvalidParameterProblemCode `json:"code"`
 
-	// Detail Human-readable explanation of this occurrence.
+	// Detail Human-readable explanation of this occurrence; never contains a token.
 	Detail *string `json:"detail,omitempty"`
 
-	// Errors One entry per invalid field or parameter (with `invalid_parameter`).
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
 	Errors *[]FieldError `json:"errors,omitempty"`
 
 	// Instance The request path this problem occurred on.
@@ -652,6 +1213,287 @@ type Problem struct {
 	Type string `json:"type"`
 }
 
+// InvalidParameterProblemCode defines model for InvalidParameterProblem.Code.
+type InvalidParameterProblemCode string
+
+// JWK A public key. Today always an Ed25519 key (RFC 8037); the key type
+// fields are open enums so that a later key type does not break
+// decoding: skip keys you cannot use.
+type JWK struct {
+	Alg JWKAlg  `json:"alg"`
+	Crv *JWKCrv `json:"crv,omitempty"`
+
+	// Kid Key ID, as in the `kid` header of device access tokens.
+	Kid string `json:"kid"`
+	Kty JWKKty `json:"kty"`
+	Use JWKUse `json:"use"`
+
+	// X The public key, base64url without padding.
+	//
+	// Example: UriSqwcGEqwfgIxxKbQub_RgnRFA93w9adG6b1z06Ec
+	X *string `json:"x,omitempty"`
+}
+
+// JWKAlg defines model for JWK.Alg.
+type JWKAlg string
+
+// JWKCrv defines model for JWK.Crv.
+type JWKCrv string
+
+// JWKKty defines model for JWK.Kty.
+type JWKKty string
+
+// JWKUse defines model for JWK.Use.
+type JWKUse string
+
+// JWKS RFC 7517 JSON Web Key Set.
+type JWKS struct {
+	Keys []JWK `json:"keys"`
+}
+
+// NotFoundProblem No such resource for this caller (404).
+type NotFoundProblem struct {
+	Code NotFoundProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// NotFoundProblemCode defines model for NotFoundProblem.Code.
+type NotFoundProblemCode string
+
+// NotReadyProblem The service cannot take traffic (503 from the readiness probe).
+type NotReadyProblem struct {
+	Code NotReadyProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// NotReadyProblemCode defines model for NotReadyProblem.Code.
+type NotReadyProblemCode string
+
+// OAuthError RFC 6749 (section 5.2) error response of the token and revocation endpoints.
+type OAuthError struct {
+	// Error RFC 6749 (section 5.2) error code. Open enum: new codes may be
+	// added; only `invalid_grant` means the grant or session is over.
+	//
+	//
+	// Example: invalid_grant
+	Error OAuthErrorCode `json:"error"`
+
+	// ErrorDescription Human-readable explanation; never contains a token.
+	ErrorDescription *string `json:"error_description,omitempty"`
+}
+
+// OAuthErrorCode RFC 6749 (section 5.2) error code. Open enum: new codes may be
+// added; only `invalid_grant` means the grant or session is over.
+//
+// Example: invalid_grant
+type OAuthErrorCode string
+
+// Problem RFC 9457 problem details, with a stable machine-readable `code`.
+// Clients branch on `code` (and `status`), never on `title` or
+// `detail`, which are for humans and may change.
+type Problem struct {
+	// Code Stable machine-readable error code of a problem. Open enum: new
+	// codes may be added, so keep a default branch and fall back on
+	// `status`. Besides these, `http_<status>` names other HTTP-level
+	// refusals.
+	//
+	//
+	// Example: reauth_required
+	Code ProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// ProblemCode Stable machine-readable error code of a problem. Open enum: new
+// codes may be added, so keep a default branch and fall back on
+// `status`. Besides these, `http_<status>` names other HTTP-level
+// refusals.
+//
+// Example: reauth_required
+type ProblemCode string
+
+// RateLimitedProblem Too many requests (429). On the OAuth endpoints the problem also
+// carries RFC 6749 style `error` and `error_description`.
+type RateLimitedProblem struct {
+	Code RateLimitedProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Error `rate_limited`, on the OAuth endpoints only.
+	Error *RateLimitedProblemError `json:"error,omitempty"`
+
+	// ErrorDescription Human-readable explanation, on the OAuth endpoints only.
+	ErrorDescription *string `json:"error_description,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// RateLimitedProblemCode defines model for RateLimitedProblem.Code.
+type RateLimitedProblemCode string
+
+// RateLimitedProblemError `rate_limited`, on the OAuth endpoints only.
+type RateLimitedProblemError string
+
 // Ready defines model for Ready.
 type Ready struct {
 	Status ReadyStatus `json:"status"`
@@ -668,69 +1510,242 @@ type ReauthLink struct {
 	Url string `json:"url"`
 }
 
+// RevokeBadRequestError An RFC 6749 error of the revocation endpoint (400).
+type RevokeBadRequestError struct {
+	Error RevokeBadRequestErrorError `json:"error"`
+
+	// ErrorDescription Human-readable explanation; never contains a token.
+	ErrorDescription *string `json:"error_description,omitempty"`
+}
+
+// RevokeBadRequestErrorError defines model for RevokeBadRequestError.Error.
+type RevokeBadRequestErrorError string
+
 // RevokeResult An empty JSON object.
 type RevokeResult = map[string]interface{}
+
+// ServiceUnavailableProblem tokenwarm's own database did not answer (503); retry after `Retry-After`.
+type ServiceUnavailableProblem struct {
+	Code ServiceUnavailableProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// ServiceUnavailableProblemCode defines model for ServiceUnavailableProblem.Code.
+type ServiceUnavailableProblemCode string
+
+// TemporarilyUnavailableError tokenwarm's own failure (503); keep the grant and retry.
+type TemporarilyUnavailableError struct {
+	Error TemporarilyUnavailableErrorError `json:"error"`
+
+	// ErrorDescription Human-readable explanation; never contains a token.
+	ErrorDescription *string `json:"error_description,omitempty"`
+}
+
+// TemporarilyUnavailableErrorError defines model for TemporarilyUnavailableError.Error.
+type TemporarilyUnavailableErrorError string
+
+// TokenBadRequestError An RFC 6749 error of the token endpoint (400).
+type TokenBadRequestError struct {
+	Error TokenBadRequestErrorError `json:"error"`
+
+	// ErrorDescription Human-readable explanation; never contains a token.
+	ErrorDescription *string `json:"error_description,omitempty"`
+}
+
+// TokenBadRequestErrorError defines model for TokenBadRequestError.Error.
+type TokenBadRequestErrorError string
+
+// TokenType How to send the token. Open enum; today always `Bearer`.
+type TokenType string
+
+// UnauthorizedProblem The credential is missing, wrong, expired or revoked (401).
+type UnauthorizedProblem struct {
+	Code UnauthorizedProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// UnauthorizedProblemCode defines model for UnauthorizedProblem.Code.
+type UnauthorizedProblemCode string
+
+// UpstreamProblem Salesforce, or tokenwarm's own database, could not serve the request now (503).
+type UpstreamProblem struct {
+	Code UpstreamProblemCode `json:"code"`
+
+	// Detail Human-readable explanation of this occurrence; never contains a token.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors One entry per invalid field or parameter (with `invalid_parameter` and `invalid_request`).
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path this problem occurred on.
+	Instance *string `json:"instance,omitempty"`
+
+	// Reason Why the connection needs re-authorization (with `reauth_required`):
+	// Salesforce's error code and description, `refresh token used
+	// elsewhere (…)`, or `rotation_lost: …` when a refresh was answered
+	// by Salesforce but the answer was lost (tokenwarm never presents
+	// such a token again; only a re-authorization recovers).
+	//
+	//
+	// Example: expired access/refresh token
+	Reason *string `json:"reason,omitempty"`
+
+	// ReauthUrl URL to open in the system browser to re-authorize the connection (with `reauth_required`).
+	ReauthUrl *string `json:"reauth_url,omitempty"`
+
+	// RetryAfter Seconds to wait before retrying; mirrors the `Retry-After` header.
+	//
+	// Example: 30
+	RetryAfter *int `json:"retry_after,omitempty"`
+
+	// Status The HTTP status code.
+	//
+	// Example: 409
+	Status int `json:"status"`
+
+	// Title Short human-readable summary of the problem type.
+	//
+	// Example: Conflict
+	Title string `json:"title"`
+
+	// Type A URI reference that identifies the problem type.
+	//
+	// Example: https://tokenwarm.dev/problems/reauth_required
+	Type string `json:"type"`
+}
+
+// UpstreamProblemCode defines model for UpstreamProblem.Code.
+type UpstreamProblemCode string
 
 // ConnectionId defines model for ConnectionId.
 type ConnectionId = openapi_types.UUID
 
-// AdminBadParameter RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type AdminBadParameter = Problem
+// AdminBadParameter A request parameter is invalid (400); `errors` names it.
+type AdminBadParameter = InvalidParameterProblem
 
-// AdminConflict RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type AdminConflict = Problem
+// AdminConflict The connection's state forbids the request until someone acts (409).
+type AdminConflict = ConflictProblem
 
-// AdminNotFound RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type AdminNotFound = Problem
+// AdminNotFound No such resource for this caller (404).
+type AdminNotFound = NotFoundProblem
 
-// AdminServiceUnavailable RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type AdminServiceUnavailable = Problem
+// AdminServiceUnavailable tokenwarm's own database did not answer (503); retry after `Retry-After`.
+type AdminServiceUnavailable = ServiceUnavailableProblem
 
-// AdminUnauthorized RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type AdminUnauthorized = Problem
+// AdminUnauthorized The credential is missing, wrong, expired or revoked (401).
+type AdminUnauthorized = UnauthorizedProblem
 
-// AdminUpstream RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type AdminUpstream = Problem
+// AdminUpstream Salesforce, or tokenwarm's own database, could not serve the request now (503).
+type AdminUpstream = UpstreamProblem
 
-// BodyTooLarge RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type BodyTooLarge = Problem
+// BodyTooLarge The request body is over the limit (413).
+type BodyTooLarge = BodyTooLargeProblem
 
-// NotFound RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type NotFound = Problem
+// NotFound No such resource for this caller (404).
+type NotFound = NotFoundProblem
 
-// OAuthTemporarilyUnavailable RFC 6749 (section 5.2) error response of the OAuth endpoints.
-type OAuthTemporarilyUnavailable = OAuthError
+// OAuthInvalidClient The client is not registered (401).
+type OAuthInvalidClient = InvalidClientError
 
-// ServiceUnavailable RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type ServiceUnavailable = Problem
+// OAuthTemporarilyUnavailable tokenwarm's own failure (503); keep the grant and retry.
+type OAuthTemporarilyUnavailable = TemporarilyUnavailableError
 
-// Unauthorized RFC 9457 problem details, with a stable machine-readable `code`.
-// Clients branch on `code` (and `status`), never on `title` or
-// `detail`, which are for humans and may change.
-type Unauthorized = Problem
+// RateLimited Too many requests (429). On the OAuth endpoints the problem also
+// carries RFC 6749 style `error` and `error_description`.
+type RateLimited = RateLimitedProblem
+
+// ServiceUnavailable tokenwarm's own database did not answer (503); retry after `Retry-After`.
+type ServiceUnavailable = ServiceUnavailableProblem
+
+// Unauthorized The credential is missing, wrong, expired or revoked (401).
+type Unauthorized = UnauthorizedProblem
 
 // AdminListConnectionsParams defines parameters for AdminListConnections.
 type AdminListConnectionsParams struct {
 	// Status Only connections in this status.
-	Status *AdminListConnectionsParamsStatus `form:"status,omitempty" json:"status,omitempty"`
+	Status *ConnectionStatus `form:"status,omitempty" json:"status,omitempty"`
 
 	// OrgId Only connections of this Salesforce organization.
 	OrgId *string `form:"org_id,omitempty" json:"org_id,omitempty"`
@@ -748,47 +1763,63 @@ type AdminListConnectionsParams struct {
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
-// AdminListConnectionsParamsStatus defines parameters for AdminListConnections.
-type AdminListConnectionsParamsStatus string
-
 // AdminSetOrgIdleTTLJSONBody defines parameters for AdminSetOrgIdleTTL.
 type AdminSetOrgIdleTTLJSONBody struct {
 	// RefreshIdleTtlSeconds The org's idle TTL in seconds (at least 3600), or 0 for the default.
 	RefreshIdleTtlSeconds int64 `json:"refresh_idle_ttl_seconds"`
 }
 
-// GetAccessTokenParams defines parameters for GetAccessToken.
-type GetAccessTokenParams struct {
+// GetSalesforceAccessTokenParams defines parameters for GetSalesforceAccessToken.
+type GetSalesforceAccessTokenParams struct {
 	// MinValidity Minimum remaining validity, in seconds, of the returned access token.
 	MinValidity *int `form:"min_validity,omitempty" json:"min_validity,omitempty"`
 
 	// RejectedToken The Salesforce access token that the app just saw rejected with
 	// HTTP 401. Give at most one of `rejected_token` and
-	// `rejected_token_sha256`.
+	// `rejected_token_sha256`; prefer the hash, which keeps the token
+	// out of URLs and logs.
 	RejectedToken *string `form:"rejected_token,omitempty" json:"rejected_token,omitempty"`
 
 	// RejectedTokenSha256 Hex SHA-256 of the rejected Salesforce access token, instead of
-	// the token itself (so the token does not travel in a URL).
+	// the token itself.
 	RejectedTokenSha256 *string `form:"rejected_token_sha256,omitempty" json:"rejected_token_sha256,omitempty"`
 }
 
 // AuthorizeParams defines parameters for Authorize.
 type AuthorizeParams struct {
-	// AppRedirectUri Where tokenwarm sends the browser back to the app at the end
-	// (typically a custom scheme or a claimed https link). Must exactly
-	// match an entry of the server's allowlist. Required unless
-	// `reauth_token` is given.
+	// ResponseType Must be `code`. Required when `client_id` is given.
+	ResponseType *AuthorizeParamsResponseType `form:"response_type,omitempty" json:"response_type,omitempty"`
+
+	// ClientId The app's client ID, as registered by the operator in
+	// `TOKENWARM_APP_CLIENTS` (1-128 characters of `[A-Za-z0-9._~-]`).
+	// Omit only for the legacy request.
+	ClientId *string `form:"client_id,omitempty" json:"client_id,omitempty"`
+
+	// RedirectUri Where tokenwarm sends the browser back to the app at the end: a
+	// claimed https link (Universal Link / App Link, preferred), a
+	// private-use scheme or a loopback IP URI. Required unless
+	// `app_redirect_uri` or (alone) `reauth_token` is given.
+	RedirectUri *string `form:"redirect_uri,omitempty" json:"redirect_uri,omitempty"`
+
+	// AppRedirectUri Legacy name of `redirect_uri`, still accepted. Giving both with
+	// different values answers 400.
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
 	AppRedirectUri *string `form:"app_redirect_uri,omitempty" json:"app_redirect_uri,omitempty"`
 
+	// Scope Space-separated scopes. Unknown scopes are ignored; the granted
+	// scope is always `connections`.
+	Scope *string `form:"scope,omitempty" json:"scope,omitempty"`
+
+	// State The app's own opaque state (at most 512 characters), echoed back unchanged on the redirect to the app.
+	State *string `form:"state,omitempty" json:"state,omitempty"`
+
 	// CodeChallenge The app's PKCE code challenge: BASE64URL(SHA-256(code_verifier))
-	// without padding, 43 characters. Required with `app_redirect_uri`.
+	// without padding, 43 characters. Required with a redirect URI.
 	CodeChallenge *string `form:"code_challenge,omitempty" json:"code_challenge,omitempty"`
 
-	// CodeChallengeMethod PKCE method; only `S256` is supported (`plain` is refused). Required with `app_redirect_uri`.
+	// CodeChallengeMethod PKCE method; must be `S256`. Absent means RFC 7636 `plain`, which
+	// is refused, as is `plain` itself. Required with a redirect URI.
 	CodeChallengeMethod *AuthorizeParamsCodeChallengeMethod `form:"code_challenge_method,omitempty" json:"code_challenge_method,omitempty"`
-
-	// State The app's own opaque state, echoed back unchanged on the redirect to the app.
-	State *string `form:"state,omitempty" json:"state,omitempty"`
 
 	// LoginHost Which Salesforce login to use: `production` (login.salesforce.com),
 	// `sandbox` (test.salesforce.com), or the https URL of a My Domain
@@ -803,6 +1834,9 @@ type AuthorizeParams struct {
 	// Re-authorizes the connection it names, keeping the connection ID.
 	ReauthToken *string `form:"reauth_token,omitempty" json:"reauth_token,omitempty"`
 }
+
+// AuthorizeParamsResponseType defines parameters for Authorize.
+type AuthorizeParamsResponseType string
 
 // AuthorizeParamsCodeChallengeMethod defines parameters for Authorize.
 type AuthorizeParamsCodeChallengeMethod string
@@ -825,11 +1859,11 @@ type OauthCallbackParams struct {
 // AdminSetOrgIdleTTLJSONRequestBody defines body for AdminSetOrgIdleTTL for application/json ContentType.
 type AdminSetOrgIdleTTLJSONRequestBody AdminSetOrgIdleTTLJSONBody
 
-// DeviceRevokeFormdataRequestBody defines body for DeviceRevoke for application/x-www-form-urlencoded ContentType.
-type DeviceRevokeFormdataRequestBody = DeviceRevokeRequest
+// RevokeDeviceTokenFormdataRequestBody defines body for RevokeDeviceToken for application/x-www-form-urlencoded ContentType.
+type RevokeDeviceTokenFormdataRequestBody = DeviceRevokeRequest
 
-// DeviceTokenFormdataRequestBody defines body for DeviceToken for application/x-www-form-urlencoded ContentType.
-type DeviceTokenFormdataRequestBody = DeviceTokenRequest
+// RequestDeviceTokenFormdataRequestBody defines body for RequestDeviceToken for application/x-www-form-urlencoded ContentType.
+type RequestDeviceTokenFormdataRequestBody = DeviceTokenRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -909,10 +1943,23 @@ type ClientInterface interface {
 	//
 	// The public keys (RFC 7517 JSON Web Key Set) that verify device access
 	// tokens; a token's `kid` header names its key. During a key rotation
-	// the set holds both the old and the new key.
+	// the set holds both the old and the new key. Cacheable for 5 minutes.
 	//
 	// Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 	GetJWKS(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetAuthorizationServerMetadata OAuth 2.0 authorization server metadata
+	//
+	// RFC 8414 metadata: where to authorize, trade and revoke tokens, and
+	// what the server supports. Point a standard OAuth library's issuer
+	// discovery at the server's public URL and it finds everything here
+	// (AppAuth-iOS `discoverConfiguration(forIssuer:)` reads
+	// `/.well-known/openid-configuration` only; give it this document's
+	// endpoints directly, see `mobile-sdk-spec/README.md`). Every URL is
+	// built from `TOKENWARM_PUBLIC_URL`. Cacheable for 5 minutes.
+	//
+	// Corresponds with GET /.well-known/oauth-authorization-server (the `GetAuthorizationServerMetadata` operationId).
+	GetAuthorizationServerMetadata(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AdminListConnections List all connections (admin)
 	//
@@ -1035,7 +2082,8 @@ type ClientInterface interface {
 
 	// ListConnections List the user's connections
 	//
-	// Every Salesforce connection of the user the device session belongs to, in any status.
+	// Every Salesforce connection of the user the device session belongs
+	// to, in any status. Limited per device session (429).
 	//
 	// Corresponds with GET /v1/connections (the `ListConnections` operationId).
 	ListConnections(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1044,14 +2092,16 @@ type ClientInterface interface {
 	//
 	// One connection of the user, with its status. Connections of other
 	// users, and IDs that do not exist or are not UUIDs, answer 404.
+	// Limited per device session (429).
 	//
 	// Corresponds with GET /v1/connections/{id} (the `GetConnection` operationId).
 	GetConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetAccessToken Get a Salesforce access token
+	// GetSalesforceAccessToken Get a Salesforce access token
 	//
 	// Returns a Salesforce access token for the connection, with its
-	// instance URL and expiry. Call it whenever you need a token; it
+	// instance URL and expiry. (The device's own token comes from
+	// `requestDeviceToken`.) Call it whenever you need a token; it
 	// refreshes only when needed:
 	//
 	// * If the stored access token stays valid for at least
@@ -1061,7 +2111,7 @@ type ClientInterface interface {
 	//   token. Concurrent callers of the same connection — across devices,
 	//   processes and replicas — share one refresh: Salesforce sees the
 	//   refresh token presented once.
-	// * `rejected_token` (or `rejected_token_sha256`) reports the access
+	// * `rejected_token_sha256` (or `rejected_token`) reports the access
 	//   token the app just saw Salesforce reject with 401. tokenwarm
 	//   refreshes only if that token is still the stored one; if somebody
 	//   refreshed meanwhile, the newer token is returned. So a thousand
@@ -1072,107 +2122,177 @@ type ClientInterface interface {
 	// with the `reason` and a `reauth_url` to open in the system browser;
 	// the app should keep its local data and ask the user to sign in
 	// again. Transient Salesforce failures answer 503
-	// `upstream_unavailable` with `Retry-After`.
+	// `upstream_unavailable` with `Retry-After`. Limited per device session
+	// and per client IP (429).
 	//
 	// Connections of other users, and IDs that do not exist or are not
 	// UUIDs, answer 404.
 	//
-	// Corresponds with GET /v1/connections/{id}/access-token (the `GetAccessToken` operationId).
-	GetAccessToken(ctx context.Context, id ConnectionId, params *GetAccessTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+	// Corresponds with GET /v1/connections/{id}/access-token (the `GetSalesforceAccessToken` operationId).
+	GetSalesforceAccessToken(ctx context.Context, id ConnectionId, params *GetSalesforceAccessTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// DeviceRevokeWithBody Revoke a device session
+	// RevokeDeviceTokenWithBody Revoke a device session (OAuth 2.0 token revocation)
 	//
-	// Revokes the device session of a device refresh token (RFC 7009
-	// style), e.g. when the user signs out on the device. Unknown, expired
-	// or already revoked tokens also answer 200, so the answer reveals
-	// nothing. Device access tokens already issued stay valid until they
-	// expire (at most 15 minutes). The Salesforce connection is not
-	// affected: other devices keep working.
+	// RFC 7009 token revocation, e.g. when the user signs out on the
+	// device. `token` is a device refresh token or a device access token
+	// (JWT); either revokes its whole device session. `token_type_hint` is
+	// only a hint. `client_id` (form or HTTP Basic with an empty password)
+	// is optional. Unknown, invalid, expired or already revoked tokens also
+	// answer 200, so the answer reveals nothing. Device access tokens
+	// already issued are refused from then on by the connection
+	// endpoints. The Salesforce connection is not affected: other devices
+	// keep working.
 	//
 	// Takes any type of body and a specified content type.
 	//
-	// Corresponds with POST /v1/device/revoke (the `DeviceRevoke` operationId).
-	DeviceRevokeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	// Corresponds with POST /v1/device/revoke (the `RevokeDeviceToken` operationId).
+	RevokeDeviceTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// DeviceRevokeWithFormdataBody Revoke a device session
+	// RevokeDeviceTokenWithFormdataBody Revoke a device session (OAuth 2.0 token revocation)
 	//
-	// Revokes the device session of a device refresh token (RFC 7009
-	// style), e.g. when the user signs out on the device. Unknown, expired
-	// or already revoked tokens also answer 200, so the answer reveals
-	// nothing. Device access tokens already issued stay valid until they
-	// expire (at most 15 minutes). The Salesforce connection is not
-	// affected: other devices keep working.
+	// RFC 7009 token revocation, e.g. when the user signs out on the
+	// device. `token` is a device refresh token or a device access token
+	// (JWT); either revokes its whole device session. `token_type_hint` is
+	// only a hint. `client_id` (form or HTTP Basic with an empty password)
+	// is optional. Unknown, invalid, expired or already revoked tokens also
+	// answer 200, so the answer reveals nothing. Device access tokens
+	// already issued are refused from then on by the connection
+	// endpoints. The Salesforce connection is not affected: other devices
+	// keep working.
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
-	// Corresponds with POST /v1/device/revoke (the `DeviceRevoke` operationId).
-	DeviceRevokeWithFormdataBody(ctx context.Context, body DeviceRevokeFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	// Corresponds with POST /v1/device/revoke (the `RevokeDeviceToken` operationId).
+	RevokeDeviceTokenWithFormdataBody(ctx context.Context, body RevokeDeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// DeviceTokenWithBody Get a device access token
+	// RequestDeviceTokenWithBody Get a device access token (OAuth 2.0 token endpoint)
 	//
-	// The device session's token endpoint (RFC 6749 style; errors are RFC
-	// 6749 error bodies, not problem details).
+	// The token endpoint (RFC 6749 section 3.2; errors are RFC 6749 error
+	// bodies, not problem details, except 413, 429 and `default`). Public
+	// clients: `client_id` comes in the form or as HTTP Basic
+	// authentication with an empty password (as golang.org/x/oauth2's
+	// auto-detection sends it); an unknown `client_id` answers 401
+	// `invalid_client`, and different IDs in Basic and form answer
+	// `invalid_request`.
 	//
-	// * `grant_type=handoff_code` with `code` (the one-time handoff code
-	//   from the redirect to the app) and `code_verifier` (the app's PKCE
-	//   verifier) starts a new device session. A handoff code works once.
-	// * `grant_type=refresh_token` with `refresh_token` continues a
-	//   session. Device refresh tokens rotate on every use: the answer
-	//   carries a new one and the presented one stops working. Presenting
-	//   an already rotated token again is treated as theft and revokes the
-	//   whole session.
+	// * `grant_type=authorization_code` with `code` (the one-time code
+	//   from the redirect to the app), `code_verifier` (the app's PKCE
+	//   verifier), `redirect_uri` (required: the one of the authorization
+	//   request) and `client_id` (required when the code was issued to a
+	//   client) starts a new device session. A code works once; it is
+	//   spent in the same transaction that creates the session, so if the
+	//   session cannot be stored the code still works.
+	//   `grant_type=handoff_code` is the legacy name: there `redirect_uri`
+	//   and `client_id` are optional but checked when given.
+	// * `grant_type=refresh_token` with `refresh_token` continues a session
+	//   (`client_id`, if given, must be the session's; `scope` is
+	//   ignored). Device refresh tokens rotate on every use: the answer
+	//   carries a new one and the presented one stops working.
 	//
-	// The device access token is an EdDSA-signed JWT valid for 15 minutes;
-	// it grants access to the connections listed in `connection_ids`
-	// (the connections of the same Salesforce user).
+	// **Reuse interval** (`TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL`,
+	// default 30s, 0 disables, at most 5m): a refresh token presented
+	// again within the interval after it was rotated, when it is the
+	// immediate predecessor of the session's current token and that
+	// successor has not been used yet, answers 200 with the *same*
+	// successor refresh token and a fresh access token, so a retry after a
+	// response lost on a flaky network keeps the session. Any other reuse
+	// (an older token, outside the interval, or after the successor was
+	// used) is treated as theft: the whole session is revoked and the
+	// answer is `invalid_grant`.
+	//
+	// The device access token is an EdDSA-signed JWT valid for
+	// `expires_in` seconds (`TOKENWARM_DEVICE_TOKEN_TTL`, default 15
+	// minutes); it grants access to the connections listed in
+	// `connection_ids` (the connections of the same Salesforce user).
 	//
 	// Takes any type of body and a specified content type.
 	//
-	// Corresponds with POST /v1/device/token (the `DeviceToken` operationId).
-	DeviceTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	// Corresponds with POST /v1/device/token (the `RequestDeviceToken` operationId).
+	RequestDeviceTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// DeviceTokenWithFormdataBody Get a device access token
+	// RequestDeviceTokenWithFormdataBody Get a device access token (OAuth 2.0 token endpoint)
 	//
-	// The device session's token endpoint (RFC 6749 style; errors are RFC
-	// 6749 error bodies, not problem details).
+	// The token endpoint (RFC 6749 section 3.2; errors are RFC 6749 error
+	// bodies, not problem details, except 413, 429 and `default`). Public
+	// clients: `client_id` comes in the form or as HTTP Basic
+	// authentication with an empty password (as golang.org/x/oauth2's
+	// auto-detection sends it); an unknown `client_id` answers 401
+	// `invalid_client`, and different IDs in Basic and form answer
+	// `invalid_request`.
 	//
-	// * `grant_type=handoff_code` with `code` (the one-time handoff code
-	//   from the redirect to the app) and `code_verifier` (the app's PKCE
-	//   verifier) starts a new device session. A handoff code works once.
-	// * `grant_type=refresh_token` with `refresh_token` continues a
-	//   session. Device refresh tokens rotate on every use: the answer
-	//   carries a new one and the presented one stops working. Presenting
-	//   an already rotated token again is treated as theft and revokes the
-	//   whole session.
+	// * `grant_type=authorization_code` with `code` (the one-time code
+	//   from the redirect to the app), `code_verifier` (the app's PKCE
+	//   verifier), `redirect_uri` (required: the one of the authorization
+	//   request) and `client_id` (required when the code was issued to a
+	//   client) starts a new device session. A code works once; it is
+	//   spent in the same transaction that creates the session, so if the
+	//   session cannot be stored the code still works.
+	//   `grant_type=handoff_code` is the legacy name: there `redirect_uri`
+	//   and `client_id` are optional but checked when given.
+	// * `grant_type=refresh_token` with `refresh_token` continues a session
+	//   (`client_id`, if given, must be the session's; `scope` is
+	//   ignored). Device refresh tokens rotate on every use: the answer
+	//   carries a new one and the presented one stops working.
 	//
-	// The device access token is an EdDSA-signed JWT valid for 15 minutes;
-	// it grants access to the connections listed in `connection_ids`
-	// (the connections of the same Salesforce user).
+	// **Reuse interval** (`TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL`,
+	// default 30s, 0 disables, at most 5m): a refresh token presented
+	// again within the interval after it was rotated, when it is the
+	// immediate predecessor of the session's current token and that
+	// successor has not been used yet, answers 200 with the *same*
+	// successor refresh token and a fresh access token, so a retry after a
+	// response lost on a flaky network keeps the session. Any other reuse
+	// (an older token, outside the interval, or after the successor was
+	// used) is treated as theft: the whole session is revoked and the
+	// answer is `invalid_grant`.
+	//
+	// The device access token is an EdDSA-signed JWT valid for
+	// `expires_in` seconds (`TOKENWARM_DEVICE_TOKEN_TTL`, default 15
+	// minutes); it grants access to the connections listed in
+	// `connection_ids` (the connections of the same Salesforce user).
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type.
 	//
-	// Corresponds with POST /v1/device/token (the `DeviceToken` operationId).
-	DeviceTokenWithFormdataBody(ctx context.Context, body DeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	// Corresponds with POST /v1/device/token (the `RequestDeviceToken` operationId).
+	RequestDeviceTokenWithFormdataBody(ctx context.Context, body RequestDeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// Authorize Start connecting a Salesforce account
+	// Authorize Start connecting a Salesforce account (OAuth 2.0 authorization endpoint)
 	//
-	// Opened by the app in the system browser (never in an embedded web
-	// view). tokenwarm records a pending authorization (the app's redirect
-	// URI, code challenge and state) and redirects the browser to the
-	// Salesforce login page with its own PKCE challenge and state.
-	// Salesforce then redirects to `/v1/oauth/callback`.
+	// Opened by the app in the system browser (`ASWebAuthenticationSession`,
+	// Custom Tabs; never an embedded web view, RFC 8252). tokenwarm records
+	// a pending authorization (the app's redirect URI, code challenge and
+	// state) and redirects the browser to the Salesforce login page with
+	// its own PKCE challenge and state. Salesforce then redirects to
+	// `/v1/oauth/callback`, and tokenwarm to the app's redirect URI with
+	// `code` (a one-time authorization code, `twh_…`, valid for about two
+	// minutes), `state` and `iss` (RFC 9207; equal to the metadata's
+	// `issuer`).
 	//
-	// Either the app's parameters (`app_redirect_uri`, `code_challenge`,
-	// `code_challenge_method`) or a `reauth_token` must be given. A
-	// `reauth_token` comes from a `reauth_url` (see `Connection` and the
-	// `reauth_required` problem) and re-authorizes an existing connection,
-	// keeping its ID; when it is combined with the app's parameters, the
-	// flow ends with a redirect to the app as usual, otherwise with an HTML
-	// page.
+	// **Standard request** (RFC 6749 4.1.1 + RFC 7636): `response_type=code`,
+	// `client_id`, `redirect_uri`, `code_challenge`,
+	// `code_challenge_method=S256`, optional `scope` and `state`. The
+	// client must be registered in `TOKENWARM_APP_CLIENTS` and the
+	// redirect URI must be one of its URIs: exact string match, except
+	// that a loopback IP literal (`http://127.0.0.1:PORT/…`,
+	// `http://[::1]:PORT/…`) matches on any port (RFC 8252 7.3);
+	// `localhost` is matched exactly. An unknown client or a redirect URI
+	// that is not allowed answers 400 problem details in the browser
+	// (never a redirect: an unchecked redirect URI must not receive
+	// anything). Once client and redirect URI are trusted, every other
+	// error is redirected to the app (RFC 6749 4.1.2.1) with `error`
+	// (`invalid_request`, `unsupported_response_type`, `invalid_scope`,
+	// `access_denied`, `server_error`, …), `error_description`, `state`
+	// and `iss`.
 	//
-	// Errors are shown to the user in the browser as problem details and
-	// are never redirected to `app_redirect_uri`, because an unchecked
-	// redirect URI must not receive anything.
+	// **Legacy request** (no `client_id`): `app_redirect_uri` (or
+	// `redirect_uri`), `code_challenge`, `code_challenge_method`, `state`;
+	// the redirect URI must be in `TOKENWARM_APP_REDIRECT_URIS` (exact
+	// match) and errors answer 400 problem details as before.
+	//
+	// **Re-authorization**: a `reauth_token` (from a `reauth_url`, see
+	// `Connection` and the `reauth_required` problem) re-authorizes an
+	// existing connection, keeping its ID; combined with the app's
+	// parameters the flow ends with a redirect to the app as usual,
+	// otherwise with an HTML page.
 	//
 	// Corresponds with GET /v1/oauth/authorize (the `Authorize` operationId).
 	Authorize(ctx context.Context, params *AuthorizeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1186,14 +2306,14 @@ type ClientInterface interface {
 	// re-authorization keeps the connection ID — and stores the refresh
 	// token sealed.
 	//
-	// It then redirects to the app's redirect URI with a one-time handoff
-	// `code` (to be traded at `POST /v1/device/token` with the app's PKCE
-	// verifier, valid for minutes) and the app's `state`. If the user
-	// denied access or Salesforce failed, the redirect carries `error`
-	// (`access_denied`, `server_error`, …), `error_description` and
-	// `state` instead. A flow that started without an app redirect URI
-	// (an administrator's re-authorization link, the demo) ends with an
-	// HTML page.
+	// It then redirects to the app's redirect URI with a one-time
+	// authorization `code` (`twh_…`; to be traded at `POST
+	// /v1/device/token` with the app's PKCE verifier, valid for about two
+	// minutes), the app's `state` and `iss`. If the user denied access or
+	// Salesforce failed, the redirect carries `error` (`access_denied`,
+	// `server_error`, …), `error_description`, `state` and `iss` instead.
+	// A flow that started without an app redirect URI (an administrator's
+	// re-authorization link, the demo) ends with an HTML page.
 	//
 	// Corresponds with GET /v1/oauth/callback (the `OauthCallback` operationId).
 	OauthCallback(ctx context.Context, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -1203,11 +2323,34 @@ type ClientInterface interface {
 //
 // The public keys (RFC 7517 JSON Web Key Set) that verify device access
 // tokens; a token's `kid` header names its key. During a key rotation
-// the set holds both the old and the new key.
+// the set holds both the old and the new key. Cacheable for 5 minutes.
 //
 // Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 func (c *Client) GetJWKS(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetJWKSRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetAuthorizationServerMetadata OAuth 2.0 authorization server metadata
+//
+// RFC 8414 metadata: where to authorize, trade and revoke tokens, and
+// what the server supports. Point a standard OAuth library's issuer
+// discovery at the server's public URL and it finds everything here
+// (AppAuth-iOS `discoverConfiguration(forIssuer:)` reads
+// `/.well-known/openid-configuration` only; give it this document's
+// endpoints directly, see `mobile-sdk-spec/README.md`). Every URL is
+// built from `TOKENWARM_PUBLIC_URL`. Cacheable for 5 minutes.
+//
+// Corresponds with GET /.well-known/oauth-authorization-server (the `GetAuthorizationServerMetadata` operationId).
+func (c *Client) GetAuthorizationServerMetadata(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetAuthorizationServerMetadataRequest(c.Server)
 	if err != nil {
 		return nil, err
 	}
@@ -1459,7 +2602,8 @@ func (c *Client) GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*
 
 // ListConnections List the user's connections
 //
-// Every Salesforce connection of the user the device session belongs to, in any status.
+// Every Salesforce connection of the user the device session belongs
+// to, in any status. Limited per device session (429).
 //
 // Corresponds with GET /v1/connections (the `ListConnections` operationId).
 func (c *Client) ListConnections(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1478,6 +2622,7 @@ func (c *Client) ListConnections(ctx context.Context, reqEditors ...RequestEdito
 //
 // One connection of the user, with its status. Connections of other
 // users, and IDs that do not exist or are not UUIDs, answer 404.
+// Limited per device session (429).
 //
 // Corresponds with GET /v1/connections/{id} (the `GetConnection` operationId).
 func (c *Client) GetConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1492,10 +2637,11 @@ func (c *Client) GetConnection(ctx context.Context, id ConnectionId, reqEditors 
 	return c.Client.Do(req)
 }
 
-// GetAccessToken Get a Salesforce access token
+// GetSalesforceAccessToken Get a Salesforce access token
 //
 // Returns a Salesforce access token for the connection, with its
-// instance URL and expiry. Call it whenever you need a token; it
+// instance URL and expiry. (The device's own token comes from
+// `requestDeviceToken`.) Call it whenever you need a token; it
 // refreshes only when needed:
 //
 //   - If the stored access token stays valid for at least
@@ -1505,7 +2651,7 @@ func (c *Client) GetConnection(ctx context.Context, id ConnectionId, reqEditors 
 //     token. Concurrent callers of the same connection — across devices,
 //     processes and replicas — share one refresh: Salesforce sees the
 //     refresh token presented once.
-//   - `rejected_token` (or `rejected_token_sha256`) reports the access
+//   - `rejected_token_sha256` (or `rejected_token`) reports the access
 //     token the app just saw Salesforce reject with 401. tokenwarm
 //     refreshes only if that token is still the stored one; if somebody
 //     refreshed meanwhile, the newer token is returned. So a thousand
@@ -1516,14 +2662,15 @@ func (c *Client) GetConnection(ctx context.Context, id ConnectionId, reqEditors 
 // with the `reason` and a `reauth_url` to open in the system browser;
 // the app should keep its local data and ask the user to sign in
 // again. Transient Salesforce failures answer 503
-// `upstream_unavailable` with `Retry-After`.
+// `upstream_unavailable` with `Retry-After`. Limited per device session
+// and per client IP (429).
 //
 // Connections of other users, and IDs that do not exist or are not
 // UUIDs, answer 404.
 //
-// Corresponds with GET /v1/connections/{id}/access-token (the `GetAccessToken` operationId).
-func (c *Client) GetAccessToken(ctx context.Context, id ConnectionId, params *GetAccessTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetAccessTokenRequest(c.Server, id, params)
+// Corresponds with GET /v1/connections/{id}/access-token (the `GetSalesforceAccessToken` operationId).
+func (c *Client) GetSalesforceAccessToken(ctx context.Context, id ConnectionId, params *GetSalesforceAccessTokenParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetSalesforceAccessTokenRequest(c.Server, id, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1534,20 +2681,23 @@ func (c *Client) GetAccessToken(ctx context.Context, id ConnectionId, params *Ge
 	return c.Client.Do(req)
 }
 
-// DeviceRevokeWithBody Revoke a device session
+// RevokeDeviceTokenWithBody Revoke a device session (OAuth 2.0 token revocation)
 //
-// Revokes the device session of a device refresh token (RFC 7009
-// style), e.g. when the user signs out on the device. Unknown, expired
-// or already revoked tokens also answer 200, so the answer reveals
-// nothing. Device access tokens already issued stay valid until they
-// expire (at most 15 minutes). The Salesforce connection is not
-// affected: other devices keep working.
+// RFC 7009 token revocation, e.g. when the user signs out on the
+// device. `token` is a device refresh token or a device access token
+// (JWT); either revokes its whole device session. `token_type_hint` is
+// only a hint. `client_id` (form or HTTP Basic with an empty password)
+// is optional. Unknown, invalid, expired or already revoked tokens also
+// answer 200, so the answer reveals nothing. Device access tokens
+// already issued are refused from then on by the connection
+// endpoints. The Salesforce connection is not affected: other devices
+// keep working.
 //
 // Takes any type of body and a specified content type.
 //
-// Corresponds with POST /v1/device/revoke (the `DeviceRevoke` operationId).
-func (c *Client) DeviceRevokeWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewDeviceRevokeRequestWithBody(c.Server, contentType, body)
+// Corresponds with POST /v1/device/revoke (the `RevokeDeviceToken` operationId).
+func (c *Client) RevokeDeviceTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRevokeDeviceTokenRequestWithBody(c.Server, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1558,20 +2708,23 @@ func (c *Client) DeviceRevokeWithBody(ctx context.Context, contentType string, b
 	return c.Client.Do(req)
 }
 
-// DeviceRevokeWithFormdataBody Revoke a device session
+// RevokeDeviceTokenWithFormdataBody Revoke a device session (OAuth 2.0 token revocation)
 //
-// Revokes the device session of a device refresh token (RFC 7009
-// style), e.g. when the user signs out on the device. Unknown, expired
-// or already revoked tokens also answer 200, so the answer reveals
-// nothing. Device access tokens already issued stay valid until they
-// expire (at most 15 minutes). The Salesforce connection is not
-// affected: other devices keep working.
+// RFC 7009 token revocation, e.g. when the user signs out on the
+// device. `token` is a device refresh token or a device access token
+// (JWT); either revokes its whole device session. `token_type_hint` is
+// only a hint. `client_id` (form or HTTP Basic with an empty password)
+// is optional. Unknown, invalid, expired or already revoked tokens also
+// answer 200, so the answer reveals nothing. Device access tokens
+// already issued are refused from then on by the connection
+// endpoints. The Salesforce connection is not affected: other devices
+// keep working.
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
-// Corresponds with POST /v1/device/revoke (the `DeviceRevoke` operationId).
-func (c *Client) DeviceRevokeWithFormdataBody(ctx context.Context, body DeviceRevokeFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewDeviceRevokeRequestWithFormdataBody(c.Server, body)
+// Corresponds with POST /v1/device/revoke (the `RevokeDeviceToken` operationId).
+func (c *Client) RevokeDeviceTokenWithFormdataBody(ctx context.Context, body RevokeDeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRevokeDeviceTokenRequestWithFormdataBody(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1582,29 +2735,51 @@ func (c *Client) DeviceRevokeWithFormdataBody(ctx context.Context, body DeviceRe
 	return c.Client.Do(req)
 }
 
-// DeviceTokenWithBody Get a device access token
+// RequestDeviceTokenWithBody Get a device access token (OAuth 2.0 token endpoint)
 //
-// The device session's token endpoint (RFC 6749 style; errors are RFC
-// 6749 error bodies, not problem details).
+// The token endpoint (RFC 6749 section 3.2; errors are RFC 6749 error
+// bodies, not problem details, except 413, 429 and `default`). Public
+// clients: `client_id` comes in the form or as HTTP Basic
+// authentication with an empty password (as golang.org/x/oauth2's
+// auto-detection sends it); an unknown `client_id` answers 401
+// `invalid_client`, and different IDs in Basic and form answer
+// `invalid_request`.
 //
-//   - `grant_type=handoff_code` with `code` (the one-time handoff code
-//     from the redirect to the app) and `code_verifier` (the app's PKCE
-//     verifier) starts a new device session. A handoff code works once.
-//   - `grant_type=refresh_token` with `refresh_token` continues a
-//     session. Device refresh tokens rotate on every use: the answer
-//     carries a new one and the presented one stops working. Presenting
-//     an already rotated token again is treated as theft and revokes the
-//     whole session.
+//   - `grant_type=authorization_code` with `code` (the one-time code
+//     from the redirect to the app), `code_verifier` (the app's PKCE
+//     verifier), `redirect_uri` (required: the one of the authorization
+//     request) and `client_id` (required when the code was issued to a
+//     client) starts a new device session. A code works once; it is
+//     spent in the same transaction that creates the session, so if the
+//     session cannot be stored the code still works.
+//     `grant_type=handoff_code` is the legacy name: there `redirect_uri`
+//     and `client_id` are optional but checked when given.
+//   - `grant_type=refresh_token` with `refresh_token` continues a session
+//     (`client_id`, if given, must be the session's; `scope` is
+//     ignored). Device refresh tokens rotate on every use: the answer
+//     carries a new one and the presented one stops working.
 //
-// The device access token is an EdDSA-signed JWT valid for 15 minutes;
-// it grants access to the connections listed in `connection_ids`
-// (the connections of the same Salesforce user).
+// **Reuse interval** (`TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL`,
+// default 30s, 0 disables, at most 5m): a refresh token presented
+// again within the interval after it was rotated, when it is the
+// immediate predecessor of the session's current token and that
+// successor has not been used yet, answers 200 with the *same*
+// successor refresh token and a fresh access token, so a retry after a
+// response lost on a flaky network keeps the session. Any other reuse
+// (an older token, outside the interval, or after the successor was
+// used) is treated as theft: the whole session is revoked and the
+// answer is `invalid_grant`.
+//
+// The device access token is an EdDSA-signed JWT valid for
+// `expires_in` seconds (`TOKENWARM_DEVICE_TOKEN_TTL`, default 15
+// minutes); it grants access to the connections listed in
+// `connection_ids` (the connections of the same Salesforce user).
 //
 // Takes any type of body and a specified content type.
 //
-// Corresponds with POST /v1/device/token (the `DeviceToken` operationId).
-func (c *Client) DeviceTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewDeviceTokenRequestWithBody(c.Server, contentType, body)
+// Corresponds with POST /v1/device/token (the `RequestDeviceToken` operationId).
+func (c *Client) RequestDeviceTokenWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRequestDeviceTokenRequestWithBody(c.Server, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1615,29 +2790,51 @@ func (c *Client) DeviceTokenWithBody(ctx context.Context, contentType string, bo
 	return c.Client.Do(req)
 }
 
-// DeviceTokenWithFormdataBody Get a device access token
+// RequestDeviceTokenWithFormdataBody Get a device access token (OAuth 2.0 token endpoint)
 //
-// The device session's token endpoint (RFC 6749 style; errors are RFC
-// 6749 error bodies, not problem details).
+// The token endpoint (RFC 6749 section 3.2; errors are RFC 6749 error
+// bodies, not problem details, except 413, 429 and `default`). Public
+// clients: `client_id` comes in the form or as HTTP Basic
+// authentication with an empty password (as golang.org/x/oauth2's
+// auto-detection sends it); an unknown `client_id` answers 401
+// `invalid_client`, and different IDs in Basic and form answer
+// `invalid_request`.
 //
-//   - `grant_type=handoff_code` with `code` (the one-time handoff code
-//     from the redirect to the app) and `code_verifier` (the app's PKCE
-//     verifier) starts a new device session. A handoff code works once.
-//   - `grant_type=refresh_token` with `refresh_token` continues a
-//     session. Device refresh tokens rotate on every use: the answer
-//     carries a new one and the presented one stops working. Presenting
-//     an already rotated token again is treated as theft and revokes the
-//     whole session.
+//   - `grant_type=authorization_code` with `code` (the one-time code
+//     from the redirect to the app), `code_verifier` (the app's PKCE
+//     verifier), `redirect_uri` (required: the one of the authorization
+//     request) and `client_id` (required when the code was issued to a
+//     client) starts a new device session. A code works once; it is
+//     spent in the same transaction that creates the session, so if the
+//     session cannot be stored the code still works.
+//     `grant_type=handoff_code` is the legacy name: there `redirect_uri`
+//     and `client_id` are optional but checked when given.
+//   - `grant_type=refresh_token` with `refresh_token` continues a session
+//     (`client_id`, if given, must be the session's; `scope` is
+//     ignored). Device refresh tokens rotate on every use: the answer
+//     carries a new one and the presented one stops working.
 //
-// The device access token is an EdDSA-signed JWT valid for 15 minutes;
-// it grants access to the connections listed in `connection_ids`
-// (the connections of the same Salesforce user).
+// **Reuse interval** (`TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL`,
+// default 30s, 0 disables, at most 5m): a refresh token presented
+// again within the interval after it was rotated, when it is the
+// immediate predecessor of the session's current token and that
+// successor has not been used yet, answers 200 with the *same*
+// successor refresh token and a fresh access token, so a retry after a
+// response lost on a flaky network keeps the session. Any other reuse
+// (an older token, outside the interval, or after the successor was
+// used) is treated as theft: the whole session is revoked and the
+// answer is `invalid_grant`.
+//
+// The device access token is an EdDSA-signed JWT valid for
+// `expires_in` seconds (`TOKENWARM_DEVICE_TOKEN_TTL`, default 15
+// minutes); it grants access to the connections listed in
+// `connection_ids` (the connections of the same Salesforce user).
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type.
 //
-// Corresponds with POST /v1/device/token (the `DeviceToken` operationId).
-func (c *Client) DeviceTokenWithFormdataBody(ctx context.Context, body DeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewDeviceTokenRequestWithFormdataBody(c.Server, body)
+// Corresponds with POST /v1/device/token (the `RequestDeviceToken` operationId).
+func (c *Client) RequestDeviceTokenWithFormdataBody(ctx context.Context, body RequestDeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRequestDeviceTokenRequestWithFormdataBody(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1648,25 +2845,44 @@ func (c *Client) DeviceTokenWithFormdataBody(ctx context.Context, body DeviceTok
 	return c.Client.Do(req)
 }
 
-// Authorize Start connecting a Salesforce account
+// Authorize Start connecting a Salesforce account (OAuth 2.0 authorization endpoint)
 //
-// Opened by the app in the system browser (never in an embedded web
-// view). tokenwarm records a pending authorization (the app's redirect
-// URI, code challenge and state) and redirects the browser to the
-// Salesforce login page with its own PKCE challenge and state.
-// Salesforce then redirects to `/v1/oauth/callback`.
+// Opened by the app in the system browser (`ASWebAuthenticationSession`,
+// Custom Tabs; never an embedded web view, RFC 8252). tokenwarm records
+// a pending authorization (the app's redirect URI, code challenge and
+// state) and redirects the browser to the Salesforce login page with
+// its own PKCE challenge and state. Salesforce then redirects to
+// `/v1/oauth/callback`, and tokenwarm to the app's redirect URI with
+// `code` (a one-time authorization code, `twh_…`, valid for about two
+// minutes), `state` and `iss` (RFC 9207; equal to the metadata's
+// `issuer`).
 //
-// Either the app's parameters (`app_redirect_uri`, `code_challenge`,
-// `code_challenge_method`) or a `reauth_token` must be given. A
-// `reauth_token` comes from a `reauth_url` (see `Connection` and the
-// `reauth_required` problem) and re-authorizes an existing connection,
-// keeping its ID; when it is combined with the app's parameters, the
-// flow ends with a redirect to the app as usual, otherwise with an HTML
-// page.
+// **Standard request** (RFC 6749 4.1.1 + RFC 7636): `response_type=code`,
+// `client_id`, `redirect_uri`, `code_challenge`,
+// `code_challenge_method=S256`, optional `scope` and `state`. The
+// client must be registered in `TOKENWARM_APP_CLIENTS` and the
+// redirect URI must be one of its URIs: exact string match, except
+// that a loopback IP literal (`http://127.0.0.1:PORT/…`,
+// `http://[::1]:PORT/…`) matches on any port (RFC 8252 7.3);
+// `localhost` is matched exactly. An unknown client or a redirect URI
+// that is not allowed answers 400 problem details in the browser
+// (never a redirect: an unchecked redirect URI must not receive
+// anything). Once client and redirect URI are trusted, every other
+// error is redirected to the app (RFC 6749 4.1.2.1) with `error`
+// (`invalid_request`, `unsupported_response_type`, `invalid_scope`,
+// `access_denied`, `server_error`, …), `error_description`, `state`
+// and `iss`.
 //
-// Errors are shown to the user in the browser as problem details and
-// are never redirected to `app_redirect_uri`, because an unchecked
-// redirect URI must not receive anything.
+// **Legacy request** (no `client_id`): `app_redirect_uri` (or
+// `redirect_uri`), `code_challenge`, `code_challenge_method`, `state`;
+// the redirect URI must be in `TOKENWARM_APP_REDIRECT_URIS` (exact
+// match) and errors answer 400 problem details as before.
+//
+// **Re-authorization**: a `reauth_token` (from a `reauth_url`, see
+// `Connection` and the `reauth_required` problem) re-authorizes an
+// existing connection, keeping its ID; combined with the app's
+// parameters the flow ends with a redirect to the app as usual,
+// otherwise with an HTML page.
 //
 // Corresponds with GET /v1/oauth/authorize (the `Authorize` operationId).
 func (c *Client) Authorize(ctx context.Context, params *AuthorizeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1690,14 +2906,14 @@ func (c *Client) Authorize(ctx context.Context, params *AuthorizeParams, reqEdit
 // re-authorization keeps the connection ID — and stores the refresh
 // token sealed.
 //
-// It then redirects to the app's redirect URI with a one-time handoff
-// `code` (to be traded at `POST /v1/device/token` with the app's PKCE
-// verifier, valid for minutes) and the app's `state`. If the user
-// denied access or Salesforce failed, the redirect carries `error`
-// (`access_denied`, `server_error`, …), `error_description` and
-// `state` instead. A flow that started without an app redirect URI
-// (an administrator's re-authorization link, the demo) ends with an
-// HTML page.
+// It then redirects to the app's redirect URI with a one-time
+// authorization `code` (`twh_…`; to be traded at `POST
+// /v1/device/token` with the app's PKCE verifier, valid for about two
+// minutes), the app's `state` and `iss`. If the user denied access or
+// Salesforce failed, the redirect carries `error` (`access_denied`,
+// `server_error`, …), `error_description`, `state` and `iss` instead.
+// A flow that started without an app redirect URI (an administrator's
+// re-authorization link, the demo) ends with an HTML page.
 //
 // Corresponds with GET /v1/oauth/callback (the `OauthCallback` operationId).
 func (c *Client) OauthCallback(ctx context.Context, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1722,6 +2938,33 @@ func NewGetJWKSRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/.well-known/jwks.json")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetAuthorizationServerMetadataRequest constructs an http.Request for the GetAuthorizationServerMetadata method
+func NewGetAuthorizationServerMetadataRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/.well-known/oauth-authorization-server")
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -2232,8 +3475,8 @@ func NewGetConnectionRequest(server string, id ConnectionId) (*http.Request, err
 	return req, nil
 }
 
-// NewGetAccessTokenRequest constructs an http.Request for the GetAccessToken method
-func NewGetAccessTokenRequest(server string, id ConnectionId, params *GetAccessTokenParams) (*http.Request, error) {
+// NewGetSalesforceAccessTokenRequest constructs an http.Request for the GetSalesforceAccessToken method
+func NewGetSalesforceAccessTokenRequest(server string, id ConnectionId, params *GetSalesforceAccessTokenParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2317,19 +3560,19 @@ func NewGetAccessTokenRequest(server string, id ConnectionId, params *GetAccessT
 	return req, nil
 }
 
-// NewDeviceRevokeRequestWithFormdataBody calls the generic DeviceRevoke builder with application/x-www-form-urlencoded body
-func NewDeviceRevokeRequestWithFormdataBody(server string, body DeviceRevokeFormdataRequestBody) (*http.Request, error) {
+// NewRevokeDeviceTokenRequestWithFormdataBody calls the generic RevokeDeviceToken builder with application/x-www-form-urlencoded body
+func NewRevokeDeviceTokenRequestWithFormdataBody(server string, body RevokeDeviceTokenFormdataRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	bodyStr, err := runtime.MarshalForm(body, nil)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = strings.NewReader(bodyStr.Encode())
-	return NewDeviceRevokeRequestWithBody(server, "application/x-www-form-urlencoded", bodyReader)
+	return NewRevokeDeviceTokenRequestWithBody(server, "application/x-www-form-urlencoded", bodyReader)
 }
 
-// NewDeviceRevokeRequestWithBody constructs an http.Request for the DeviceRevoke method, with any body, and a specified content type
-func NewDeviceRevokeRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+// NewRevokeDeviceTokenRequestWithBody constructs an http.Request for the RevokeDeviceToken method, with any body, and a specified content type
+func NewRevokeDeviceTokenRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -2357,19 +3600,19 @@ func NewDeviceRevokeRequestWithBody(server string, contentType string, body io.R
 	return req, nil
 }
 
-// NewDeviceTokenRequestWithFormdataBody calls the generic DeviceToken builder with application/x-www-form-urlencoded body
-func NewDeviceTokenRequestWithFormdataBody(server string, body DeviceTokenFormdataRequestBody) (*http.Request, error) {
+// NewRequestDeviceTokenRequestWithFormdataBody calls the generic RequestDeviceToken builder with application/x-www-form-urlencoded body
+func NewRequestDeviceTokenRequestWithFormdataBody(server string, body RequestDeviceTokenFormdataRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	bodyStr, err := runtime.MarshalForm(body, nil)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = strings.NewReader(bodyStr.Encode())
-	return NewDeviceTokenRequestWithBody(server, "application/x-www-form-urlencoded", bodyReader)
+	return NewRequestDeviceTokenRequestWithBody(server, "application/x-www-form-urlencoded", bodyReader)
 }
 
-// NewDeviceTokenRequestWithBody constructs an http.Request for the DeviceToken method, with any body, and a specified content type
-func NewDeviceTokenRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+// NewRequestDeviceTokenRequestWithBody constructs an http.Request for the RequestDeviceToken method, with any body, and a specified content type
+func NewRequestDeviceTokenRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -2425,9 +3668,69 @@ func NewAuthorizeRequest(server string, params *AuthorizeParams) (*http.Request,
 		// per the OpenAPI spec (e.g. "color=blue,black,brown").
 		var rawQueryFragments []string
 
+		if params.ResponseType != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "response_type", *params.ResponseType, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.ClientId != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "client_id", *params.ClientId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.RedirectUri != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "redirect_uri", *params.RedirectUri, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uri"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.AppRedirectUri != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "app_redirect_uri", *params.AppRedirectUri, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: "uri"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Scope != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "scope", *params.Scope, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.State != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -2452,18 +3755,6 @@ func NewAuthorizeRequest(server string, params *AuthorizeParams) (*http.Request,
 		if params.CodeChallengeMethod != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "code_challenge_method", *params.CodeChallengeMethod, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
-				return nil, err
-			} else {
-				for _, qp := range strings.Split(queryFrag, "&") {
-					rawQueryFragments = append(rawQueryFragments, qp)
-				}
-			}
-
-		}
-
-		if params.State != nil {
-
-			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "state", *params.State, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {
@@ -2661,12 +3952,27 @@ type ClientWithResponsesInterface interface {
 	//
 	// The public keys (RFC 7517 JSON Web Key Set) that verify device access
 	// tokens; a token's `kid` header names its key. During a key rotation
-	// the set holds both the old and the new key.
+	// the set holds both the old and the new key. Cacheable for 5 minutes.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /.well-known/jwks.json (the `GetJWKS` operationId).
 	GetJWKSWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetJWKSResponse, error)
+
+	// GetAuthorizationServerMetadataWithResponse OAuth 2.0 authorization server metadata
+	//
+	// RFC 8414 metadata: where to authorize, trade and revoke tokens, and
+	// what the server supports. Point a standard OAuth library's issuer
+	// discovery at the server's public URL and it finds everything here
+	// (AppAuth-iOS `discoverConfiguration(forIssuer:)` reads
+	// `/.well-known/openid-configuration` only; give it this document's
+	// endpoints directly, see `mobile-sdk-spec/README.md`). Every URL is
+	// built from `TOKENWARM_PUBLIC_URL`. Cacheable for 5 minutes.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /.well-known/oauth-authorization-server (the `GetAuthorizationServerMetadata` operationId).
+	GetAuthorizationServerMetadataWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAuthorizationServerMetadataResponse, error)
 
 	// AdminListConnectionsWithResponse List all connections (admin)
 	//
@@ -2809,7 +4115,8 @@ type ClientWithResponsesInterface interface {
 
 	// ListConnectionsWithResponse List the user's connections
 	//
-	// Every Salesforce connection of the user the device session belongs to, in any status.
+	// Every Salesforce connection of the user the device session belongs
+	// to, in any status. Limited per device session (429).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2820,16 +4127,18 @@ type ClientWithResponsesInterface interface {
 	//
 	// One connection of the user, with its status. Connections of other
 	// users, and IDs that do not exist or are not UUIDs, answer 404.
+	// Limited per device session (429).
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/connections/{id} (the `GetConnection` operationId).
 	GetConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*GetConnectionResponse, error)
 
-	// GetAccessTokenWithResponse Get a Salesforce access token
+	// GetSalesforceAccessTokenWithResponse Get a Salesforce access token
 	//
 	// Returns a Salesforce access token for the connection, with its
-	// instance URL and expiry. Call it whenever you need a token; it
+	// instance URL and expiry. (The device's own token comes from
+	// `requestDeviceToken`.) Call it whenever you need a token; it
 	// refreshes only when needed:
 	//
 	// * If the stored access token stays valid for at least
@@ -2839,7 +4148,7 @@ type ClientWithResponsesInterface interface {
 	//   token. Concurrent callers of the same connection — across devices,
 	//   processes and replicas — share one refresh: Salesforce sees the
 	//   refresh token presented once.
-	// * `rejected_token` (or `rejected_token_sha256`) reports the access
+	// * `rejected_token_sha256` (or `rejected_token`) reports the access
 	//   token the app just saw Salesforce reject with 401. tokenwarm
 	//   refreshes only if that token is still the stored one; if somebody
 	//   refreshed meanwhile, the newer token is returned. So a thousand
@@ -2850,109 +4159,179 @@ type ClientWithResponsesInterface interface {
 	// with the `reason` and a `reauth_url` to open in the system browser;
 	// the app should keep its local data and ask the user to sign in
 	// again. Transient Salesforce failures answer 503
-	// `upstream_unavailable` with `Retry-After`.
+	// `upstream_unavailable` with `Retry-After`. Limited per device session
+	// and per client IP (429).
 	//
 	// Connections of other users, and IDs that do not exist or are not
 	// UUIDs, answer 404.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with GET /v1/connections/{id}/access-token (the `GetAccessToken` operationId).
-	GetAccessTokenWithResponse(ctx context.Context, id ConnectionId, params *GetAccessTokenParams, reqEditors ...RequestEditorFn) (*GetAccessTokenResponse, error)
+	// Corresponds with GET /v1/connections/{id}/access-token (the `GetSalesforceAccessToken` operationId).
+	GetSalesforceAccessTokenWithResponse(ctx context.Context, id ConnectionId, params *GetSalesforceAccessTokenParams, reqEditors ...RequestEditorFn) (*GetSalesforceAccessTokenResponse, error)
 
-	// DeviceRevokeWithBodyWithResponse Revoke a device session
+	// RevokeDeviceTokenWithBodyWithResponse Revoke a device session (OAuth 2.0 token revocation)
 	//
-	// Revokes the device session of a device refresh token (RFC 7009
-	// style), e.g. when the user signs out on the device. Unknown, expired
-	// or already revoked tokens also answer 200, so the answer reveals
-	// nothing. Device access tokens already issued stay valid until they
-	// expire (at most 15 minutes). The Salesforce connection is not
-	// affected: other devices keep working.
+	// RFC 7009 token revocation, e.g. when the user signs out on the
+	// device. `token` is a device refresh token or a device access token
+	// (JWT); either revokes its whole device session. `token_type_hint` is
+	// only a hint. `client_id` (form or HTTP Basic with an empty password)
+	// is optional. Unknown, invalid, expired or already revoked tokens also
+	// answer 200, so the answer reveals nothing. Device access tokens
+	// already issued are refused from then on by the connection
+	// endpoints. The Salesforce connection is not affected: other devices
+	// keep working.
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with POST /v1/device/revoke (the `DeviceRevoke` operationId).
-	DeviceRevokeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DeviceRevokeResponse, error)
+	// Corresponds with POST /v1/device/revoke (the `RevokeDeviceToken` operationId).
+	RevokeDeviceTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RevokeDeviceTokenResponse, error)
 
-	// DeviceRevokeWithFormdataBodyWithResponse Revoke a device session
+	// RevokeDeviceTokenWithFormdataBodyWithResponse Revoke a device session (OAuth 2.0 token revocation)
 	//
-	// Revokes the device session of a device refresh token (RFC 7009
-	// style), e.g. when the user signs out on the device. Unknown, expired
-	// or already revoked tokens also answer 200, so the answer reveals
-	// nothing. Device access tokens already issued stay valid until they
-	// expire (at most 15 minutes). The Salesforce connection is not
-	// affected: other devices keep working.
+	// RFC 7009 token revocation, e.g. when the user signs out on the
+	// device. `token` is a device refresh token or a device access token
+	// (JWT); either revokes its whole device session. `token_type_hint` is
+	// only a hint. `client_id` (form or HTTP Basic with an empty password)
+	// is optional. Unknown, invalid, expired or already revoked tokens also
+	// answer 200, so the answer reveals nothing. Device access tokens
+	// already issued are refused from then on by the connection
+	// endpoints. The Salesforce connection is not affected: other devices
+	// keep working.
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with POST /v1/device/revoke (the `DeviceRevoke` operationId).
-	DeviceRevokeWithFormdataBodyWithResponse(ctx context.Context, body DeviceRevokeFormdataRequestBody, reqEditors ...RequestEditorFn) (*DeviceRevokeResponse, error)
+	// Corresponds with POST /v1/device/revoke (the `RevokeDeviceToken` operationId).
+	RevokeDeviceTokenWithFormdataBodyWithResponse(ctx context.Context, body RevokeDeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*RevokeDeviceTokenResponse, error)
 
-	// DeviceTokenWithBodyWithResponse Get a device access token
+	// RequestDeviceTokenWithBodyWithResponse Get a device access token (OAuth 2.0 token endpoint)
 	//
-	// The device session's token endpoint (RFC 6749 style; errors are RFC
-	// 6749 error bodies, not problem details).
+	// The token endpoint (RFC 6749 section 3.2; errors are RFC 6749 error
+	// bodies, not problem details, except 413, 429 and `default`). Public
+	// clients: `client_id` comes in the form or as HTTP Basic
+	// authentication with an empty password (as golang.org/x/oauth2's
+	// auto-detection sends it); an unknown `client_id` answers 401
+	// `invalid_client`, and different IDs in Basic and form answer
+	// `invalid_request`.
 	//
-	// * `grant_type=handoff_code` with `code` (the one-time handoff code
-	//   from the redirect to the app) and `code_verifier` (the app's PKCE
-	//   verifier) starts a new device session. A handoff code works once.
-	// * `grant_type=refresh_token` with `refresh_token` continues a
-	//   session. Device refresh tokens rotate on every use: the answer
-	//   carries a new one and the presented one stops working. Presenting
-	//   an already rotated token again is treated as theft and revokes the
-	//   whole session.
+	// * `grant_type=authorization_code` with `code` (the one-time code
+	//   from the redirect to the app), `code_verifier` (the app's PKCE
+	//   verifier), `redirect_uri` (required: the one of the authorization
+	//   request) and `client_id` (required when the code was issued to a
+	//   client) starts a new device session. A code works once; it is
+	//   spent in the same transaction that creates the session, so if the
+	//   session cannot be stored the code still works.
+	//   `grant_type=handoff_code` is the legacy name: there `redirect_uri`
+	//   and `client_id` are optional but checked when given.
+	// * `grant_type=refresh_token` with `refresh_token` continues a session
+	//   (`client_id`, if given, must be the session's; `scope` is
+	//   ignored). Device refresh tokens rotate on every use: the answer
+	//   carries a new one and the presented one stops working.
 	//
-	// The device access token is an EdDSA-signed JWT valid for 15 minutes;
-	// it grants access to the connections listed in `connection_ids`
-	// (the connections of the same Salesforce user).
+	// **Reuse interval** (`TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL`,
+	// default 30s, 0 disables, at most 5m): a refresh token presented
+	// again within the interval after it was rotated, when it is the
+	// immediate predecessor of the session's current token and that
+	// successor has not been used yet, answers 200 with the *same*
+	// successor refresh token and a fresh access token, so a retry after a
+	// response lost on a flaky network keeps the session. Any other reuse
+	// (an older token, outside the interval, or after the successor was
+	// used) is treated as theft: the whole session is revoked and the
+	// answer is `invalid_grant`.
+	//
+	// The device access token is an EdDSA-signed JWT valid for
+	// `expires_in` seconds (`TOKENWARM_DEVICE_TOKEN_TTL`, default 15
+	// minutes); it grants access to the connections listed in
+	// `connection_ids` (the connections of the same Salesforce user).
 	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with POST /v1/device/token (the `DeviceToken` operationId).
-	DeviceTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DeviceTokenResponse, error)
+	// Corresponds with POST /v1/device/token (the `RequestDeviceToken` operationId).
+	RequestDeviceTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RequestDeviceTokenResponse, error)
 
-	// DeviceTokenWithFormdataBodyWithResponse Get a device access token
+	// RequestDeviceTokenWithFormdataBodyWithResponse Get a device access token (OAuth 2.0 token endpoint)
 	//
-	// The device session's token endpoint (RFC 6749 style; errors are RFC
-	// 6749 error bodies, not problem details).
+	// The token endpoint (RFC 6749 section 3.2; errors are RFC 6749 error
+	// bodies, not problem details, except 413, 429 and `default`). Public
+	// clients: `client_id` comes in the form or as HTTP Basic
+	// authentication with an empty password (as golang.org/x/oauth2's
+	// auto-detection sends it); an unknown `client_id` answers 401
+	// `invalid_client`, and different IDs in Basic and form answer
+	// `invalid_request`.
 	//
-	// * `grant_type=handoff_code` with `code` (the one-time handoff code
-	//   from the redirect to the app) and `code_verifier` (the app's PKCE
-	//   verifier) starts a new device session. A handoff code works once.
-	// * `grant_type=refresh_token` with `refresh_token` continues a
-	//   session. Device refresh tokens rotate on every use: the answer
-	//   carries a new one and the presented one stops working. Presenting
-	//   an already rotated token again is treated as theft and revokes the
-	//   whole session.
+	// * `grant_type=authorization_code` with `code` (the one-time code
+	//   from the redirect to the app), `code_verifier` (the app's PKCE
+	//   verifier), `redirect_uri` (required: the one of the authorization
+	//   request) and `client_id` (required when the code was issued to a
+	//   client) starts a new device session. A code works once; it is
+	//   spent in the same transaction that creates the session, so if the
+	//   session cannot be stored the code still works.
+	//   `grant_type=handoff_code` is the legacy name: there `redirect_uri`
+	//   and `client_id` are optional but checked when given.
+	// * `grant_type=refresh_token` with `refresh_token` continues a session
+	//   (`client_id`, if given, must be the session's; `scope` is
+	//   ignored). Device refresh tokens rotate on every use: the answer
+	//   carries a new one and the presented one stops working.
 	//
-	// The device access token is an EdDSA-signed JWT valid for 15 minutes;
-	// it grants access to the connections listed in `connection_ids`
-	// (the connections of the same Salesforce user).
+	// **Reuse interval** (`TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL`,
+	// default 30s, 0 disables, at most 5m): a refresh token presented
+	// again within the interval after it was rotated, when it is the
+	// immediate predecessor of the session's current token and that
+	// successor has not been used yet, answers 200 with the *same*
+	// successor refresh token and a fresh access token, so a retry after a
+	// response lost on a flaky network keeps the session. Any other reuse
+	// (an older token, outside the interval, or after the successor was
+	// used) is treated as theft: the whole session is revoked and the
+	// answer is `invalid_grant`.
+	//
+	// The device access token is an EdDSA-signed JWT valid for
+	// `expires_in` seconds (`TOKENWARM_DEVICE_TOKEN_TTL`, default 15
+	// minutes); it grants access to the connections listed in
+	// `connection_ids` (the connections of the same Salesforce user).
 	//
 	// Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 	//
-	// Corresponds with POST /v1/device/token (the `DeviceToken` operationId).
-	DeviceTokenWithFormdataBodyWithResponse(ctx context.Context, body DeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*DeviceTokenResponse, error)
+	// Corresponds with POST /v1/device/token (the `RequestDeviceToken` operationId).
+	RequestDeviceTokenWithFormdataBodyWithResponse(ctx context.Context, body RequestDeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*RequestDeviceTokenResponse, error)
 
-	// AuthorizeWithResponse Start connecting a Salesforce account
+	// AuthorizeWithResponse Start connecting a Salesforce account (OAuth 2.0 authorization endpoint)
 	//
-	// Opened by the app in the system browser (never in an embedded web
-	// view). tokenwarm records a pending authorization (the app's redirect
-	// URI, code challenge and state) and redirects the browser to the
-	// Salesforce login page with its own PKCE challenge and state.
-	// Salesforce then redirects to `/v1/oauth/callback`.
+	// Opened by the app in the system browser (`ASWebAuthenticationSession`,
+	// Custom Tabs; never an embedded web view, RFC 8252). tokenwarm records
+	// a pending authorization (the app's redirect URI, code challenge and
+	// state) and redirects the browser to the Salesforce login page with
+	// its own PKCE challenge and state. Salesforce then redirects to
+	// `/v1/oauth/callback`, and tokenwarm to the app's redirect URI with
+	// `code` (a one-time authorization code, `twh_…`, valid for about two
+	// minutes), `state` and `iss` (RFC 9207; equal to the metadata's
+	// `issuer`).
 	//
-	// Either the app's parameters (`app_redirect_uri`, `code_challenge`,
-	// `code_challenge_method`) or a `reauth_token` must be given. A
-	// `reauth_token` comes from a `reauth_url` (see `Connection` and the
-	// `reauth_required` problem) and re-authorizes an existing connection,
-	// keeping its ID; when it is combined with the app's parameters, the
-	// flow ends with a redirect to the app as usual, otherwise with an HTML
-	// page.
+	// **Standard request** (RFC 6749 4.1.1 + RFC 7636): `response_type=code`,
+	// `client_id`, `redirect_uri`, `code_challenge`,
+	// `code_challenge_method=S256`, optional `scope` and `state`. The
+	// client must be registered in `TOKENWARM_APP_CLIENTS` and the
+	// redirect URI must be one of its URIs: exact string match, except
+	// that a loopback IP literal (`http://127.0.0.1:PORT/…`,
+	// `http://[::1]:PORT/…`) matches on any port (RFC 8252 7.3);
+	// `localhost` is matched exactly. An unknown client or a redirect URI
+	// that is not allowed answers 400 problem details in the browser
+	// (never a redirect: an unchecked redirect URI must not receive
+	// anything). Once client and redirect URI are trusted, every other
+	// error is redirected to the app (RFC 6749 4.1.2.1) with `error`
+	// (`invalid_request`, `unsupported_response_type`, `invalid_scope`,
+	// `access_denied`, `server_error`, …), `error_description`, `state`
+	// and `iss`.
 	//
-	// Errors are shown to the user in the browser as problem details and
-	// are never redirected to `app_redirect_uri`, because an unchecked
-	// redirect URI must not receive anything.
+	// **Legacy request** (no `client_id`): `app_redirect_uri` (or
+	// `redirect_uri`), `code_challenge`, `code_challenge_method`, `state`;
+	// the redirect URI must be in `TOKENWARM_APP_REDIRECT_URIS` (exact
+	// match) and errors answer 400 problem details as before.
+	//
+	// **Re-authorization**: a `reauth_token` (from a `reauth_url`, see
+	// `Connection` and the `reauth_required` problem) re-authorizes an
+	// existing connection, keeping its ID; combined with the app's
+	// parameters the flow ends with a redirect to the app as usual,
+	// otherwise with an HTML page.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -2968,19 +4347,24 @@ type ClientWithResponsesInterface interface {
 	// re-authorization keeps the connection ID — and stores the refresh
 	// token sealed.
 	//
-	// It then redirects to the app's redirect URI with a one-time handoff
-	// `code` (to be traded at `POST /v1/device/token` with the app's PKCE
-	// verifier, valid for minutes) and the app's `state`. If the user
-	// denied access or Salesforce failed, the redirect carries `error`
-	// (`access_denied`, `server_error`, …), `error_description` and
-	// `state` instead. A flow that started without an app redirect URI
-	// (an administrator's re-authorization link, the demo) ends with an
-	// HTML page.
+	// It then redirects to the app's redirect URI with a one-time
+	// authorization `code` (`twh_…`; to be traded at `POST
+	// /v1/device/token` with the app's PKCE verifier, valid for about two
+	// minutes), the app's `state` and `iss`. If the user denied access or
+	// Salesforce failed, the redirect carries `error` (`access_denied`,
+	// `server_error`, …), `error_description`, `state` and `iss` instead.
+	// A flow that started without an app redirect URI (an administrator's
+	// re-authorization link, the demo) ends with an HTML page.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/oauth/callback (the `OauthCallback` operationId).
 	OauthCallbackWithResponse(ctx context.Context, params *OauthCallbackParams, reqEditors ...RequestEditorFn) (*OauthCallbackResponse, error)
+}
+
+// GetJWKSResponse200Headers the declared response headers of an HTTP 200 response for GetJWKS
+type GetJWKSResponse200Headers struct {
+	CacheControl string
 }
 
 // GetJWKSResponse503Headers the declared response headers of an HTTP 503 response for GetJWKS
@@ -2995,6 +4379,10 @@ type GetJWKSResponse struct {
 	JSON200 *JWKS
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetJWKSResponse200Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetJWKSResponse503Headers
 }
@@ -3007,6 +4395,11 @@ func (r GetJWKSResponse) GetJSON200() *JWKS {
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r GetJWKSResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetJWKSResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3038,6 +4431,61 @@ func (r GetJWKSResponse) ContentType() string {
 	return ""
 }
 
+// GetAuthorizationServerMetadataResponse200Headers the declared response headers of an HTTP 200 response for GetAuthorizationServerMetadata
+type GetAuthorizationServerMetadataResponse200Headers struct {
+	CacheControl string
+}
+
+type GetAuthorizationServerMetadataResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AuthorizationServerMetadata
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *GetAuthorizationServerMetadataResponse200Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetAuthorizationServerMetadataResponse) GetJSON200() *AuthorizationServerMetadata {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetAuthorizationServerMetadataResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r GetAuthorizationServerMetadataResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetAuthorizationServerMetadataResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetAuthorizationServerMetadataResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetAuthorizationServerMetadataResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // AdminListConnectionsResponse401Headers the declared response headers of an HTTP 401 response for AdminListConnections
 type AdminListConnectionsResponse401Headers struct {
 	WWWAuthenticate string
@@ -3059,6 +4507,8 @@ type AdminListConnectionsResponse struct {
 	ApplicationproblemJSON401 *AdminUnauthorized
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminListConnectionsResponse401Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -3083,6 +4533,11 @@ func (r AdminListConnectionsResponse) GetApplicationproblemJSON401() *AdminUnaut
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AdminListConnectionsResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminListConnectionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3135,6 +4590,8 @@ type AdminGetConnectionResponse struct {
 	ApplicationproblemJSON404 *AdminNotFound
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminGetConnectionResponse401Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -3159,6 +4616,11 @@ func (r AdminGetConnectionResponse) GetApplicationproblemJSON404() *AdminNotFoun
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AdminGetConnectionResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminGetConnectionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3218,6 +4680,8 @@ type AdminCreateReauthLinkResponse struct {
 	ApplicationproblemJSON409 *AdminConflict
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers200 the parsed response headers for an HTTP 200 response
 	Headers200 *AdminCreateReauthLinkResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
@@ -3249,6 +4713,11 @@ func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSON409() *AdminConf
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminCreateReauthLinkResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3303,6 +4772,8 @@ type AdminRefreshConnectionResponse struct {
 	ApplicationproblemJSON409 *AdminConflict
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *AdminUpstream
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminRefreshConnectionResponse401Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -3332,6 +4803,11 @@ func (r AdminRefreshConnectionResponse) GetApplicationproblemJSON409() *AdminCon
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AdminRefreshConnectionResponse) GetApplicationproblemJSON503() *AdminUpstream {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminRefreshConnectionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3384,6 +4860,8 @@ type AdminRevokeConnectionResponse struct {
 	ApplicationproblemJSON404 *AdminNotFound
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *AdminUpstream
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminRevokeConnectionResponse401Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -3408,6 +4886,11 @@ func (r AdminRevokeConnectionResponse) GetApplicationproblemJSON404() *AdminNotF
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AdminRevokeConnectionResponse) GetApplicationproblemJSON503() *AdminUpstream {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminRevokeConnectionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3458,6 +4941,8 @@ type AdminListOrgsResponse struct {
 	ApplicationproblemJSON401 *AdminUnauthorized
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminListOrgsResponse401Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -3477,6 +4962,11 @@ func (r AdminListOrgsResponse) GetApplicationproblemJSON401() *AdminUnauthorized
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AdminListOrgsResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminListOrgsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3529,6 +5019,8 @@ type AdminSetOrgIdleTTLResponse struct {
 	ApplicationproblemJSON401 *AdminUnauthorized
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminSetOrgIdleTTLResponse401Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -3553,6 +5045,11 @@ func (r AdminSetOrgIdleTTLResponse) GetApplicationproblemJSON401() *AdminUnautho
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AdminSetOrgIdleTTLResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminSetOrgIdleTTLResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3603,6 +5100,8 @@ type AdminSummaryResponse struct {
 	ApplicationproblemJSON401 *AdminUnauthorized
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminSummaryResponse401Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -3622,6 +5121,11 @@ func (r AdminSummaryResponse) GetApplicationproblemJSON401() *AdminUnauthorized 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AdminSummaryResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminSummaryResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3658,11 +5162,18 @@ type GetHealthResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Health
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetHealthResponse) GetJSON200() *Health {
 	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetHealthResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3697,6 +5208,13 @@ func (r GetHealthResponse) ContentType() string {
 type GetMetricsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetMetricsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3734,7 +5252,9 @@ type GetReadyResponse struct {
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *Ready
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Problem
+	ApplicationproblemJSON503 *NotReadyProblem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3743,8 +5263,13 @@ func (r GetReadyResponse) GetJSON200() *Ready {
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r GetReadyResponse) GetApplicationproblemJSON503() *Problem {
+func (r GetReadyResponse) GetApplicationproblemJSON503() *NotReadyProblem {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetReadyResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3781,6 +5306,11 @@ type ListConnectionsResponse401Headers struct {
 	WWWAuthenticate string
 }
 
+// ListConnectionsResponse429Headers the declared response headers of an HTTP 429 response for ListConnections
+type ListConnectionsResponse429Headers struct {
+	RetryAfter int
+}
+
 // ListConnectionsResponse503Headers the declared response headers of an HTTP 503 response for ListConnections
 type ListConnectionsResponse503Headers struct {
 	RetryAfter int
@@ -3793,10 +5323,16 @@ type ListConnectionsResponse struct {
 	JSON200 *ConnectionList
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *ListConnectionsResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListConnectionsResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *ListConnectionsResponse503Headers
 }
@@ -3811,9 +5347,19 @@ func (r ListConnectionsResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
 }
 
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListConnectionsResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r ListConnectionsResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListConnectionsResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3850,6 +5396,11 @@ type GetConnectionResponse401Headers struct {
 	WWWAuthenticate string
 }
 
+// GetConnectionResponse429Headers the declared response headers of an HTTP 429 response for GetConnection
+type GetConnectionResponse429Headers struct {
+	RetryAfter int
+}
+
 // GetConnectionResponse503Headers the declared response headers of an HTTP 503 response for GetConnection
 type GetConnectionResponse503Headers struct {
 	RetryAfter int
@@ -3864,10 +5415,16 @@ type GetConnectionResponse struct {
 	ApplicationproblemJSON401 *Unauthorized
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *GetConnectionResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetConnectionResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *GetConnectionResponse503Headers
 }
@@ -3887,9 +5444,19 @@ func (r GetConnectionResponse) GetApplicationproblemJSON404() *NotFound {
 	return r.ApplicationproblemJSON404
 }
 
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetConnectionResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r GetConnectionResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetConnectionResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -3921,81 +5488,102 @@ func (r GetConnectionResponse) ContentType() string {
 	return ""
 }
 
-// GetAccessTokenResponse200Headers the declared response headers of an HTTP 200 response for GetAccessToken
-type GetAccessTokenResponse200Headers struct {
+// GetSalesforceAccessTokenResponse200Headers the declared response headers of an HTTP 200 response for GetSalesforceAccessToken
+type GetSalesforceAccessTokenResponse200Headers struct {
 	CacheControl string
 }
 
-// GetAccessTokenResponse401Headers the declared response headers of an HTTP 401 response for GetAccessToken
-type GetAccessTokenResponse401Headers struct {
+// GetSalesforceAccessTokenResponse401Headers the declared response headers of an HTTP 401 response for GetSalesforceAccessToken
+type GetSalesforceAccessTokenResponse401Headers struct {
 	WWWAuthenticate string
 }
 
-// GetAccessTokenResponse503Headers the declared response headers of an HTTP 503 response for GetAccessToken
-type GetAccessTokenResponse503Headers struct {
+// GetSalesforceAccessTokenResponse429Headers the declared response headers of an HTTP 429 response for GetSalesforceAccessToken
+type GetSalesforceAccessTokenResponse429Headers struct {
+	RetryAfter int
+}
+
+// GetSalesforceAccessTokenResponse503Headers the declared response headers of an HTTP 503 response for GetSalesforceAccessToken
+type GetSalesforceAccessTokenResponse503Headers struct {
 	RetryAfter *int
 }
 
-type GetAccessTokenResponse struct {
+type GetSalesforceAccessTokenResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *AccessToken
 	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
-	ApplicationproblemJSON400 *Problem
+	ApplicationproblemJSON400 *InvalidParameterProblem
 	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
 	ApplicationproblemJSON401 *Unauthorized
 	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
 	ApplicationproblemJSON404 *NotFound
 	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
-	ApplicationproblemJSON409 *Problem
+	ApplicationproblemJSON409 *ConflictProblem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
-	ApplicationproblemJSON503 *Problem
+	ApplicationproblemJSON503 *UpstreamProblem
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers200 the parsed response headers for an HTTP 200 response
-	Headers200 *GetAccessTokenResponse200Headers
+	Headers200 *GetSalesforceAccessTokenResponse200Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
-	Headers401 *GetAccessTokenResponse401Headers
+	Headers401 *GetSalesforceAccessTokenResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *GetSalesforceAccessTokenResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
-	Headers503 *GetAccessTokenResponse503Headers
+	Headers503 *GetSalesforceAccessTokenResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r GetAccessTokenResponse) GetJSON200() *AccessToken {
+func (r GetSalesforceAccessTokenResponse) GetJSON200() *AccessToken {
 	return r.JSON200
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
-func (r GetAccessTokenResponse) GetApplicationproblemJSON400() *Problem {
+func (r GetSalesforceAccessTokenResponse) GetApplicationproblemJSON400() *InvalidParameterProblem {
 	return r.ApplicationproblemJSON400
 }
 
 // GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
-func (r GetAccessTokenResponse) GetApplicationproblemJSON401() *Unauthorized {
+func (r GetSalesforceAccessTokenResponse) GetApplicationproblemJSON401() *Unauthorized {
 	return r.ApplicationproblemJSON401
 }
 
 // GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
-func (r GetAccessTokenResponse) GetApplicationproblemJSON404() *NotFound {
+func (r GetSalesforceAccessTokenResponse) GetApplicationproblemJSON404() *NotFound {
 	return r.ApplicationproblemJSON404
 }
 
 // GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
-func (r GetAccessTokenResponse) GetApplicationproblemJSON409() *Problem {
+func (r GetSalesforceAccessTokenResponse) GetApplicationproblemJSON409() *ConflictProblem {
 	return r.ApplicationproblemJSON409
 }
 
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r GetSalesforceAccessTokenResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
-func (r GetAccessTokenResponse) GetApplicationproblemJSON503() *Problem {
+func (r GetSalesforceAccessTokenResponse) GetApplicationproblemJSON503() *UpstreamProblem {
 	return r.ApplicationproblemJSON503
 }
 
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r GetSalesforceAccessTokenResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
 // GetBody returns the raw response body bytes
-func (r GetAccessTokenResponse) GetBody() []byte {
+func (r GetSalesforceAccessTokenResponse) GetBody() []byte {
 	return r.Body
 }
 
 // Status returns HTTPResponse.Status
-func (r GetAccessTokenResponse) Status() string {
+func (r GetSalesforceAccessTokenResponse) Status() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Status
 	}
@@ -4003,7 +5591,7 @@ func (r GetAccessTokenResponse) Status() string {
 }
 
 // StatusCode returns HTTPResponse.StatusCode
-func (r GetAccessTokenResponse) StatusCode() int {
+func (r GetSalesforceAccessTokenResponse) StatusCode() int {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.StatusCode
 	}
@@ -4011,60 +5599,88 @@ func (r GetAccessTokenResponse) StatusCode() int {
 }
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
-func (r GetAccessTokenResponse) ContentType() string {
+func (r GetSalesforceAccessTokenResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
 	return ""
 }
 
-// DeviceRevokeResponse503Headers the declared response headers of an HTTP 503 response for DeviceRevoke
-type DeviceRevokeResponse503Headers struct {
+// RevokeDeviceTokenResponse429Headers the declared response headers of an HTTP 429 response for RevokeDeviceToken
+type RevokeDeviceTokenResponse429Headers struct {
 	RetryAfter int
 }
 
-type DeviceRevokeResponse struct {
+// RevokeDeviceTokenResponse503Headers the declared response headers of an HTTP 503 response for RevokeDeviceToken
+type RevokeDeviceTokenResponse503Headers struct {
+	RetryAfter int
+}
+
+type RevokeDeviceTokenResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *RevokeResult
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *OAuthError
+	JSON400 *RevokeBadRequestError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OAuthInvalidClient
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *OAuthTemporarilyUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RevokeDeviceTokenResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
-	Headers503 *DeviceRevokeResponse503Headers
+	Headers503 *RevokeDeviceTokenResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r DeviceRevokeResponse) GetJSON200() *RevokeResult {
+func (r RevokeDeviceTokenResponse) GetJSON200() *RevokeResult {
 	return r.JSON200
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r DeviceRevokeResponse) GetJSON400() *OAuthError {
+func (r RevokeDeviceTokenResponse) GetJSON400() *RevokeBadRequestError {
 	return r.JSON400
 }
 
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r RevokeDeviceTokenResponse) GetJSON401() *OAuthInvalidClient {
+	return r.JSON401
+}
+
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
-func (r DeviceRevokeResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+func (r RevokeDeviceTokenResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RevokeDeviceTokenResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
-func (r DeviceRevokeResponse) GetJSON503() *OAuthTemporarilyUnavailable {
+func (r RevokeDeviceTokenResponse) GetJSON503() *OAuthTemporarilyUnavailable {
 	return r.JSON503
 }
 
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RevokeDeviceTokenResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
 // GetBody returns the raw response body bytes
-func (r DeviceRevokeResponse) GetBody() []byte {
+func (r RevokeDeviceTokenResponse) GetBody() []byte {
 	return r.Body
 }
 
 // Status returns HTTPResponse.Status
-func (r DeviceRevokeResponse) Status() string {
+func (r RevokeDeviceTokenResponse) Status() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Status
 	}
@@ -4072,7 +5688,7 @@ func (r DeviceRevokeResponse) Status() string {
 }
 
 // StatusCode returns HTTPResponse.StatusCode
-func (r DeviceRevokeResponse) StatusCode() int {
+func (r RevokeDeviceTokenResponse) StatusCode() int {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.StatusCode
 	}
@@ -4080,67 +5696,95 @@ func (r DeviceRevokeResponse) StatusCode() int {
 }
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
-func (r DeviceRevokeResponse) ContentType() string {
+func (r RevokeDeviceTokenResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
 	return ""
 }
 
-// DeviceTokenResponse200Headers the declared response headers of an HTTP 200 response for DeviceToken
-type DeviceTokenResponse200Headers struct {
+// RequestDeviceTokenResponse200Headers the declared response headers of an HTTP 200 response for RequestDeviceToken
+type RequestDeviceTokenResponse200Headers struct {
 	CacheControl string
 }
 
-// DeviceTokenResponse503Headers the declared response headers of an HTTP 503 response for DeviceToken
-type DeviceTokenResponse503Headers struct {
+// RequestDeviceTokenResponse429Headers the declared response headers of an HTTP 429 response for RequestDeviceToken
+type RequestDeviceTokenResponse429Headers struct {
 	RetryAfter int
 }
 
-type DeviceTokenResponse struct {
+// RequestDeviceTokenResponse503Headers the declared response headers of an HTTP 503 response for RequestDeviceToken
+type RequestDeviceTokenResponse503Headers struct {
+	RetryAfter int
+}
+
+type RequestDeviceTokenResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *DeviceToken
 	// JSON400 the response for an HTTP 400 `application/json` response
-	JSON400 *OAuthError
+	JSON400 *TokenBadRequestError
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *OAuthInvalidClient
 	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
 	ApplicationproblemJSON413 *BodyTooLarge
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
 	// JSON503 the response for an HTTP 503 `application/json` response
 	JSON503 *OAuthTemporarilyUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers200 the parsed response headers for an HTTP 200 response
-	Headers200 *DeviceTokenResponse200Headers
+	Headers200 *RequestDeviceTokenResponse200Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RequestDeviceTokenResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
-	Headers503 *DeviceTokenResponse503Headers
+	Headers503 *RequestDeviceTokenResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r DeviceTokenResponse) GetJSON200() *DeviceToken {
+func (r RequestDeviceTokenResponse) GetJSON200() *DeviceToken {
 	return r.JSON200
 }
 
 // GetJSON400 returns the response for an HTTP 400 `application/json` response
-func (r DeviceTokenResponse) GetJSON400() *OAuthError {
+func (r RequestDeviceTokenResponse) GetJSON400() *TokenBadRequestError {
 	return r.JSON400
 }
 
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r RequestDeviceTokenResponse) GetJSON401() *OAuthInvalidClient {
+	return r.JSON401
+}
+
 // GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
-func (r DeviceTokenResponse) GetApplicationproblemJSON413() *BodyTooLarge {
+func (r RequestDeviceTokenResponse) GetApplicationproblemJSON413() *BodyTooLarge {
 	return r.ApplicationproblemJSON413
 }
 
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RequestDeviceTokenResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
 // GetJSON503 returns the response for an HTTP 503 `application/json` response
-func (r DeviceTokenResponse) GetJSON503() *OAuthTemporarilyUnavailable {
+func (r RequestDeviceTokenResponse) GetJSON503() *OAuthTemporarilyUnavailable {
 	return r.JSON503
 }
 
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RequestDeviceTokenResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
 // GetBody returns the raw response body bytes
-func (r DeviceTokenResponse) GetBody() []byte {
+func (r RequestDeviceTokenResponse) GetBody() []byte {
 	return r.Body
 }
 
 // Status returns HTTPResponse.Status
-func (r DeviceTokenResponse) Status() string {
+func (r RequestDeviceTokenResponse) Status() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Status
 	}
@@ -4148,7 +5792,7 @@ func (r DeviceTokenResponse) Status() string {
 }
 
 // StatusCode returns HTTPResponse.StatusCode
-func (r DeviceTokenResponse) StatusCode() int {
+func (r RequestDeviceTokenResponse) StatusCode() int {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.StatusCode
 	}
@@ -4156,7 +5800,7 @@ func (r DeviceTokenResponse) StatusCode() int {
 }
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
-func (r DeviceTokenResponse) ContentType() string {
+func (r RequestDeviceTokenResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4168,6 +5812,11 @@ type AuthorizeResponse302Headers struct {
 	Location string
 }
 
+// AuthorizeResponse429Headers the declared response headers of an HTTP 429 response for Authorize
+type AuthorizeResponse429Headers struct {
+	RetryAfter int
+}
+
 // AuthorizeResponse503Headers the declared response headers of an HTTP 503 response for Authorize
 type AuthorizeResponse503Headers struct {
 	RetryAfter int
@@ -4177,23 +5826,39 @@ type AuthorizeResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
-	ApplicationproblemJSON400 *Problem
+	ApplicationproblemJSON400 *AuthorizeProblem
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers302 the parsed response headers for an HTTP 302 response
 	Headers302 *AuthorizeResponse302Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *AuthorizeResponse429Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
 	Headers503 *AuthorizeResponse503Headers
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
-func (r AuthorizeResponse) GetApplicationproblemJSON400() *Problem {
+func (r AuthorizeResponse) GetApplicationproblemJSON400() *AuthorizeProblem {
 	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r AuthorizeResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r AuthorizeResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AuthorizeResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -4239,9 +5904,11 @@ type OauthCallbackResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
-	ApplicationproblemJSON400 *Problem
+	ApplicationproblemJSON400 *CallbackProblem
 	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
 	ApplicationproblemJSON503 *ServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
 	// Headers302 the parsed response headers for an HTTP 302 response
 	Headers302 *OauthCallbackResponse302Headers
 	// Headers503 the parsed response headers for an HTTP 503 response
@@ -4249,13 +5916,18 @@ type OauthCallbackResponse struct {
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
-func (r OauthCallbackResponse) GetApplicationproblemJSON400() *Problem {
+func (r OauthCallbackResponse) GetApplicationproblemJSON400() *CallbackProblem {
 	return r.ApplicationproblemJSON400
 }
 
 // GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
 func (r OauthCallbackResponse) GetApplicationproblemJSON503() *ServiceUnavailable {
 	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r OauthCallbackResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
 }
 
 // GetBody returns the raw response body bytes
@@ -4291,7 +5963,7 @@ func (r OauthCallbackResponse) ContentType() string {
 //
 // The public keys (RFC 7517 JSON Web Key Set) that verify device access
 // tokens; a token's `kid` header names its key. During a key rotation
-// the set holds both the old and the new key.
+// the set holds both the old and the new key. Cacheable for 5 minutes.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4302,6 +5974,27 @@ func (c *ClientWithResponses) GetJWKSWithResponse(ctx context.Context, reqEditor
 		return nil, err
 	}
 	return ParseGetJWKSResponse(rsp)
+}
+
+// GetAuthorizationServerMetadataWithResponse OAuth 2.0 authorization server metadata
+//
+// RFC 8414 metadata: where to authorize, trade and revoke tokens, and
+// what the server supports. Point a standard OAuth library's issuer
+// discovery at the server's public URL and it finds everything here
+// (AppAuth-iOS `discoverConfiguration(forIssuer:)` reads
+// `/.well-known/openid-configuration` only; give it this document's
+// endpoints directly, see `mobile-sdk-spec/README.md`). Every URL is
+// built from `TOKENWARM_PUBLIC_URL`. Cacheable for 5 minutes.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /.well-known/oauth-authorization-server (the `GetAuthorizationServerMetadata` operationId).
+func (c *ClientWithResponses) GetAuthorizationServerMetadataWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetAuthorizationServerMetadataResponse, error) {
+	rsp, err := c.GetAuthorizationServerMetadata(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetAuthorizationServerMetadataResponse(rsp)
 }
 
 // AdminListConnectionsWithResponse List all connections (admin)
@@ -4517,7 +6210,8 @@ func (c *ClientWithResponses) GetReadyWithResponse(ctx context.Context, reqEdito
 
 // ListConnectionsWithResponse List the user's connections
 //
-// Every Salesforce connection of the user the device session belongs to, in any status.
+// Every Salesforce connection of the user the device session belongs
+// to, in any status. Limited per device session (429).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4534,6 +6228,7 @@ func (c *ClientWithResponses) ListConnectionsWithResponse(ctx context.Context, r
 //
 // One connection of the user, with its status. Connections of other
 // users, and IDs that do not exist or are not UUIDs, answer 404.
+// Limited per device session (429).
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4546,10 +6241,11 @@ func (c *ClientWithResponses) GetConnectionWithResponse(ctx context.Context, id 
 	return ParseGetConnectionResponse(rsp)
 }
 
-// GetAccessTokenWithResponse Get a Salesforce access token
+// GetSalesforceAccessTokenWithResponse Get a Salesforce access token
 //
 // Returns a Salesforce access token for the connection, with its
-// instance URL and expiry. Call it whenever you need a token; it
+// instance URL and expiry. (The device's own token comes from
+// `requestDeviceToken`.) Call it whenever you need a token; it
 // refreshes only when needed:
 //
 //   - If the stored access token stays valid for at least
@@ -4559,7 +6255,7 @@ func (c *ClientWithResponses) GetConnectionWithResponse(ctx context.Context, id 
 //     token. Concurrent callers of the same connection — across devices,
 //     processes and replicas — share one refresh: Salesforce sees the
 //     refresh token presented once.
-//   - `rejected_token` (or `rejected_token_sha256`) reports the access
+//   - `rejected_token_sha256` (or `rejected_token`) reports the access
 //     token the app just saw Salesforce reject with 401. tokenwarm
 //     refreshes only if that token is still the stored one; if somebody
 //     refreshed meanwhile, the newer token is returned. So a thousand
@@ -4570,139 +6266,209 @@ func (c *ClientWithResponses) GetConnectionWithResponse(ctx context.Context, id 
 // with the `reason` and a `reauth_url` to open in the system browser;
 // the app should keep its local data and ask the user to sign in
 // again. Transient Salesforce failures answer 503
-// `upstream_unavailable` with `Retry-After`.
+// `upstream_unavailable` with `Retry-After`. Limited per device session
+// and per client IP (429).
 //
 // Connections of other users, and IDs that do not exist or are not
 // UUIDs, answer 404.
 //
 // Returns a wrapper object for the known response body format(s).
 //
-// Corresponds with GET /v1/connections/{id}/access-token (the `GetAccessToken` operationId).
-func (c *ClientWithResponses) GetAccessTokenWithResponse(ctx context.Context, id ConnectionId, params *GetAccessTokenParams, reqEditors ...RequestEditorFn) (*GetAccessTokenResponse, error) {
-	rsp, err := c.GetAccessToken(ctx, id, params, reqEditors...)
+// Corresponds with GET /v1/connections/{id}/access-token (the `GetSalesforceAccessToken` operationId).
+func (c *ClientWithResponses) GetSalesforceAccessTokenWithResponse(ctx context.Context, id ConnectionId, params *GetSalesforceAccessTokenParams, reqEditors ...RequestEditorFn) (*GetSalesforceAccessTokenResponse, error) {
+	rsp, err := c.GetSalesforceAccessToken(ctx, id, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
-	return ParseGetAccessTokenResponse(rsp)
+	return ParseGetSalesforceAccessTokenResponse(rsp)
 }
 
-// DeviceRevokeWithBodyWithResponse Revoke a device session
+// RevokeDeviceTokenWithBodyWithResponse Revoke a device session (OAuth 2.0 token revocation)
 //
-// Revokes the device session of a device refresh token (RFC 7009
-// style), e.g. when the user signs out on the device. Unknown, expired
-// or already revoked tokens also answer 200, so the answer reveals
-// nothing. Device access tokens already issued stay valid until they
-// expire (at most 15 minutes). The Salesforce connection is not
-// affected: other devices keep working.
+// RFC 7009 token revocation, e.g. when the user signs out on the
+// device. `token` is a device refresh token or a device access token
+// (JWT); either revokes its whole device session. `token_type_hint` is
+// only a hint. `client_id` (form or HTTP Basic with an empty password)
+// is optional. Unknown, invalid, expired or already revoked tokens also
+// answer 200, so the answer reveals nothing. Device access tokens
+// already issued are refused from then on by the connection
+// endpoints. The Salesforce connection is not affected: other devices
+// keep working.
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
-// Corresponds with POST /v1/device/revoke (the `DeviceRevoke` operationId).
-func (c *ClientWithResponses) DeviceRevokeWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DeviceRevokeResponse, error) {
-	rsp, err := c.DeviceRevokeWithBody(ctx, contentType, body, reqEditors...)
+// Corresponds with POST /v1/device/revoke (the `RevokeDeviceToken` operationId).
+func (c *ClientWithResponses) RevokeDeviceTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RevokeDeviceTokenResponse, error) {
+	rsp, err := c.RevokeDeviceTokenWithBody(ctx, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
-	return ParseDeviceRevokeResponse(rsp)
+	return ParseRevokeDeviceTokenResponse(rsp)
 }
 
-// DeviceRevokeWithFormdataBodyWithResponse Revoke a device session
+// RevokeDeviceTokenWithFormdataBodyWithResponse Revoke a device session (OAuth 2.0 token revocation)
 //
-// Revokes the device session of a device refresh token (RFC 7009
-// style), e.g. when the user signs out on the device. Unknown, expired
-// or already revoked tokens also answer 200, so the answer reveals
-// nothing. Device access tokens already issued stay valid until they
-// expire (at most 15 minutes). The Salesforce connection is not
-// affected: other devices keep working.
+// RFC 7009 token revocation, e.g. when the user signs out on the
+// device. `token` is a device refresh token or a device access token
+// (JWT); either revokes its whole device session. `token_type_hint` is
+// only a hint. `client_id` (form or HTTP Basic with an empty password)
+// is optional. Unknown, invalid, expired or already revoked tokens also
+// answer 200, so the answer reveals nothing. Device access tokens
+// already issued are refused from then on by the connection
+// endpoints. The Salesforce connection is not affected: other devices
+// keep working.
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
-// Corresponds with POST /v1/device/revoke (the `DeviceRevoke` operationId).
-func (c *ClientWithResponses) DeviceRevokeWithFormdataBodyWithResponse(ctx context.Context, body DeviceRevokeFormdataRequestBody, reqEditors ...RequestEditorFn) (*DeviceRevokeResponse, error) {
-	rsp, err := c.DeviceRevokeWithFormdataBody(ctx, body, reqEditors...)
+// Corresponds with POST /v1/device/revoke (the `RevokeDeviceToken` operationId).
+func (c *ClientWithResponses) RevokeDeviceTokenWithFormdataBodyWithResponse(ctx context.Context, body RevokeDeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*RevokeDeviceTokenResponse, error) {
+	rsp, err := c.RevokeDeviceTokenWithFormdataBody(ctx, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
-	return ParseDeviceRevokeResponse(rsp)
+	return ParseRevokeDeviceTokenResponse(rsp)
 }
 
-// DeviceTokenWithBodyWithResponse Get a device access token
+// RequestDeviceTokenWithBodyWithResponse Get a device access token (OAuth 2.0 token endpoint)
 //
-// The device session's token endpoint (RFC 6749 style; errors are RFC
-// 6749 error bodies, not problem details).
+// The token endpoint (RFC 6749 section 3.2; errors are RFC 6749 error
+// bodies, not problem details, except 413, 429 and `default`). Public
+// clients: `client_id` comes in the form or as HTTP Basic
+// authentication with an empty password (as golang.org/x/oauth2's
+// auto-detection sends it); an unknown `client_id` answers 401
+// `invalid_client`, and different IDs in Basic and form answer
+// `invalid_request`.
 //
-//   - `grant_type=handoff_code` with `code` (the one-time handoff code
-//     from the redirect to the app) and `code_verifier` (the app's PKCE
-//     verifier) starts a new device session. A handoff code works once.
-//   - `grant_type=refresh_token` with `refresh_token` continues a
-//     session. Device refresh tokens rotate on every use: the answer
-//     carries a new one and the presented one stops working. Presenting
-//     an already rotated token again is treated as theft and revokes the
-//     whole session.
+//   - `grant_type=authorization_code` with `code` (the one-time code
+//     from the redirect to the app), `code_verifier` (the app's PKCE
+//     verifier), `redirect_uri` (required: the one of the authorization
+//     request) and `client_id` (required when the code was issued to a
+//     client) starts a new device session. A code works once; it is
+//     spent in the same transaction that creates the session, so if the
+//     session cannot be stored the code still works.
+//     `grant_type=handoff_code` is the legacy name: there `redirect_uri`
+//     and `client_id` are optional but checked when given.
+//   - `grant_type=refresh_token` with `refresh_token` continues a session
+//     (`client_id`, if given, must be the session's; `scope` is
+//     ignored). Device refresh tokens rotate on every use: the answer
+//     carries a new one and the presented one stops working.
 //
-// The device access token is an EdDSA-signed JWT valid for 15 minutes;
-// it grants access to the connections listed in `connection_ids`
-// (the connections of the same Salesforce user).
+// **Reuse interval** (`TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL`,
+// default 30s, 0 disables, at most 5m): a refresh token presented
+// again within the interval after it was rotated, when it is the
+// immediate predecessor of the session's current token and that
+// successor has not been used yet, answers 200 with the *same*
+// successor refresh token and a fresh access token, so a retry after a
+// response lost on a flaky network keeps the session. Any other reuse
+// (an older token, outside the interval, or after the successor was
+// used) is treated as theft: the whole session is revoked and the
+// answer is `invalid_grant`.
+//
+// The device access token is an EdDSA-signed JWT valid for
+// `expires_in` seconds (`TOKENWARM_DEVICE_TOKEN_TTL`, default 15
+// minutes); it grants access to the connections listed in
+// `connection_ids` (the connections of the same Salesforce user).
 //
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
-// Corresponds with POST /v1/device/token (the `DeviceToken` operationId).
-func (c *ClientWithResponses) DeviceTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*DeviceTokenResponse, error) {
-	rsp, err := c.DeviceTokenWithBody(ctx, contentType, body, reqEditors...)
+// Corresponds with POST /v1/device/token (the `RequestDeviceToken` operationId).
+func (c *ClientWithResponses) RequestDeviceTokenWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RequestDeviceTokenResponse, error) {
+	rsp, err := c.RequestDeviceTokenWithBody(ctx, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
-	return ParseDeviceTokenResponse(rsp)
+	return ParseRequestDeviceTokenResponse(rsp)
 }
 
-// DeviceTokenWithFormdataBodyWithResponse Get a device access token
+// RequestDeviceTokenWithFormdataBodyWithResponse Get a device access token (OAuth 2.0 token endpoint)
 //
-// The device session's token endpoint (RFC 6749 style; errors are RFC
-// 6749 error bodies, not problem details).
+// The token endpoint (RFC 6749 section 3.2; errors are RFC 6749 error
+// bodies, not problem details, except 413, 429 and `default`). Public
+// clients: `client_id` comes in the form or as HTTP Basic
+// authentication with an empty password (as golang.org/x/oauth2's
+// auto-detection sends it); an unknown `client_id` answers 401
+// `invalid_client`, and different IDs in Basic and form answer
+// `invalid_request`.
 //
-//   - `grant_type=handoff_code` with `code` (the one-time handoff code
-//     from the redirect to the app) and `code_verifier` (the app's PKCE
-//     verifier) starts a new device session. A handoff code works once.
-//   - `grant_type=refresh_token` with `refresh_token` continues a
-//     session. Device refresh tokens rotate on every use: the answer
-//     carries a new one and the presented one stops working. Presenting
-//     an already rotated token again is treated as theft and revokes the
-//     whole session.
+//   - `grant_type=authorization_code` with `code` (the one-time code
+//     from the redirect to the app), `code_verifier` (the app's PKCE
+//     verifier), `redirect_uri` (required: the one of the authorization
+//     request) and `client_id` (required when the code was issued to a
+//     client) starts a new device session. A code works once; it is
+//     spent in the same transaction that creates the session, so if the
+//     session cannot be stored the code still works.
+//     `grant_type=handoff_code` is the legacy name: there `redirect_uri`
+//     and `client_id` are optional but checked when given.
+//   - `grant_type=refresh_token` with `refresh_token` continues a session
+//     (`client_id`, if given, must be the session's; `scope` is
+//     ignored). Device refresh tokens rotate on every use: the answer
+//     carries a new one and the presented one stops working.
 //
-// The device access token is an EdDSA-signed JWT valid for 15 minutes;
-// it grants access to the connections listed in `connection_ids`
-// (the connections of the same Salesforce user).
+// **Reuse interval** (`TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL`,
+// default 30s, 0 disables, at most 5m): a refresh token presented
+// again within the interval after it was rotated, when it is the
+// immediate predecessor of the session's current token and that
+// successor has not been used yet, answers 200 with the *same*
+// successor refresh token and a fresh access token, so a retry after a
+// response lost on a flaky network keeps the session. Any other reuse
+// (an older token, outside the interval, or after the successor was
+// used) is treated as theft: the whole session is revoked and the
+// answer is `invalid_grant`.
+//
+// The device access token is an EdDSA-signed JWT valid for
+// `expires_in` seconds (`TOKENWARM_DEVICE_TOKEN_TTL`, default 15
+// minutes); it grants access to the connections listed in
+// `connection_ids` (the connections of the same Salesforce user).
 //
 // Takes a body of the `application/x-www-form-urlencoded` content type, and returns a wrapper object for the known response body format(s).
 //
-// Corresponds with POST /v1/device/token (the `DeviceToken` operationId).
-func (c *ClientWithResponses) DeviceTokenWithFormdataBodyWithResponse(ctx context.Context, body DeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*DeviceTokenResponse, error) {
-	rsp, err := c.DeviceTokenWithFormdataBody(ctx, body, reqEditors...)
+// Corresponds with POST /v1/device/token (the `RequestDeviceToken` operationId).
+func (c *ClientWithResponses) RequestDeviceTokenWithFormdataBodyWithResponse(ctx context.Context, body RequestDeviceTokenFormdataRequestBody, reqEditors ...RequestEditorFn) (*RequestDeviceTokenResponse, error) {
+	rsp, err := c.RequestDeviceTokenWithFormdataBody(ctx, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
-	return ParseDeviceTokenResponse(rsp)
+	return ParseRequestDeviceTokenResponse(rsp)
 }
 
-// AuthorizeWithResponse Start connecting a Salesforce account
+// AuthorizeWithResponse Start connecting a Salesforce account (OAuth 2.0 authorization endpoint)
 //
-// Opened by the app in the system browser (never in an embedded web
-// view). tokenwarm records a pending authorization (the app's redirect
-// URI, code challenge and state) and redirects the browser to the
-// Salesforce login page with its own PKCE challenge and state.
-// Salesforce then redirects to `/v1/oauth/callback`.
+// Opened by the app in the system browser (`ASWebAuthenticationSession`,
+// Custom Tabs; never an embedded web view, RFC 8252). tokenwarm records
+// a pending authorization (the app's redirect URI, code challenge and
+// state) and redirects the browser to the Salesforce login page with
+// its own PKCE challenge and state. Salesforce then redirects to
+// `/v1/oauth/callback`, and tokenwarm to the app's redirect URI with
+// `code` (a one-time authorization code, `twh_…`, valid for about two
+// minutes), `state` and `iss` (RFC 9207; equal to the metadata's
+// `issuer`).
 //
-// Either the app's parameters (`app_redirect_uri`, `code_challenge`,
-// `code_challenge_method`) or a `reauth_token` must be given. A
-// `reauth_token` comes from a `reauth_url` (see `Connection` and the
-// `reauth_required` problem) and re-authorizes an existing connection,
-// keeping its ID; when it is combined with the app's parameters, the
-// flow ends with a redirect to the app as usual, otherwise with an HTML
-// page.
+// **Standard request** (RFC 6749 4.1.1 + RFC 7636): `response_type=code`,
+// `client_id`, `redirect_uri`, `code_challenge`,
+// `code_challenge_method=S256`, optional `scope` and `state`. The
+// client must be registered in `TOKENWARM_APP_CLIENTS` and the
+// redirect URI must be one of its URIs: exact string match, except
+// that a loopback IP literal (`http://127.0.0.1:PORT/…`,
+// `http://[::1]:PORT/…`) matches on any port (RFC 8252 7.3);
+// `localhost` is matched exactly. An unknown client or a redirect URI
+// that is not allowed answers 400 problem details in the browser
+// (never a redirect: an unchecked redirect URI must not receive
+// anything). Once client and redirect URI are trusted, every other
+// error is redirected to the app (RFC 6749 4.1.2.1) with `error`
+// (`invalid_request`, `unsupported_response_type`, `invalid_scope`,
+// `access_denied`, `server_error`, …), `error_description`, `state`
+// and `iss`.
 //
-// Errors are shown to the user in the browser as problem details and
-// are never redirected to `app_redirect_uri`, because an unchecked
-// redirect URI must not receive anything.
+// **Legacy request** (no `client_id`): `app_redirect_uri` (or
+// `redirect_uri`), `code_challenge`, `code_challenge_method`, `state`;
+// the redirect URI must be in `TOKENWARM_APP_REDIRECT_URIS` (exact
+// match) and errors answer 400 problem details as before.
+//
+// **Re-authorization**: a `reauth_token` (from a `reauth_url`, see
+// `Connection` and the `reauth_required` problem) re-authorizes an
+// existing connection, keeping its ID; combined with the app's
+// parameters the flow ends with a redirect to the app as usual,
+// otherwise with an HTML page.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4724,14 +6490,14 @@ func (c *ClientWithResponses) AuthorizeWithResponse(ctx context.Context, params 
 // re-authorization keeps the connection ID — and stores the refresh
 // token sealed.
 //
-// It then redirects to the app's redirect URI with a one-time handoff
-// `code` (to be traded at `POST /v1/device/token` with the app's PKCE
-// verifier, valid for minutes) and the app's `state`. If the user
-// denied access or Salesforce failed, the redirect carries `error`
-// (`access_denied`, `server_error`, …), `error_description` and
-// `state` instead. A flow that started without an app redirect URI
-// (an administrator's re-authorization link, the demo) ends with an
-// HTML page.
+// It then redirects to the app's redirect URI with a one-time
+// authorization `code` (`twh_…`; to be traded at `POST
+// /v1/device/token` with the app's PKCE verifier, valid for about two
+// minutes), the app's `state` and `iss`. If the user denied access or
+// Salesforce failed, the redirect carries `error` (`access_denied`,
+// `server_error`, …), `error_description`, `state` and `iss` instead.
+// A flow that started without an app redirect URI (an administrator's
+// re-authorization link, the demo) ends with an HTML page.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -4772,9 +6538,26 @@ func ParseGetJWKSResponse(rsp *http.Response) (*GetJWKSResponse, error) {
 		}
 		response.ApplicationproblemJSON503 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	switch {
+	case rsp.StatusCode == 200:
+		var headers GetJWKSResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetJWKSResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -4785,6 +6568,52 @@ func ParseGetJWKSResponse(rsp *http.Response) (*GetJWKSResponse, error) {
 			headers.RetryAfter = value
 		}
 		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseGetAuthorizationServerMetadataResponse parses an HTTP response from a GetAuthorizationServerMetadataWithResponse call
+func ParseGetAuthorizationServerMetadataResponse(rsp *http.Response) (*GetAuthorizationServerMetadataResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetAuthorizationServerMetadataResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AuthorizationServerMetadata
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers GetAuthorizationServerMetadataResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
 	}
 
 	return response, nil
@@ -4831,6 +6660,13 @@ func ParseAdminListConnectionsResponse(rsp *http.Response) (*AdminListConnection
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 
@@ -4901,6 +6737,13 @@ func ParseAdminGetConnectionResponse(rsp *http.Response) (*AdminGetConnectionRes
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 
@@ -4978,6 +6821,13 @@ func ParseAdminCreateReauthLinkResponse(rsp *http.Response) (*AdminCreateReauthL
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 
@@ -5066,6 +6916,13 @@ func ParseAdminRefreshConnectionResponse(rsp *http.Response) (*AdminRefreshConne
 		}
 		response.ApplicationproblemJSON503 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	switch {
@@ -5136,6 +6993,13 @@ func ParseAdminRevokeConnectionResponse(rsp *http.Response) (*AdminRevokeConnect
 		}
 		response.ApplicationproblemJSON503 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	switch {
@@ -5198,6 +7062,13 @@ func ParseAdminListOrgsResponse(rsp *http.Response) (*AdminListOrgsResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 
@@ -5269,6 +7140,13 @@ func ParseAdminSetOrgIdleTTLResponse(rsp *http.Response) (*AdminSetOrgIdleTTLRes
 		}
 		response.ApplicationproblemJSON503 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	switch {
@@ -5332,6 +7210,13 @@ func ParseAdminSummaryResponse(rsp *http.Response) (*AdminSummaryResponse, error
 		}
 		response.ApplicationproblemJSON503 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	switch {
@@ -5381,6 +7266,13 @@ func ParseGetHealthResponse(rsp *http.Response) (*GetHealthResponse, error) {
 		}
 		response.JSON200 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil
@@ -5397,6 +7289,16 @@ func ParseGetMetricsResponse(rsp *http.Response) (*GetMetricsResponse, error) {
 	response := &GetMetricsResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil
@@ -5424,11 +7326,18 @@ func ParseGetReadyResponse(rsp *http.Response) (*GetReadyResponse, error) {
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Problem
+		var dest NotReadyProblem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 
@@ -5463,12 +7372,26 @@ func ParseListConnectionsResponse(rsp *http.Response) (*ListConnectionsResponse,
 		}
 		response.ApplicationproblemJSON401 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 
@@ -5483,6 +7406,16 @@ func ParseListConnectionsResponse(rsp *http.Response) (*ListConnectionsResponse,
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListConnectionsResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers ListConnectionsResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -5533,12 +7466,26 @@ func ParseGetConnectionResponse(rsp *http.Response) (*GetConnectionResponse, err
 		}
 		response.ApplicationproblemJSON404 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 
@@ -5553,6 +7500,16 @@ func ParseGetConnectionResponse(rsp *http.Response) (*GetConnectionResponse, err
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetConnectionResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetConnectionResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -5568,15 +7525,15 @@ func ParseGetConnectionResponse(rsp *http.Response) (*GetConnectionResponse, err
 	return response, nil
 }
 
-// ParseGetAccessTokenResponse parses an HTTP response from a GetAccessTokenWithResponse call
-func ParseGetAccessTokenResponse(rsp *http.Response) (*GetAccessTokenResponse, error) {
+// ParseGetSalesforceAccessTokenResponse parses an HTTP response from a GetSalesforceAccessTokenWithResponse call
+func ParseGetSalesforceAccessTokenResponse(rsp *http.Response) (*GetSalesforceAccessTokenResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
 	defer func() { _ = rsp.Body.Close() }()
 	if err != nil {
 		return nil, err
 	}
 
-	response := &GetAccessTokenResponse{
+	response := &GetSalesforceAccessTokenResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}
@@ -5590,7 +7547,7 @@ func ParseGetAccessTokenResponse(rsp *http.Response) (*GetAccessTokenResponse, e
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Problem
+		var dest InvalidParameterProblem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -5611,24 +7568,38 @@ func ParseGetAccessTokenResponse(rsp *http.Response) (*GetAccessTokenResponse, e
 		response.ApplicationproblemJSON404 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
-		var dest Problem
+		var dest ConflictProblem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON409 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
-		var dest Problem
+		var dest UpstreamProblem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	switch {
 	case rsp.StatusCode == 200:
-		var headers GetAccessTokenResponse200Headers
+		var headers GetSalesforceAccessTokenResponse200Headers
 		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
@@ -5638,7 +7609,7 @@ func ParseGetAccessTokenResponse(rsp *http.Response) (*GetAccessTokenResponse, e
 		}
 		response.Headers200 = &headers
 	case rsp.StatusCode == 401:
-		var headers GetAccessTokenResponse401Headers
+		var headers GetSalesforceAccessTokenResponse401Headers
 		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
@@ -5647,8 +7618,18 @@ func ParseGetAccessTokenResponse(rsp *http.Response) (*GetAccessTokenResponse, e
 			headers.WWWAuthenticate = value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers GetSalesforceAccessTokenResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
-		var headers GetAccessTokenResponse503Headers
+		var headers GetSalesforceAccessTokenResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
@@ -5662,15 +7643,15 @@ func ParseGetAccessTokenResponse(rsp *http.Response) (*GetAccessTokenResponse, e
 	return response, nil
 }
 
-// ParseDeviceRevokeResponse parses an HTTP response from a DeviceRevokeWithResponse call
-func ParseDeviceRevokeResponse(rsp *http.Response) (*DeviceRevokeResponse, error) {
+// ParseRevokeDeviceTokenResponse parses an HTTP response from a RevokeDeviceTokenWithResponse call
+func ParseRevokeDeviceTokenResponse(rsp *http.Response) (*RevokeDeviceTokenResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
 	defer func() { _ = rsp.Body.Close() }()
 	if err != nil {
 		return nil, err
 	}
 
-	response := &DeviceRevokeResponse{
+	response := &RevokeDeviceTokenResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}
@@ -5684,11 +7665,18 @@ func ParseDeviceRevokeResponse(rsp *http.Response) (*DeviceRevokeResponse, error
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest OAuthError
+		var dest RevokeBadRequestError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OAuthInvalidClient
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
 		var dest BodyTooLarge
@@ -5697,6 +7685,13 @@ func ParseDeviceRevokeResponse(rsp *http.Response) (*DeviceRevokeResponse, error
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest OAuthTemporarilyUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5704,11 +7699,28 @@ func ParseDeviceRevokeResponse(rsp *http.Response) (*DeviceRevokeResponse, error
 		}
 		response.JSON503 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	switch {
+	case rsp.StatusCode == 429:
+		var headers RevokeDeviceTokenResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
-		var headers DeviceRevokeResponse503Headers
+		var headers RevokeDeviceTokenResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -5722,15 +7734,15 @@ func ParseDeviceRevokeResponse(rsp *http.Response) (*DeviceRevokeResponse, error
 	return response, nil
 }
 
-// ParseDeviceTokenResponse parses an HTTP response from a DeviceTokenWithResponse call
-func ParseDeviceTokenResponse(rsp *http.Response) (*DeviceTokenResponse, error) {
+// ParseRequestDeviceTokenResponse parses an HTTP response from a RequestDeviceTokenWithResponse call
+func ParseRequestDeviceTokenResponse(rsp *http.Response) (*RequestDeviceTokenResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
 	defer func() { _ = rsp.Body.Close() }()
 	if err != nil {
 		return nil, err
 	}
 
-	response := &DeviceTokenResponse{
+	response := &RequestDeviceTokenResponse{
 		Body:         bodyBytes,
 		HTTPResponse: rsp,
 	}
@@ -5744,11 +7756,18 @@ func ParseDeviceTokenResponse(rsp *http.Response) (*DeviceTokenResponse, error) 
 		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest OAuthError
+		var dest TokenBadRequestError
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest OAuthInvalidClient
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
 		var dest BodyTooLarge
@@ -5757,6 +7776,13 @@ func ParseDeviceTokenResponse(rsp *http.Response) (*DeviceTokenResponse, error) 
 		}
 		response.ApplicationproblemJSON413 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest OAuthTemporarilyUnavailable
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
@@ -5764,11 +7790,18 @@ func ParseDeviceTokenResponse(rsp *http.Response) (*DeviceTokenResponse, error) 
 		}
 		response.JSON503 = &dest
 
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	switch {
 	case rsp.StatusCode == 200:
-		var headers DeviceTokenResponse200Headers
+		var headers RequestDeviceTokenResponse200Headers
 		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
@@ -5777,8 +7810,18 @@ func ParseDeviceTokenResponse(rsp *http.Response) (*DeviceTokenResponse, error) 
 			headers.CacheControl = value
 		}
 		response.Headers200 = &headers
+	case rsp.StatusCode == 429:
+		var headers RequestDeviceTokenResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
-		var headers DeviceTokenResponse503Headers
+		var headers RequestDeviceTokenResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -5810,11 +7853,18 @@ func ParseAuthorizeResponse(rsp *http.Response) (*AuthorizeResponse, error) {
 		break // No content-type
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Problem
+		var dest AuthorizeProblem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
 		var dest ServiceUnavailable
@@ -5822,6 +7872,13 @@ func ParseAuthorizeResponse(rsp *http.Response) (*AuthorizeResponse, error) {
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	}
 
@@ -5836,6 +7893,16 @@ func ParseAuthorizeResponse(rsp *http.Response) (*AuthorizeResponse, error) {
 			headers.Location = value
 		}
 		response.Headers302 = &headers
+	case rsp.StatusCode == 429:
+		var headers AuthorizeResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers AuthorizeResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
@@ -5869,7 +7936,7 @@ func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, err
 		break // No content-type
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
-		var dest Problem
+		var dest CallbackProblem
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
@@ -5881,6 +7948,13 @@ func ParseOauthCallbackResponse(rsp *http.Response) (*OauthCallbackResponse, err
 			return nil, err
 		}
 		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
 
 	case rsp.StatusCode == 400:
 		// Content-type (text/html) unsupported

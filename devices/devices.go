@@ -14,9 +14,11 @@
 // is decided by a row lock on the session (Postgres) and a conditional update
 // of the token, so of two racing presentations of one token exactly one wins.
 //
-// The one-time handoff code that ends the browser part of the login also
-// lives here: it is bound to the app's PKCE challenge and burns on first
-// use, even a failed one.
+// The one-time handoff (authorization) code that ends the browser part of
+// the login also lives here: it is bound to the app's PKCE challenge, client
+// and redirect URI, and burns on first use, even a refused one; it is spent
+// in the transaction that stores the session it starts, so a failure of
+// ours leaves it usable.
 package devices
 
 import (

@@ -18,6 +18,9 @@ var (
 	// ErrRefreshReuse: an already rotated refresh token was presented; the
 	// session is now revoked. It is also an ErrInvalidGrant.
 	ErrRefreshReuse = &errs.Error{Code: errs.InvalidGrant, Reason: reasonReuse}
+	// ErrWrongClient: a code or token was presented by another client
+	// than the one it was issued to. It is also an ErrInvalidGrant.
+	ErrWrongClient = &errs.Error{Code: errs.InvalidGrant, Reason: reasonWrongClient}
 	// ErrInvalidRequest: an argument is malformed (empty owner, bad PKCE
 	// challenge, ...).
 	ErrInvalidRequest = &errs.Error{Code: errs.Invalid}
@@ -25,7 +28,10 @@ var (
 	ErrNotFound = &errs.Error{Code: errs.NotFound}
 )
 
-const reasonReuse = "refresh token reuse"
+const (
+	reasonReuse       = "refresh token reuse"
+	reasonWrongClient = "wrong client"
+)
 
 // newErr returns an error of kind's code with a reason safe to show.
 func newErr(kind *errs.Error, reason string) *Error {

@@ -19,6 +19,9 @@ type Tokens struct {
 	RefreshToken string
 	SessionID    string
 	Owner        string
+	// ConnectionIDs are the owner's connections when the session started
+	// from a code (StartSession), read with it in one transaction.
+	ConnectionIDs []string
 }
 
 // Reasons recorded on revoked sessions.
@@ -130,6 +133,71 @@ func (s *Service) RevokeByRefreshToken(ctx context.Context, refreshToken string)
 		return nil
 	}
 	if err != nil {
+		return fmt.Errorf("devices: revoke: %w", err)
+	}
+	return nil
+}
+
+// CheckRefreshClient refuses (ErrWrongClient) a refresh token of a session
+// started by another client than clientID, before the token is spent. An
+// unknown token passes: Refresh refuses it.
+func (s *Service) CheckRefreshClient(ctx context.Context, refreshToken, clientID string) error {
+	if !wellFormed(refreshToken, refreshPrefix) {
+		return nil
+	}
+	sess, err := s.db.DeviceSessionOfRefreshToken(ctx, hashSecret(refreshToken))
+	if errors.Is(err, models.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("devices: refresh client: %w", err)
+	}
+	if sess.ClientID != clientID {
+		return newErr(ErrWrongClient, "refresh token was not issued to this client")
+	}
+	return nil
+}
+
+// Revoke ends the session of a device token (RFC 7009): a refresh token
+// of the session, current or rotated, or a valid access token. Unknown,
+// invalid and already revoked tokens are not an error. clientID, when not
+// empty, must be the client the session was started by (ErrWrongClient,
+// nothing revoked).
+func (s *Service) Revoke(ctx context.Context, token, clientID string) error {
+	var sess *models.DeviceSession
+	var err error
+	switch {
+	case wellFormed(token, refreshPrefix):
+		sess, err = s.db.DeviceSessionOfRefreshToken(ctx, hashSecret(token))
+	case compactJWS(token):
+		claims, verr := s.VerifySignature(ctx, token)
+		if errors.Is(verr, ErrInvalidToken) {
+			return nil
+		}
+		if verr != nil {
+			return verr
+		}
+		sess, err = s.db.DeviceSessionForVerify(ctx, claims.SessionID)
+		if err == nil && claims.CheckSession(sess.Owner, nil) != nil {
+			return nil
+		}
+	default:
+		return nil
+	}
+	if errors.Is(err, models.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("devices: revoke: %w", err)
+	}
+	if clientID != "" && sess.ClientID != clientID {
+		return newErr(ErrWrongClient, "token was not issued to this client")
+	}
+	if sess.RevokedAt != nil {
+		return nil
+	}
+	err = s.db.RevokeDeviceSession(ctx, sess.ID, ReasonClientRevoked, s.now())
+	if err != nil && !errors.Is(err, models.ErrNotFound) {
 		return fmt.Errorf("devices: revoke: %w", err)
 	}
 	return nil

@@ -14,6 +14,8 @@ type Store interface {
 	// Handoff codes.
 	CreateHandoffCode(ctx context.Context, c models.HandoffCode) error
 	SpendHandoffCode(ctx context.Context, hash string, now time.Time) (code *models.HandoffCode, spentNow bool, err error)
+	StartDeviceSessionFromHandoff(ctx context.Context, hash string, now time.Time,
+		start func(models.HandoffCode) (s models.DeviceSession, refreshHash string, refusal error)) (connectionIDs []string, err error)
 
 	// Sessions and their rotating refresh tokens.
 	CreateDeviceSession(ctx context.Context, s models.DeviceSession, refreshHash string) error
@@ -21,6 +23,7 @@ type Store interface {
 	RevokeDeviceFamily(ctx context.Context, tokenHash, reason string, now time.Time) error
 	RevokeDeviceSession(ctx context.Context, id, reason string, now time.Time) error
 	DeviceSessionForVerify(ctx context.Context, id string) (*models.DeviceSession, error)
+	DeviceSessionOfRefreshToken(ctx context.Context, tokenHash string) (*models.DeviceSession, error)
 	PurgeDeviceRecords(ctx context.Context, cutoff time.Time) (models.PurgedDevices, error)
 
 	// Signing keys.

@@ -28,8 +28,12 @@ type APIConfig struct {
 	LoginURL string
 	// ClientID is the connected app's consumer key.
 	ClientID string
-	// AppRedirectURIs is the exact-match allowlist of app redirect URIs.
+	// AppRedirectURIs is the exact-match allowlist of app redirect URIs of
+	// the legacy flow (no client_id).
 	AppRedirectURIs []string
+	// AppClients are the registered app clients of the standard flow
+	// (TOKENWARM_APP_CLIENTS).
+	AppClients AppClients
 	// ReauthLinkTTL is how long a re-authorization link works (7 days if 0).
 	ReauthLinkTTL time.Duration
 	// AllowAnyLoginHost accepts non-Salesforce login hosts (the emulator).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/errs"
+	"github.com/tokenwarm/tokenwarm/pkce"
 )
 
 // oauthError is an RFC 6749 error body; the OAuth endpoints answer these
@@ -30,12 +32,16 @@ type deviceTokenResponse struct {
 	TokenType     string   `json:"token_type"`
 	ExpiresIn     int      `json:"expires_in"`
 	RefreshToken  string   `json:"refresh_token"`
+	Scope         string   `json:"scope"`
 	SessionID     string   `json:"session_id"`
 	ConnectionIDs []string `json:"connection_ids"`
 }
 
-// deviceToken trades a handoff code (with the app's PKCE verifier) or a
-// device refresh token for a device session.
+// deviceToken is the token endpoint (RFC 6749 section 3.2): it trades an
+// authorization (handoff) code, with the app's PKCE verifier, or a device
+// refresh token for a device session. Apps are public clients: a client_id
+// (form or HTTP Basic with an empty password) names the client, nothing
+// authenticates it.
 func (a *API) deviceToken(c echo.Context) error {
 	if ct := c.Request().Header.Get(echo.HeaderContentType); !strings.HasPrefix(ct, echo.MIMEApplicationForm) {
 		return oauthFail(c, http.StatusBadRequest, "invalid_request", "the body must be application/x-www-form-urlencoded")
@@ -53,10 +59,14 @@ func (a *API) deviceToken(c echo.Context) error {
 			return oauthFail(c, http.StatusBadRequest, "invalid_request", "parameter "+k+" is repeated")
 		}
 	}
+	clientID, refusal := a.oauthClient(c, form)
+	if refusal != nil {
+		return oauthFail(c, refusal.status, refusal.code, refusal.desc)
+	}
 	ctx := c.Request().Context()
 	var toks *devices.Tokens
 	switch gt := form.Get("grant_type"); gt {
-	case "handoff_code":
+	case "authorization_code", "handoff_code":
 		code, verifier := form.Get("code"), form.Get("code_verifier")
 		if code == "" || verifier == "" {
 			return oauthFail(c, http.StatusBadRequest, "invalid_request", "code and code_verifier are required")
@@ -65,11 +75,9 @@ func (a *API) deviceToken(c echo.Context) error {
 		if len(label) > 128 {
 			return oauthFail(c, http.StatusBadRequest, "invalid_request", "device_label is longer than 128 characters")
 		}
-		h, err := a.devices.RedeemHandoff(ctx, code, verifier)
-		if err != nil {
-			return a.deviceGrantError(c, err)
-		}
-		toks, err = a.devices.CreateSession(ctx, h.Owner, label)
+		// The code is spent in the transaction that stores the session.
+		toks, _, err = a.devices.StartSession(ctx, devices.SessionRequest{Code: code, CodeVerifier: verifier,
+			RedirectURI: form.Get("redirect_uri"), RequireRedirectURI: gt == "authorization_code", ClientID: clientID, DeviceLabel: label})
 		if err != nil {
 			return a.deviceGrantError(c, err)
 		}
@@ -78,6 +86,11 @@ func (a *API) deviceToken(c echo.Context) error {
 		if rt == "" {
 			return oauthFail(c, http.StatusBadRequest, "invalid_request", "refresh_token is required")
 		}
+		if clientID != "" {
+			if err := a.devices.CheckRefreshClient(ctx, rt, clientID); err != nil {
+				return a.deviceGrantError(c, err)
+			}
+		}
 		toks, err = a.devices.Refresh(ctx, rt)
 		if err != nil {
 			return a.deviceGrantError(c, err)
@@ -85,23 +98,28 @@ func (a *API) deviceToken(c echo.Context) error {
 	case "":
 		return oauthFail(c, http.StatusBadRequest, "invalid_request", "grant_type is required")
 	default:
-		return oauthFail(c, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be handoff_code or refresh_token")
+		return oauthFail(c, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be authorization_code, refresh_token or handoff_code")
 	}
 	// The session is stored (and a refresh token rotated): losing this
 	// answer now would make the app present the old token again, which is
-	// reuse. The read is retried on a fresh connection by the store.
-	conns, err := a.vault.ConnectionsOf(ctx, toks.Owner)
-	if err != nil {
-		return a.oauthUnavailable(c, err)
-	}
-	ids := make([]string, 0, len(conns))
-	for _, cn := range conns {
-		ids = append(ids, cn.ID)
+	// reuse. A new session's connections were read in its transaction;
+	// after a refresh the read is retried on a fresh connection by the
+	// store.
+	ids := toks.ConnectionIDs
+	if ids == nil {
+		conns, err := a.vault.ConnectionsOf(ctx, toks.Owner)
+		if err != nil {
+			return a.oauthUnavailable(c, err)
+		}
+		ids = make([]string, 0, len(conns))
+		for _, cn := range conns {
+			ids = append(ids, cn.ID)
+		}
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	c.Response().Header().Set("Pragma", "no-cache")
 	return c.JSON(http.StatusOK, deviceTokenResponse{AccessToken: toks.AccessToken, TokenType: "Bearer", ExpiresIn: toks.ExpiresIn,
-		RefreshToken: toks.RefreshToken, SessionID: toks.SessionID, ConnectionIDs: ids})
+		RefreshToken: toks.RefreshToken, Scope: grantedScope, SessionID: toks.SessionID, ConnectionIDs: ids})
 }
 
 // deviceGrantError answers a failed grant: invalid_grant only when the
@@ -141,17 +159,98 @@ func safeMessage(err error) string {
 	return "the grant is invalid"
 }
 
-// deviceRevoke revokes a device refresh token and its session (RFC 7009:
-// an unknown token is not an error).
+// oauthClient returns the client_id a request to the token or revocation
+// endpoint names, in the form or as HTTP Basic (client_id with an empty
+// password, RFC 6749 section 2.3.1; golang.org/x/oauth2 tries Basic
+// first), or "" when it names none. A refusal is 401 invalid_client for an
+// unknown client or a password (public clients have none), 400
+// invalid_request when form and Basic disagree.
+func (a *API) oauthClient(c echo.Context, form url.Values) (string, *oauthRefusal) {
+	id := form.Get("client_id")
+	user, pass, basic := c.Request().BasicAuth()
+	if basic {
+		u, err := url.QueryUnescape(user)
+		p, perr := url.QueryUnescape(pass)
+		if err != nil || perr != nil || p != "" || !a.cfg.AppClients.Known(u) {
+			c.Response().Header().Set("WWW-Authenticate", `Basic realm="tokenwarm"`)
+			return "", &oauthRefusal{http.StatusUnauthorized, "invalid_client", "unknown client, or a client secret sent by a public client"}
+		}
+		if id != "" && id != u {
+			return "", &oauthRefusal{http.StatusBadRequest, "invalid_request", "client_id in the form and in HTTP Basic differ"}
+		}
+		return u, nil
+	}
+	if id != "" && !a.cfg.AppClients.Known(id) {
+		return "", &oauthRefusal{http.StatusUnauthorized, "invalid_client", "client_id is not a client registered on this server"}
+	}
+	return id, nil
+}
+
+// oauthRefusal is an OAuth error answer not yet made.
+type oauthRefusal struct {
+	status     int
+	code, desc string
+}
+
+// deviceRevoke is the revocation endpoint (RFC 7009): a device refresh
+// token (current or rotated) or a valid device access token ends its
+// session. Unknown, invalid and already revoked tokens answer 200, as the
+// RFC asks; token_type_hint is only a hint (the token's form tells).
 func (a *API) deviceRevoke(c echo.Context) error {
 	form, err := c.FormParams()
 	if err != nil || form.Get("token") == "" {
 		return oauthFail(c, http.StatusBadRequest, "invalid_request", "token is required")
 	}
-	if err := a.devices.RevokeByRefreshToken(c.Request().Context(), form.Get("token")); err != nil {
+	clientID, refusal := a.oauthClient(c, form)
+	if refusal != nil {
+		return oauthFail(c, refusal.status, refusal.code, refusal.desc)
+	}
+	err = a.devices.Revoke(c.Request().Context(), form.Get("token"), clientID)
+	if errors.Is(err, devices.ErrWrongClient) {
+		return oauthFail(c, http.StatusBadRequest, "unauthorized_client", "the token was not issued to this client")
+	}
+	if err != nil {
 		return a.oauthUnavailable(c, err)
 	}
 	return c.JSON(http.StatusOK, map[string]any{})
+}
+
+// authServerMetadata is the RFC 8414 document: what a standard OAuth
+// library (AppAuth, golang.org/x/oauth2) needs to talk to tokenwarm.
+type authServerMetadata struct {
+	Issuer                                     string   `json:"issuer"`
+	AuthorizationEndpoint                      string   `json:"authorization_endpoint"`
+	TokenEndpoint                              string   `json:"token_endpoint"`
+	RevocationEndpoint                         string   `json:"revocation_endpoint"`
+	JWKSURI                                    string   `json:"jwks_uri"`
+	ResponseTypesSupported                     []string `json:"response_types_supported"`
+	ResponseModesSupported                     []string `json:"response_modes_supported"`
+	GrantTypesSupported                        []string `json:"grant_types_supported"`
+	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
+	TokenEndpointAuthMethodsSupported          []string `json:"token_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
+	ScopesSupported                            []string `json:"scopes_supported"`
+	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported"`
+}
+
+func (a *API) oauthMetadata(c echo.Context) error {
+	base := a.cfg.PublicURL
+	c.Response().Header().Set("Cache-Control", "public, max-age=300")
+	return c.JSON(http.StatusOK, authServerMetadata{
+		Issuer:                                     base,
+		AuthorizationEndpoint:                      base + "/v1/oauth/authorize",
+		TokenEndpoint:                              base + "/v1/device/token",
+		RevocationEndpoint:                         base + "/v1/device/revoke",
+		JWKSURI:                                    base + "/.well-known/jwks.json",
+		ResponseTypesSupported:                     []string{"code"},
+		ResponseModesSupported:                     []string{"query"},
+		GrantTypesSupported:                        []string{"authorization_code", "refresh_token"},
+		CodeChallengeMethodsSupported:              []string{pkce.MethodS256},
+		TokenEndpointAuthMethodsSupported:          []string{"none"},
+		RevocationEndpointAuthMethodsSupported:     []string{"none"},
+		ScopesSupported:                            []string{grantedScope},
+		AuthorizationResponseIssParameterSupported: true,
+	})
 }
 
 func (a *API) jwks(c echo.Context) error {

@@ -120,10 +120,10 @@ func newWorldVia(t testing.TB, dialect models.Dialect, via func(pgURL string) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect},
+	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect}, AppClients: testAppClients(t),
 		AllowAnyLoginHost: true, AdminSessions: sessions}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	w.router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api, Metrics: http.NotFoundHandler()})
-	strict := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect}},
+	strict := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect}, AppClients: testAppClients(t)},
 		log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	w.strict = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: strict})
 	router = w.router
@@ -328,7 +328,7 @@ func TestEndToEndMobileFlow(t *testing.T) {
 		return nil
 	}
 	minValidity := 600
-	res, err := sdk.GetAccessTokenWithResponse(context.Background(), uuid.MustParse(id), &client.GetAccessTokenParams{MinValidity: &minValidity}, bearer)
+	res, err := sdk.GetSalesforceAccessTokenWithResponse(context.Background(), uuid.MustParse(id), &client.GetSalesforceAccessTokenParams{MinValidity: &minValidity}, bearer)
 	if err != nil || res.JSON200 == nil {
 		t.Fatalf("SDK pull after expiry: %v %d %s", err, res.StatusCode(), res.Body)
 	}

@@ -20,6 +20,8 @@ func FuzzDeviceTokenEndpoint(f *testing.F) {
 		{"application/x-www-form-urlencoded", "grant_type=handoff_code&code=twh_x&code_verifier=" + strings.Repeat("a", 43)},
 		{"application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token=twr_abc"},
 		{"application/x-www-form-urlencoded", "grant_type=refresh_token&grant_type=handoff_code"},
+		{"application/x-www-form-urlencoded", "grant_type=authorization_code&code=twh_x&code_verifier=" + strings.Repeat("a", 43) + "&redirect_uri=app:/x&client_id=com.acme.app"},
+		{"application/x-www-form-urlencoded", "grant_type=authorization_code&client_id=unknown.client"},
 		{"application/x-www-form-urlencoded", "%zz=%%&grant_type"},
 		{"application/json", `{"grant_type":"refresh_token"}`},
 		{"multipart/form-data; boundary=x", "--x\r\n"},
@@ -50,6 +52,10 @@ func FuzzDeviceTokenEndpoint(f *testing.F) {
 		case resp.StatusCode == http.StatusBadRequest:
 			if _, ok := out["error"].(string); !ok {
 				t.Fatalf("400 without an RFC 6749 error: %v", out)
+			}
+		case resp.StatusCode == http.StatusUnauthorized:
+			if out["error"] != "invalid_client" {
+				t.Fatalf("401 without invalid_client: %v", out)
 			}
 		case resp.StatusCode == http.StatusRequestEntityTooLarge:
 			if out["code"] != "body_too_large" {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/internal/text"
 	"github.com/tokenwarm/tokenwarm/pkce"
 	"github.com/tokenwarm/tokenwarm/salesforce"
@@ -20,63 +21,115 @@ const (
 	sandboxLoginURL    = "https://test.salesforce.com"
 	// salesforceScope always asks for a refresh token.
 	salesforceScope = "api refresh_token"
+	// grantedScope is the one scope of a device session, whatever the app
+	// asked for: its connections.
+	grantedScope = "connections"
 )
 
 // authorize starts the web-server flow: it checks the app's request, keeps
 // a pending authorization with tokenwarm's own PKCE verifier, and sends the
 // browser to Salesforce.
+//
+// Two dialects: standard OAuth 2.0 (RFC 6749 + 7636 + 8252) for a client
+// of TOKENWARM_APP_CLIENTS, which names itself with client_id, and the
+// legacy one (app_redirect_uri on TOKENWARM_APP_REDIRECT_URIS, no client).
+// An unknown client or a redirect URI that is not allowed is a problem
+// (never a redirect: RFC 6749 section 4.1.2.1); once a client's redirect
+// URI is trusted, every other refusal goes back to it as an OAuth error.
 func (a *API) authorize(c echo.Context) error {
 	q := c.QueryParams()
 	ctx := c.Request().Context()
 	p := pkce.Pending{Purpose: pkce.PurposeConnect, LoginURL: a.cfg.LoginURL}
 
+	redirect := q.Get("redirect_uri")
+	if legacy := q.Get("app_redirect_uri"); legacy != "" {
+		if redirect != "" && redirect != legacy {
+			return badRequest("invalid_request", "redirect_uri", "and app_redirect_uri differ; send one of them")
+		}
+		redirect = legacy
+	}
+	clientID := q.Get("client_id")
+	switch {
+	case clientID != "" && !a.cfg.AppClients.Known(clientID):
+		return newProblem(http.StatusBadRequest, "invalid_client", "client_id is not a client registered on this server")
+	case clientID != "" && redirect == "":
+		return badRequest("invalid_request", "redirect_uri", "is required")
+	case clientID != "" && !a.cfg.AppClients.RedirectAllowed(clientID, redirect):
+		return newProblem(http.StatusBadRequest, "redirect_uri_not_allowed", "redirect_uri is not registered for this client_id")
+	case clientID == "" && redirect != "" && !a.redirectAllowed(redirect):
+		return newProblem(http.StatusBadRequest, "redirect_uri_not_allowed", "app_redirect_uri is not on this server's allowlist (exact match)")
+	}
+	state := q.Get("state")
+	if len(state) > 512 {
+		state = "" // not echoed
+	}
+	// refuse answers a bad request: to a trusted client's redirect URI
+	// with an OAuth error, else as problem details (the legacy answers).
+	refuse := func(oauthCode, problemCode, field, msg string) error {
+		if clientID == "" {
+			if field != "" {
+				return badRequest(problemCode, field, msg)
+			}
+			return newProblem(http.StatusBadRequest, problemCode, msg)
+		}
+		if field != "" {
+			msg = field + " " + msg
+		}
+		return a.redirectError(c, redirect, oauthCode, msg, state)
+	}
+
+	switch rt := q.Get("response_type"); {
+	case rt == "" && clientID != "":
+		return refuse("invalid_request", "invalid_request", "response_type", "is required")
+	case rt != "" && rt != "code":
+		return refuse("unsupported_response_type", "unsupported_response_type", "", "response_type must be code")
+	}
 	if tok := q.Get("reauth_token"); tok != "" {
 		id, err := a.reauth.check(tok)
 		if err != nil {
-			return newProblem(http.StatusBadRequest, "invalid_reauth_token", "the re-authorization link is invalid or has expired; ask for a new one")
+			return refuse("invalid_request", "invalid_reauth_token", "", "the re-authorization link is invalid or has expired; ask for a new one")
 		}
 		conn, err := a.vault.Connection(ctx, id)
 		if err != nil {
-			return newProblem(http.StatusBadRequest, "invalid_reauth_token", "the connection of this re-authorization link no longer exists")
+			return refuse("invalid_request", "invalid_reauth_token", "", "the connection of this re-authorization link no longer exists")
 		}
 		p.Purpose, p.ConnectionID, p.LoginURL = pkce.PurposeReauth, conn.ID, conn.LoginURL
 	}
 
-	appRedirect := q.Get("app_redirect_uri")
 	switch {
-	case appRedirect != "":
-		if !a.redirectAllowed(appRedirect) {
-			return newProblem(http.StatusBadRequest, "redirect_uri_not_allowed", "app_redirect_uri is not on this server's allowlist (exact match)")
-		}
+	case redirect != "":
 		if m := q.Get("code_challenge_method"); m != pkce.MethodS256 {
-			return newProblem(http.StatusBadRequest, "unsupported_challenge_method", "code_challenge_method must be S256")
+			return refuse("invalid_request", "unsupported_challenge_method", "", "code_challenge_method must be S256")
 		}
 		if err := pkce.ValidChallenge(q.Get("code_challenge"), pkce.MethodS256); err != nil {
-			return badRequest("invalid_request", "code_challenge", "must be the 43-character base64url SHA-256 of the app's code_verifier")
+			return refuse("invalid_request", "invalid_request", "code_challenge", "must be the 43-character base64url SHA-256 of the app's code_verifier")
 		}
-		p.AppRedirectURI, p.AppChallenge = appRedirect, q.Get("code_challenge")
+		p.AppRedirectURI, p.AppChallenge, p.ClientID = redirect, q.Get("code_challenge"), clientID
 	case p.Purpose == pkce.PurposeConnect:
 		return badRequest("invalid_request", "app_redirect_uri", "is required")
 	}
 	if s := q.Get("state"); len(s) > 512 {
-		return badRequest("invalid_request", "state", "is longer than 512 characters")
+		return refuse("invalid_request", "invalid_request", "state", "is longer than 512 characters")
 	} else {
 		p.AppState = s
 	}
+	if clientID != "" && !validScope(q.Get("scope")) {
+		return refuse("invalid_scope", "", "", "scope is malformed (RFC 6749 section 3.3)")
+	}
 	hint := q.Get("login_hint")
 	if len(hint) > 256 {
-		return badRequest("invalid_request", "login_hint", "is longer than 256 characters")
+		return refuse("invalid_request", "invalid_request", "login_hint", "is longer than 256 characters")
 	}
 	if host := q.Get("login_host"); host != "" {
 		login, err := a.loginURL(host)
 		if err != nil {
-			return newProblem(http.StatusBadRequest, "invalid_login_host", err.Error())
+			return refuse("invalid_request", "invalid_login_host", "", err.Error())
 		}
 		p.LoginURL = login
 	}
 
 	p.Verifier = pkce.NewVerifier()
-	state, err := a.pending.Create(ctx, p)
+	sfState, err := a.pending.Create(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -84,7 +137,7 @@ func (a *API) authorize(c echo.Context) error {
 		"response_type":         {"code"},
 		"client_id":             {a.cfg.ClientID},
 		"redirect_uri":          {a.cfg.PublicURL + "/v1/oauth/callback"},
-		"state":                 {state},
+		"state":                 {sfState},
 		"scope":                 {salesforceScope},
 		"code_challenge":        {pkce.S256(p.Verifier)},
 		"code_challenge_method": {pkce.MethodS256},
@@ -92,6 +145,26 @@ func (a *API) authorize(c echo.Context) error {
 	})
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.Redirect(http.StatusFound, target)
+}
+
+// redirectError sends an authorization error to the app (RFC 6749 section
+// 4.1.2.1), with the issuer (RFC 9207) so the app knows who answered.
+func (a *API) redirectError(c echo.Context, redirect, code, desc, state string) error {
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.Redirect(http.StatusFound, withQuery(redirect, url.Values{"error": {code}, "error_description": {desc}, "state": {state}, "iss": {a.cfg.PublicURL}}))
+}
+
+// validScope reports whether scope is a well-formed scope parameter (RFC
+// 6749 section 3.3): space-separated tokens of printable ASCII other than
+// the double quote and the backslash. Unknown scopes are ignored: the
+// grant is always grantedScope.
+func validScope(scope string) bool {
+	for _, r := range scope {
+		if r != ' ' && (r < 0x21 || r > 0x7e || r == '"' || r == '\\') {
+			return false
+		}
+	}
+	return true
 }
 
 // loginURL resolves login_host: production, sandbox, or a My Domain URL.
@@ -179,7 +252,7 @@ func (a *API) finish(c echo.Context, p *pkce.Pending, connectionID, errCode, err
 		}
 		return renderPage(c, status, "done", map[string]any{"Error": errCode, "Description": errDesc, "Reauth": p.Purpose == pkce.PurposeReauth})
 	}
-	params := url.Values{"state": {p.AppState}}
+	params := url.Values{"state": {p.AppState}, "iss": {a.cfg.PublicURL}}
 	if errCode != "" {
 		params.Set("error", errCode)
 		params.Set("error_description", errDesc)
@@ -188,7 +261,8 @@ func (a *API) finish(c echo.Context, p *pkce.Pending, connectionID, errCode, err
 		if conn, err := a.vault.Connection(c.Request().Context(), connectionID); err == nil {
 			owner = conn.Owner
 		}
-		code, err := a.devices.IssueHandoff(c.Request().Context(), connectionID, owner, p.AppChallenge, p.AppRedirectURI)
+		code, err := a.devices.IssueHandoffFor(c.Request().Context(), devices.Handoff{ConnectionID: connectionID, Owner: owner,
+			AppRedirectURI: p.AppRedirectURI, ClientID: p.ClientID}, p.AppChallenge)
 		if err != nil {
 			return err
 		}

@@ -33,6 +33,8 @@ func (w *world) limited(limits handlers.RateLimits, proxies ...string) (string, 
 	srv := httptest.NewServer(handlers.New(handlers.Deps{Log: slog.New(slog.DiscardHandler), Ready: readyAlways{}, API: w.api,
 		RateLimits: limits, TrustedProxies: trusted}))
 	w.t.Cleanup(srv.Close)
+	// Its answers, 429s included, are checked against openapi.yaml too.
+	w.http.Transport = &onlyHost{host: strings.TrimPrefix(srv.URL, "http://"), validated: w.validator.Transport(w.t, http.DefaultTransport), plain: w.http.Transport}
 	return srv.URL, clk
 }
 

@@ -62,6 +62,7 @@ func New(d Deps) *echo.Echo {
 		e.POST("/v1/device/token", a.deviceToken, rl.byIP(true), rl.byGrant())
 		e.POST("/v1/device/revoke", a.deviceRevoke, rl.byIP(true))
 		e.GET("/.well-known/jwks.json", a.jwks)
+		e.GET("/.well-known/oauth-authorization-server", a.oauthMetadata)
 		dev := e.Group("/v1/connections")
 		dev.GET("", a.listConnections, a.requireDevice, rl.bySession())
 		dev.GET("/:id", a.getConnection, a.requireDevice, rl.bySession())

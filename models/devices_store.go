@@ -21,9 +21,12 @@ type HandoffCode struct {
 	Owner          string `gorm:"column:owner"`
 	AppChallenge   string `gorm:"column:app_challenge"`
 	AppRedirectURI string `gorm:"column:app_redirect_uri"`
-	CreatedAt      time.Time
-	ExpiresAt      time.Time
-	UsedAt         *time.Time
+	// ClientID is the app client the code was issued to (migration
+	// 0008); empty for the legacy flow.
+	ClientID  string `gorm:"column:client_id"`
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    *time.Time
 }
 
 // TableName pins the table name.
@@ -40,6 +43,9 @@ type DeviceSession struct {
 	IdleExpiresAt time.Time
 	RevokedAt     *time.Time
 	RevokeReason  string `gorm:"column:revoke_reason"`
+	// ClientID is the app client the session was started by (migration
+	// 0008); empty for the legacy flow.
+	ClientID string `gorm:"column:client_id"`
 }
 
 // TableName pins the table name.
@@ -103,6 +109,8 @@ var (
 	// ErrDeviceSessionExpired: the session was idle past its expiry; it is
 	// now revoked.
 	ErrDeviceSessionExpired = errors.New("models: device session expired")
+	// ErrHandoffCodeUsed: the handoff code was spent before.
+	ErrHandoffCodeUsed = errors.New("models: handoff code already used")
 	// ErrSigningKeyInUse: the newest signing key signs and cannot be
 	// retired; rotate first.
 	ErrSigningKeyInUse = errors.New("models: signing key in use")
@@ -146,11 +154,88 @@ func (d *DB) SpendHandoffCode(ctx context.Context, hash string, now time.Time) (
 // session's generation) in one transaction.
 func (d *DB) CreateDeviceSession(ctx context.Context, s DeviceSession, refreshHash string) error {
 	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(&s).Error; err != nil {
+		return createDeviceSession(tx, s, refreshHash)
+	})
+}
+
+func createDeviceSession(tx *gorm.DB, s DeviceSession, refreshHash string) error {
+	if err := tx.Create(&s).Error; err != nil {
+		return err
+	}
+	return tx.Create(&DeviceRefreshToken{TokenHash: refreshHash, SessionID: s.ID, Generation: s.Generation, CreatedAt: s.CreatedAt}).Error
+}
+
+// StartDeviceSessionFromHandoff spends the handoff code of hash at now
+// and stores the session it starts, in one transaction: a session that
+// cannot be stored leaves the code unspent, so a failure of ours never
+// costs the user the code. start judges the code (expiry, verifier,
+// client, redirect URI) and returns the session with the hash of its first
+// refresh token, or a refusal; a refusal is returned after the spend is
+// committed (every attempt spends the code, a failed one included). start
+// runs inside the transaction and must not use the database. It returns
+// the IDs of the owner's connections (ConnectionsOf's order), read in the
+// same transaction, so nothing that can fail is left between the commit and
+// the answer that hands the session over.
+//
+// An unknown code is ErrNotFound; one spent before ErrHandoffCodeUsed. Of
+// racing redemptions across replicas exactly one spends the code: the
+// conditional update decides, and a loser that waited for a rolled-back
+// winner spends it itself.
+func (d *DB) StartDeviceSessionFromHandoff(ctx context.Context, hash string, now time.Time,
+	start func(HandoffCode) (s DeviceSession, refreshHash string, refusal error)) (connectionIDs []string, err error) {
+	var refusal error
+	err = d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		refusal, connectionIDs = nil, nil
+		res := tx.Model(&HandoffCode{}).Where("code_hash = ? AND used_at IS NULL", hash).Update("used_at", now.UTC())
+		if res.Error != nil {
+			return res.Error
+		}
+		var c HandoffCode
+		err := tx.Where("code_hash = ?", hash).Take(&c).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			refusal = ErrNotFound
+			return nil
+		}
+		if err != nil {
 			return err
 		}
-		return tx.Create(&DeviceRefreshToken{TokenHash: refreshHash, SessionID: s.ID, Generation: s.Generation, CreatedAt: s.CreatedAt}).Error
+		if res.RowsAffected != 1 {
+			refusal = ErrHandoffCodeUsed
+			return nil
+		}
+		s, refreshHash, err := start(c)
+		if err != nil {
+			refusal = err
+			return nil
+		}
+		if err := createDeviceSession(tx, s, refreshHash); err != nil {
+			return err
+		}
+		return tx.Model(&Connection{}).Where("owner = ?", s.Owner).Order("created_at, id").Pluck("id", &connectionIDs).Error
 	})
+	if err != nil {
+		return nil, err
+	}
+	if refusal != nil {
+		return nil, refusal
+	}
+	return connectionIDs, nil
+}
+
+// DeviceSessionOfRefreshToken returns the session of a refresh token,
+// current or rotated (its ID, owner, client and revocation), or
+// ErrNotFound.
+func (d *DB) DeviceSessionOfRefreshToken(ctx context.Context, tokenHash string) (*DeviceSession, error) {
+	var s DeviceSession
+	err := d.gorm.WithContext(ctx).Select("id", "owner", "client_id", "revoked_at").
+		Where("id = (?)", d.gorm.Model(&DeviceRefreshToken{}).Select("session_id").Where("token_hash = ?", tokenHash)).Take(&s).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 // RotateDeviceRefreshToken spends the refresh token of hash and stores
@@ -344,14 +429,14 @@ func revokeDeviceSession(db *gorm.DB, id, reason string, now time.Time) (bool, e
 }
 
 // DeviceSessionForVerify returns what verifying an access token needs of
-// its session (ID, owner, revocation), or ErrNotFound. An idempotent read:
+// its session (ID, owner, client, revocation), or ErrNotFound. An idempotent read:
 // retried once on a fresh connection when the database dropped it
 // (RetryRead), so a database restart does not fail requests.
 func (d *DB) DeviceSessionForVerify(ctx context.Context, id string) (*DeviceSession, error) {
 	var s DeviceSession
 	err := d.RetryRead(ctx, func() error {
 		s = DeviceSession{}
-		return d.gorm.WithContext(ctx).Select("id", "owner", "revoked_at").Where("id = ?", id).Take(&s).Error
+		return d.gorm.WithContext(ctx).Select("id", "owner", "client_id", "revoked_at").Where("id = ?", id).Take(&s).Error
 	})
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, ErrNotFound
@@ -517,7 +602,7 @@ func (d *DB) ConnectionForSession(ctx context.Context, sessionID, connectionID s
 	err = d.RetryRead(ctx, func() error {
 		rows = nil
 		return d.gorm.WithContext(ctx).Raw(`SELECT c.*, s.owner AS session_owner, s.revoked_at AS session_revoked_at
-			FROM device_sessions s LEFT JOIN connections c ON c.id = ? WHERE s.id = ?`, connectionID, sessionID).Scan(&rows).Error
+			FROM device_sessions s LEFT JOIN connections c ON c.id = ? WHERE s.id = ?`, connectionID, sessionID).Find(&rows).Error
 	})
 	if err != nil || len(rows) == 0 {
 		return nil, nil, err

@@ -18,9 +18,12 @@ type PendingAuthorization struct {
 	AppRedirectURI string
 	AppChallenge   string
 	AppState       string
-	CreatedAt      time.Time
-	ExpiresAt      time.Time
-	UsedAt         *time.Time
+	// ClientID is the app client that started the authorization
+	// (migration 0008); empty for the legacy flow.
+	ClientID  string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    *time.Time
 }
 
 // TableName pins the table name.

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -146,7 +149,7 @@ func (d *DB) LockForRefresh(ctx context.Context, id string, lockTimeout, idleTim
 			a.started_at AS attempt_started_at, a.lease_until AS attempt_lease_until, a.state AS attempt_state,
 			a.alerted_at AS attempt_alerted_at, a.lease_until > clock_timestamp() AS attempt_live
 		FROM connections c LEFT JOIN refresh_attempts a ON a.connection_id = c.id
-		WHERE c.id = ? FOR NO KEY UPDATE OF c`, id).Scan(&rows).Error
+		WHERE c.id = ? FOR NO KEY UPDATE OF c`, id).Find(&rows).Error
 	if err != nil {
 		return fail(err)
 	}
@@ -191,12 +194,10 @@ func (d *DB) dbNow(plus time.Duration) any {
 // present. The lease is set with the database's clock. ErrLostClaim when
 // someone else got there first.
 func (d *DB) ClaimAttempt(ctx context.Context, c *Connection, prior *Attempt, attemptID, worker string, lease time.Duration) error {
+	if d.Dialect == Postgres {
+		return d.claimAttemptPostgres(ctx, c, prior, attemptID, worker, lease)
+	}
 	err := d.inTx(ctx, func(tx *gorm.DB) error {
-		if d.Dialect == Postgres {
-			if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {
-				return err
-			}
-		}
 		if prior != nil {
 			res := tx.Where("connection_id = ? AND attempt_id = ?", c.ID, prior.AttemptID).Delete(&RefreshAttempt{})
 			if res.Error != nil {
@@ -222,6 +223,42 @@ func (d *DB) ClaimAttempt(ctx context.Context, c *Connection, prior *Attempt, at
 		return tx.Commit().Error
 	})
 	return err
+}
+
+// claimAttemptPostgres is the claim in one statement, its own implicit
+// transaction: one round trip and one durable commit between the row lock
+// and the presentation. The compare-and-swap is the upsert's condition:
+// with no prior marker the insert must not meet one (DO NOTHING); with a
+// prior marker it replaces exactly that one. The row condition holds it to
+// the rotation count that was read, as on SQLite. The settings CTE is
+// referenced, so it runs, and synchronous_commit = on is in force when the
+// statement commits (also behind a pooler that drops start-up parameters).
+func (d *DB) claimAttemptPostgres(ctx context.Context, c *Connection, prior *Attempt, attemptID, worker string, lease time.Duration) error {
+	conflict, priorHeld := "DO NOTHING", ""
+	args := []any{c.ID, attemptID, worker, c.RotationCount, lease.Seconds(), RefreshProtocol, AttemptPresenting, c.ID, c.RotationCount, StatusActive}
+	if prior != nil {
+		// The prior marker must still be there (then the insert meets it
+		// and replaces it only if it is still that one).
+		priorHeld = " AND EXISTS (SELECT 1 FROM refresh_attempts WHERE connection_id = ? AND attempt_id = ?)"
+		args = append(args, c.ID, prior.AttemptID)
+		conflict = `DO UPDATE SET attempt_id = excluded.attempt_id, worker = excluded.worker, rotation_count = excluded.rotation_count,
+				started_at = excluded.started_at, lease_until = excluded.lease_until, protocol = excluded.protocol,
+				state = excluded.state, alerted_at = NULL
+			WHERE refresh_attempts.attempt_id = ?`
+		args = append(args, prior.AttemptID)
+	}
+	res := d.gorm.WithContext(ctx).Exec(`WITH settings AS (SELECT set_config('synchronous_commit', 'on', true) AS sc)
+		INSERT INTO refresh_attempts (connection_id, attempt_id, worker, rotation_count, started_at, lease_until, protocol, state)
+		SELECT ?, ?, ?, ?, clock_timestamp(), clock_timestamp() + make_interval(secs => ?), ?, ?
+		FROM settings WHERE settings.sc = 'on' AND EXISTS (SELECT 1 FROM connections WHERE id = ? AND rotation_count = ? AND status = ?)`+priorHeld+`
+		ON CONFLICT (connection_id) `+conflict, args...)
+	if res.Error != nil {
+		return res.Error
+	}
+	if res.RowsAffected != 1 {
+		return ErrLostClaim
+	}
+	return nil
 }
 
 // MarkerOp says what storing an outcome does with the attempt marker.
@@ -286,36 +323,14 @@ type RefreshWrite struct {
 func (l *RefreshLock) Store(ctx context.Context, w RefreshWrite) error {
 	d, id, rotation := l.d, l.Conn.ID, l.Conn.RotationCount
 	write := func(tx *gorm.DB, n int) error {
-		mark := tx.Model(&RefreshAttempt{}).Where("connection_id = ? AND attempt_id = ?", id, w.AttemptID)
-		var m *gorm.DB
-		switch w.Marker {
-		case RemoveOwnMarker:
-			m = mark.Where("lease_until > ?", d.dbNow(0)).Delete(&RefreshAttempt{})
-		case UnresolveOwnMarker:
-			m = mark.Where("lease_until > ?", d.dbNow(0)).Updates(map[string]any{"state": AttemptUnresolved, "lease_until": d.dbNow(0)})
-		case RemovePriorMarker:
-			m = mark.Delete(&RefreshAttempt{})
-		case KeepPriorMarker:
-			if w.AlertPrior {
-				if err := mark.Update("alerted_at", time.Now().UTC()).Error; err != nil {
-					return err
-				}
-			}
+		var err error
+		if d.Dialect == Postgres {
+			err = d.fencedUpdatePostgres(tx, id, rotation, w)
+		} else {
+			err = d.fencedUpdate(tx, id, rotation, w)
 		}
-		if m != nil {
-			if m.Error != nil {
-				return m.Error
-			}
-			if m.RowsAffected != 1 {
-				return &FencedError{"the attempt's lease ran out or its marker is gone"}
-			}
-		}
-		u := tx.Model(&Connection{}).Where("id = ? AND rotation_count = ? AND status = ?", id, rotation, StatusActive).Updates(w.Update)
-		if u.Error != nil {
-			return u.Error
-		}
-		if u.RowsAffected != 1 {
-			return &FencedError{fmt.Sprintf("connection %s changed while its refresh result was unsaved (rotation %d)", id, rotation)}
+		if err != nil {
+			return err
 		}
 		evs := w.Events
 		if n > 0 && w.RetryEvent != nil {
@@ -373,6 +388,120 @@ func (l *RefreshLock) Store(ctx context.Context, w RefreshWrite) error {
 		})
 	}
 	return err
+}
+
+// fencedUpdate is the marker operation and the row update of a Store, one
+// statement each.
+func (d *DB) fencedUpdate(tx *gorm.DB, id string, rotation int64, w RefreshWrite) error {
+	mark := tx.Model(&RefreshAttempt{}).Where("connection_id = ? AND attempt_id = ?", id, w.AttemptID)
+	var m *gorm.DB
+	switch w.Marker {
+	case RemoveOwnMarker:
+		m = mark.Where("lease_until > ?", d.dbNow(0)).Delete(&RefreshAttempt{})
+	case UnresolveOwnMarker:
+		m = mark.Where("lease_until > ?", d.dbNow(0)).Updates(map[string]any{"state": AttemptUnresolved, "lease_until": d.dbNow(0)})
+	case RemovePriorMarker:
+		m = mark.Delete(&RefreshAttempt{})
+	case KeepPriorMarker:
+		if w.AlertPrior {
+			if err := mark.Update("alerted_at", time.Now().UTC()).Error; err != nil {
+				return err
+			}
+		}
+	}
+	if m != nil {
+		if m.Error != nil {
+			return m.Error
+		}
+		if m.RowsAffected != 1 {
+			return &FencedError{"the attempt's lease ran out or its marker is gone"}
+		}
+	}
+	u := tx.Model(&Connection{}).Where("id = ? AND rotation_count = ? AND status = ?", id, rotation, StatusActive).Updates(w.Update)
+	if u.Error != nil {
+		return u.Error
+	}
+	if u.RowsAffected != 1 {
+		return &FencedError{fmt.Sprintf("connection %s changed while its refresh result was unsaved (rotation %d)", id, rotation)}
+	}
+	return nil
+}
+
+// fencedUpdatePostgres is fencedUpdate in one statement: the marker
+// operation is a data-modifying CTE and the row update happens only if it
+// touched the marker, so a refresh's store costs one round trip fewer. The
+// two fences are not told apart in the error; either means the attempt no
+// longer owns the connection.
+func (d *DB) fencedUpdatePostgres(tx *gorm.DB, id string, rotation int64, w RefreshWrite) error {
+	var cte string
+	var args []any
+	required := true
+	switch w.Marker {
+	case RemoveOwnMarker:
+		cte = "DELETE FROM refresh_attempts WHERE connection_id = ? AND attempt_id = ? AND lease_until > clock_timestamp() RETURNING 1"
+	case UnresolveOwnMarker:
+		cte = "UPDATE refresh_attempts SET state = ?, lease_until = clock_timestamp() WHERE connection_id = ? AND attempt_id = ? AND lease_until > clock_timestamp() RETURNING 1"
+		args = append(args, AttemptUnresolved)
+	case RemovePriorMarker:
+		cte = "DELETE FROM refresh_attempts WHERE connection_id = ? AND attempt_id = ? RETURNING 1"
+	case KeepPriorMarker:
+		required = false
+		if w.AlertPrior {
+			cte = "UPDATE refresh_attempts SET alerted_at = ? WHERE connection_id = ? AND attempt_id = ? RETURNING 1"
+			args = append(args, time.Now().UTC())
+		}
+	}
+	set, setArgs, err := setClause(w.Update)
+	if err != nil {
+		return err
+	}
+	var sql strings.Builder
+	if cte != "" {
+		args = append(args, id, w.AttemptID)
+		sql.WriteString("WITH marker AS (" + cte + ") ")
+	}
+	args = append(append(args, setArgs...), id, rotation, StatusActive)
+	sql.WriteString("UPDATE connections SET " + set + " WHERE id = ? AND rotation_count = ? AND status = ?")
+	if required {
+		sql.WriteString(" AND EXISTS (SELECT 1 FROM marker)")
+	}
+	u := tx.Exec(sql.String(), args...)
+	if u.Error != nil {
+		return u.Error
+	}
+	if u.RowsAffected != 1 {
+		return &FencedError{fmt.Sprintf("connection %s: the attempt's lease ran out, its marker is gone, or the row changed while the refresh result was unsaved (rotation %d)", id, rotation)}
+	}
+	return nil
+}
+
+var columnName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// setClause renders an update of connections as "col = ?, ..." in a stable
+// order, with updated_at added as gorm's Updates would.
+func setClause(update map[string]any) (string, []any, error) {
+	cols := make([]string, 0, len(update)+1)
+	for col := range update {
+		if !columnName.MatchString(col) {
+			return "", nil, fmt.Errorf("models: not a column name: %q", col)
+		}
+		cols = append(cols, col)
+	}
+	if _, ok := update["updated_at"]; !ok {
+		cols = append(cols, "updated_at")
+	}
+	sort.Strings(cols)
+	parts := make([]string, len(cols))
+	args := make([]any, len(cols))
+	for i, col := range cols {
+		parts[i] = col + " = ?"
+		if v, ok := update[col]; ok {
+			args[i] = v
+		} else {
+			args[i] = time.Now().UTC()
+		}
+	}
+	return strings.Join(parts, ", "), args, nil
 }
 
 // StoreRevocation marks the locked connection revoked: tokens cleared, the

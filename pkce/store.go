@@ -40,6 +40,9 @@ type Pending struct {
 	AppRedirectURI string
 	AppChallenge   string
 	AppState       string
+	// ClientID is the app client (TOKENWARM_APP_CLIENTS) that started the
+	// flow; empty for the legacy flow.
+	ClientID string
 }
 
 // Storage is what the store needs of the database; *models.DB implements
@@ -95,7 +98,7 @@ func (s *Store) Create(ctx context.Context, p Pending) (string, error) {
 	}
 	now := s.clock.Now().UTC()
 	row := models.PendingAuthorization{StateHash: h, Purpose: string(p.Purpose), VerifierSealed: sealed, LoginURL: p.LoginURL,
-		AppRedirectURI: p.AppRedirectURI, AppChallenge: p.AppChallenge, AppState: p.AppState,
+		AppRedirectURI: p.AppRedirectURI, AppChallenge: p.AppChallenge, AppState: p.AppState, ClientID: p.ClientID,
 		CreatedAt: now, ExpiresAt: now.Add(s.ttl)}
 	if p.ConnectionID != "" {
 		row.ConnectionID = &p.ConnectionID
@@ -126,7 +129,7 @@ func (s *Store) Take(ctx context.Context, state string) (*Pending, error) {
 		return nil, err
 	}
 	p := &Pending{Purpose: Purpose(row.Purpose), Verifier: verifier, LoginURL: row.LoginURL,
-		AppRedirectURI: row.AppRedirectURI, AppChallenge: row.AppChallenge, AppState: row.AppState}
+		AppRedirectURI: row.AppRedirectURI, AppChallenge: row.AppChallenge, AppState: row.AppState, ClientID: row.ClientID}
 	if row.ConnectionID != nil {
 		p.ConnectionID = *row.ConnectionID
 	}

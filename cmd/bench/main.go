@@ -277,7 +277,10 @@ func run(ctx context.Context, o options) error {
 		{"pgbench -S -M simple", func(ctx context.Context) (Phase, error) { return b.pgbenchPhase(ctx, "simple") }},
 		{fmt.Sprintf("pull, spread over %d connections", o.connections), b.pullSpread},
 		{"pull, one connection", b.pullOne},
-		{"pull that refreshes (rejected_token)", b.pullRefresh},
+		{"pull that refreshes (rejected_token)", b.pullRefresh(c)},
+		// The same, one at a time: tokenwarm's own latency over the
+		// upstream round trip, without queueing for the machine's cores.
+		{"pull that refreshes, one at a time", b.pullRefresh(1)},
 		{fmt.Sprintf("herd: %d pulls of one connection, one rejected token", c), b.herd},
 	}
 	for _, ph := range phases {
@@ -595,25 +598,27 @@ func (b *bench) pullOne(ctx context.Context) (Phase, error) {
 	})
 }
 
-// pullRefresh: worker w owns the connections i with i mod C' = w (C' = the
+// pullRefresh, at a concurrency: worker w owns the connections i with i mod C' = w (C' = the
 // concurrency, or fewer workers when there are fewer connections), and
 // sends back the token it last got for each, so every pull forces one
 // refresh and no two callers share a connection.
-func (b *bench) pullRefresh(ctx context.Context) (Phase, error) {
-	c := min(b.o.concurrency, len(b.users))
-	turn := make([]int, c)
-	p, err := b.pullPhase(ctx, c, func(ctx context.Context, w int) string {
-		mine := (len(b.users) - w + c - 1) / c
-		u := b.users[w+c*(turn[w]%mine)]
-		turn[w]++
-		tok, outcome := b.cl.pull(ctx, u, u.lastToken())
-		if outcome == "" {
-			u.token.Store(&tok)
-		}
-		return outcome
-	})
-	p.Concurrency = c
-	return p, err
+func (b *bench) pullRefresh(concurrency int) func(context.Context) (Phase, error) {
+	return func(ctx context.Context) (Phase, error) {
+		c := min(concurrency, len(b.users))
+		turn := make([]int, c)
+		p, err := b.pullPhase(ctx, c, func(ctx context.Context, w int) string {
+			mine := (len(b.users) - w + c - 1) / c
+			u := b.users[w+c*(turn[w]%mine)]
+			turn[w]++
+			tok, outcome := b.cl.pull(ctx, u, u.lastToken())
+			if outcome == "" {
+				u.token.Store(&tok)
+			}
+			return outcome
+		})
+		p.Concurrency = c
+		return p, err
+	}
 }
 
 // herd: rounds of C simultaneous pulls of one connection, all sending back

@@ -54,6 +54,7 @@ type Config struct {
 	Retention       time.Duration
 	EventRetention  time.Duration
 	AppRedirectURIs []string
+	AppClients      handlers.AppClients
 	DeviceTokenTTL  time.Duration
 	DeviceIdleTTL   time.Duration
 	// DeviceReuseInterval: 0 disables the device refresh reuse interval.
@@ -197,7 +198,7 @@ var settings = []setting{
 			c.WarmJitter = f
 			return nil
 		}},
-	{env: "TOKENWARM_APP_REDIRECT_URIS", help: "comma-separated allowlist of app redirect URIs (exact match) that may receive handoff codes, e.g. com.acme.app:/oauth",
+	{env: "TOKENWARM_APP_REDIRECT_URIS", help: "legacy flow (no client_id): comma-separated allowlist of app redirect URIs (exact match) that may receive handoff codes, e.g. com.acme.app:/oauth",
 		set: func(c *Config, v string) error {
 			for _, u := range strings.Split(v, ",") {
 				u = strings.TrimSpace(u)
@@ -207,6 +208,15 @@ var settings = []setting{
 				}
 				c.AppRedirectURIs = append(c.AppRedirectURIs, u)
 			}
+			return nil
+		}},
+	{env: "TOKENWARM_APP_CLIENTS", help: "app clients of the standard OAuth flow (public clients, RFC 8252): comma-separated client_id=redirect_uri pairs, a client with several redirect URIs once per URI, e.g. com.acme.app=com.acme.app:/oauth,com.acme.app=http://127.0.0.1/cb; exact match, except that a loopback IP redirect URI matches on any port",
+		set: func(c *Config, v string) error {
+			clients, err := handlers.ParseAppClients(v)
+			if err != nil {
+				return err
+			}
+			c.AppClients = clients
 			return nil
 		}},
 	{env: "TOKENWARM_DEVICE_TOKEN_TTL", def: "15m", help: "lifetime of a device session JWT",

@@ -137,8 +137,11 @@ func (v *Validator) validate(req *http.Request, resp *http.Response, body []byte
 		return fmt.Errorf("not in openapi.yaml: %w", err)
 	}
 	// ValidateResponse lets a few statuses (301, 304, 307, 308) pass
-	// unchecked; undocumented they are still a contract violation.
-	if route.Operation.Responses.Status(resp.StatusCode) == nil && route.Operation.Responses.Default() == nil {
+	// unchecked; undocumented they are still a contract violation. A
+	// `default` response documents errors only: a 2xx or 3xx must be
+	// listed itself.
+	if route.Operation.Responses.Status(resp.StatusCode) == nil &&
+		(route.Operation.Responses.Default() == nil || resp.StatusCode < 400) {
 		return fmt.Errorf("status %d is not documented for %s", resp.StatusCode, route.Operation.OperationID)
 	}
 	input := &openapi3filter.ResponseValidationInput{

@@ -19,17 +19,18 @@ func TestSpecIsValidAndHasEveryOperation(t *testing.T) {
 		t.Errorf("info.title %q, openapi %q", doc.Info.Title, doc.OpenAPI)
 	}
 	want := map[string]string{
-		"getHealth":       "GET /healthz",
-		"getReady":        "GET /readyz",
-		"authorize":       "GET /v1/oauth/authorize",
-		"oauthCallback":   "GET /v1/oauth/callback",
-		"deviceToken":     "POST /v1/device/token",
-		"deviceRevoke":    "POST /v1/device/revoke",
-		"listConnections": "GET /v1/connections",
-		"getConnection":   "GET /v1/connections/{id}",
-		"getAccessToken":  "GET /v1/connections/{id}/access-token",
-		"getJWKS":         "GET /.well-known/jwks.json",
-		"getMetrics":      "GET /metrics",
+		"getHealth":                      "GET /healthz",
+		"getReady":                       "GET /readyz",
+		"authorize":                      "GET /v1/oauth/authorize",
+		"oauthCallback":                  "GET /v1/oauth/callback",
+		"requestDeviceToken":             "POST /v1/device/token",
+		"revokeDeviceToken":              "POST /v1/device/revoke",
+		"listConnections":                "GET /v1/connections",
+		"getConnection":                  "GET /v1/connections/{id}",
+		"getSalesforceAccessToken":       "GET /v1/connections/{id}/access-token",
+		"getJWKS":                        "GET /.well-known/jwks.json",
+		"getAuthorizationServerMetadata": "GET /.well-known/oauth-authorization-server",
+		"getMetrics":                     "GET /metrics",
 
 		"adminListConnections":   "GET /admin/v1/connections",
 		"adminGetConnection":     "GET /admin/v1/connections/{id}",
@@ -181,7 +182,9 @@ func TestCheck(t *testing.T) {
 	js := map[string]string{"Content-Type": jsonType}
 	pj := map[string]string{"Content-Type": problem}
 	noStore := map[string]string{"Content-Type": jsonType, "Cache-Control": "no-store"}
+	cacheable := map[string]string{"Content-Type": jsonType, "Cache-Control": "public, max-age=300"}
 	unauthorized := map[string]any{"type": "https://tokenwarm.dev/problems/unauthorized", "title": "Unauthorized", "status": 401, "code": "unauthorized"}
+	internal := map[string]any{"type": "https://tokenwarm.dev/problems/internal", "title": "Internal Server Error", "status": 500, "code": "internal"}
 	conn := "/v1/connections/" + connID
 
 	replies := map[string]reply{
@@ -197,8 +200,9 @@ func TestCheck(t *testing.T) {
 		"GET " + conn + "#null":              {status: 200, header: js, body: with(connection(), "reauth_reason", (*string)(nil))},
 		"GET " + conn + "#relative":          {status: 200, header: js, body: with(connection(), "instance_url", "acme.my.salesforce.com")},
 		"GET " + conn + "#notjson":           {status: 200, header: js, body: "{"},
-		"GET " + conn + "#teapot":            {status: 418, header: pj, body: unauthorized},
-		"GET " + conn + "#500":               {status: 500, header: pj, body: unauthorized},
+		"GET " + conn + "#teapot":            {status: 418, header: map[string]string{"Content-Type": "text/plain"}, body: "short and stout"},
+		"GET " + conn + "#500":               {status: 500, header: pj, body: internal},
+		"GET " + conn + "#500-html":          {status: 500, header: map[string]string{"Content-Type": "text/html"}, body: "<p>oops</p>"},
 		"GET " + conn + "#301":               {status: 301, header: map[string]string{"Location": "/elsewhere"}},
 		"GET " + conn + "#401":               {status: 401, header: map[string]string{"Content-Type": problem, "WWW-Authenticate": `Bearer error="invalid_token"`}, body: unauthorized},
 		"GET " + conn + "#401-no-challenge":  {status: 401, header: pj, body: unauthorized},
@@ -214,12 +218,12 @@ func TestCheck(t *testing.T) {
 		"GET /v1/oauth/authorize":            {status: 302, header: map[string]string{"Location": "https://login.salesforce.com/services/oauth2/authorize?client_id=x"}},
 		"GET /v1/oauth/authorize#noloc":      {status: 302},
 		"GET /v1/oauth/callback":             {status: 200, header: map[string]string{"Content-Type": "text/html; charset=utf-8"}, body: "<!doctype html><p>Connected.</p>"},
-		"GET /v1/oauth/callback#redirect":    {status: 302, header: map[string]string{"Location": "com.example.fieldapp:/oauth/callback?code=hc_x&state=s"}},
+		"GET /v1/oauth/callback#redirect":    {status: 302, header: map[string]string{"Location": "com.example.fieldapp:/oauth/callback?code=twh_x&state=s"}},
 		"POST /v1/device/token":              {status: 400, header: js, body: map[string]any{"error": "invalid_grant", "error_description": "handoff code is invalid"}},
 		"POST /v1/device/token#bad":          {status: 400, header: js, body: map[string]any{"error": "expired_code"}},
 		"POST /v1/device/revoke":             {status: 200, header: js, body: map[string]any{}},
-		"GET /.well-known/jwks.json":         {status: 200, header: js, body: map[string]any{"keys": []map[string]any{{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "k1", "alg": "EdDSA", "use": "sig"}}}},
-		"GET /.well-known/jwks.json#rsa":     {status: 200, header: js, body: map[string]any{"keys": []map[string]any{{"kty": "RSA", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "k1", "alg": "EdDSA", "use": "sig"}}}},
+		"GET /.well-known/jwks.json":         {status: 200, header: cacheable, body: map[string]any{"keys": []map[string]any{{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "k1", "alg": "EdDSA", "use": "sig"}}}},
+		"GET /.well-known/jwks.json#rsa":     {status: 200, header: cacheable, body: map[string]any{"keys": []map[string]any{{"kty": "RSA", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "k1", "alg": "EdDSA", "use": "sig"}}}},
 		"GET /v1/nope":                       {status: 200, header: js, body: map[string]any{}},
 		"DELETE " + conn:                     {status: 204},
 	}
@@ -243,8 +247,9 @@ func TestCheck(t *testing.T) {
 		{"GET", conn + "?scenario=date", false, "created_at"},
 		{"GET", conn + "?scenario=relative", false, "instance_url"},
 		{"GET", conn + "?scenario=notjson", false, "decode"},
-		{"GET", conn + "?scenario=teapot", false, "418"},
-		{"GET", conn + "?scenario=500", false, "500"},
+		{"GET", conn + "?scenario=teapot", false, "text/plain"},
+		{"GET", conn + "?scenario=500", true, ""},
+		{"GET", conn + "?scenario=500-html", false, "text/html"},
 		{"GET", conn + "?scenario=301", false, "301"},
 		{"GET", conn + "?scenario=401", true, ""},
 		{"GET", conn + "?scenario=401-no-challenge", false, "WWW-Authenticate"},
@@ -349,14 +354,14 @@ func TestTransportWithGeneratedClient(t *testing.T) {
 				t.Errorf("GetConnection: status %d, body %s", got.StatusCode(), got.Body)
 			}
 			minValidity := 600
-			tok, err := c.GetAccessTokenWithResponse(t.Context(), id, &client.GetAccessTokenParams{MinValidity: &minValidity})
+			tok, err := c.GetSalesforceAccessTokenWithResponse(t.Context(), id, &client.GetSalesforceAccessTokenParams{MinValidity: &minValidity})
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			p := tok.ApplicationproblemJSON409
 			if p == nil || p.Code != "reauth_required" || p.ReauthUrl == nil || p.Reason == nil {
-				t.Errorf("GetAccessToken: status %d, body %s", tok.StatusCode(), tok.Body)
+				t.Errorf("GetSalesforceAccessToken: status %d, body %s", tok.StatusCode(), tok.Body)
 			}
 		})
 	}

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Lints openapi.yaml with Redocly CLI (the version pinned in
-# tools/openapi/package-lock.json; rules in tools/openapi/redocly.yaml).
+# Lints openapi.yaml and the generated mobile-sdk-spec/openapi.mobile.yaml
+# with Redocly CLI (recommended-strict; the version pinned in
+# tools/openapi/package-lock.json; rules in tools/openapi/redocly.yaml), then
+# generates TypeScript from the mobile spec with openapi-typescript and
+# compiles it with `tsc --strict` together with tools/openapi/mobile-check.ts,
+# and checks that it has no admin, metrics, probe or callback operation.
 # Run by ./scripts/test after go test; can be run alone from anywhere.
-# Fails on lint errors; warnings are printed.
+# Fails on lint errors; warnings are printed. (The mobile spec's staleness
+# is checked by go test: TestMobileSpecUpToDate in tools/mobilespec.)
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../../tools/openapi"
@@ -22,4 +27,15 @@ if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules
 	npm ci --no-audit --no-fund
 fi
 
-npx --no-install redocly lint ../../openapi.yaml
+npx --no-install redocly lint ../../openapi.yaml ../../mobile-sdk-spec/openapi.mobile.yaml
+
+tmp=$(mktemp -d)
+trap 'rm -rf -- "$tmp"' EXIT
+npx --no-install openapi-typescript ../../mobile-sdk-spec/openapi.mobile.yaml -o "$tmp/mobile.d.ts"
+cp mobile-check.ts "$tmp/mobile-check.ts"
+npx --no-install tsc --strict --noEmit --target es2022 --module nodenext --moduleResolution nodenext \
+	"$tmp/mobile.d.ts" "$tmp/mobile-check.ts" || die "the TypeScript generated from the mobile spec does not compile under tsc --strict"
+if grep -nE '^\s*("/(admin|metrics|healthz|readyz|v1/oauth/callback)[^"]*"|getMetrics|getHealth|getReady|oauthCallback|admin[A-Z][A-Za-z]*): \{' "$tmp/mobile.d.ts"; then
+	die "the TypeScript generated from the mobile spec has a non-mobile operation (above)"
+fi
+echo "openapi-typescript: the mobile client compiles under tsc --strict and has only mobile operations"
