@@ -323,7 +323,7 @@ export class TokenwarmClient {
    * the in-memory cache or one pull (concurrent callers share it).
    */
   async getSalesforceAccessToken(connectionId: string, o: PullOptions = {}): Promise<SalesforceToken> {
-    const minValidity = o.minValidity ?? defaultMinValidity;
+    const minValidity = checkMinValidity(o.minValidity);
     const c = this.cache.get(connectionId);
     if (c && c.expiresAtMs - this.now() >= minValidity * 1000) return { ...c.token };
     const running = this.pulls.get(connectionId);
@@ -346,7 +346,7 @@ export class TokenwarmClient {
     const running = this.rejections.get(key);
     if (running) return running;
     if (this.cache.get(connectionId)?.token.accessToken === rejectedAccessToken) this.cache.delete(connectionId);
-    const promise = this.pull(connectionId, o.minValidity ?? defaultMinValidity, sha).finally(() => this.rejections.delete(key));
+    const promise = this.pull(connectionId, checkMinValidity(o.minValidity), sha).finally(() => this.rejections.delete(key));
     this.rejections.set(key, promise);
     return promise;
   }
@@ -452,6 +452,13 @@ export class TokenwarmClient {
     }
     return new UnexpectedResponse(msg, res.status, e.code);
   }
+}
+
+/** minValidity as the server takes it: whole seconds from 0 to 7200 (default 300). */
+function checkMinValidity(v: number | undefined): number {
+  if (v === undefined) return defaultMinValidity;
+  if (!Number.isInteger(v) || v < 0 || v > 7200) throw new RangeError("tokenwarm: minValidity must be whole seconds from 0 to 7200");
+  return v;
 }
 
 /** A 400/401 OAuth error from the token endpoint, judged by the caller. */

@@ -61,3 +61,16 @@ test("authorize uses the injected crypto provider and makes a fresh pair each ti
   assert.equal(parseQuery(splitURL(a.url).query)["login_host"], "sandbox");
   assert.equal(parseQuery(splitURL(a.url).query)["client_id"], undefined, "no client_id configured, none sent");
 });
+
+test("minValidity outside 0..7200 whole seconds is refused before any request", async () => {
+  const client = new TokenwarmClient({
+    baseUrl: "https://tw.example",
+    redirectUri: "com.example.app:/oauth",
+    store: new MemoryTokenStore(),
+    fetch: () => Promise.reject(new Error("no request expected")),
+  });
+  for (const v of [-1, 7201, 1.5, Number.NaN]) {
+    await assert.rejects(client.getSalesforceAccessToken("c", { minValidity: v }), RangeError);
+    await assert.rejects(client.reportRejected("c", "tok", { minValidity: v }), RangeError);
+  }
+});
