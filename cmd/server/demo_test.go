@@ -17,34 +17,50 @@ import (
 // With no configuration, the demo walks a browser through the whole connect
 // flow against the built-in emulator and ends on the handoff page.
 func TestDemoWalkThroughWithNoConfiguration(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	out := &testkit.SyncBuffer{}
-	done := make(chan error, 1)
-	env := envFrom(map[string]string{"TOKENWARM_ADDR": "127.0.0.1:0", "TOKENWARM_DATA_DIR": t.TempDir()})
-	go func() { done <- run(ctx, nil, env, out, io.Discard) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
-	var base string
-	urlRe := regexp.MustCompile(`listening on (http://\S+)`)
-	deadline := time.Now().Add(30 * time.Second)
-	for base == "" {
-		if m := urlRe.FindStringSubmatch(out.String()); m != nil {
-			base = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("server printed no URL: %s", out.String())
-		} else {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
+	base, out := startDemo(t, nil)
 	if !strings.Contains(out.String(), "open "+base+"/ in a browser") {
 		t.Fatalf("the server does not say what to open:\n%s", out.String())
 	}
 
 	demoConnect(t, base)
+}
+
+// startDemo runs the server in demo mode (embedded, the built-in emulator)
+// on a free port with a fresh data directory and extra settings, stops it
+// when the test ends, and returns its URL and what it printed.
+func startDemo(t *testing.T, extra map[string]string) (string, *testkit.SyncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &testkit.SyncBuffer{}
+	done := make(chan error, 1)
+	env := map[string]string{"TOKENWARM_ADDR": "127.0.0.1:0", "TOKENWARM_DATA_DIR": t.TempDir()}
+	for k, v := range extra {
+		env[k] = v
+	}
+	go func() { done <- run(ctx, nil, envFrom(env), out, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	urlRe := regexp.MustCompile(`listening on (http://\S+)`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := urlRe.FindStringSubmatch(out.String()); m != nil {
+			return m[1], out
+		}
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("server stopped: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server printed no URL: %s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // demoConnect walks a browser (a cookie-jar client) through the demo's

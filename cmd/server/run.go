@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/adminkeys"
-	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/emulator"
 	"github.com/tokenwarm/tokenwarm/handlers"
@@ -250,6 +249,12 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		log.Info("migrations applied", "versions", applied, "database", db.Where)
 	}
 
+	// One clock for the server and the built-in emulator: the wall clock,
+	// except in a test build (clock_test_build.go).
+	clk, err := serverClock(cfg)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -262,7 +267,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	mounts := map[string]http.Handler{}
 	loginURL, clientID, clientSecret := cfg.LoginURL, cfg.ClientID, cfg.ClientSecret
 	if cfg.Demo() {
-		emu := emulator.New(emulator.Config{ClientID: demoClientID, ClientSecret: demoClientSecret, SessionTimeout: cfg.SessionTimeout})
+		emu := emulator.New(emulator.Config{ClientID: demoClientID, ClientSecret: demoClientSecret, SessionTimeout: cfg.SessionTimeout, Clock: clk})
 		emu.SetBaseURL(cfg.PublicURL + emulatorPrefix)
 		mounts[emulatorPrefix] = emu
 		loginURL, clientID, clientSecret = cfg.PublicURL+emulatorPrefix, demoClientID, demoClientSecret
@@ -272,10 +277,10 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	sf := &salesforce.Client{
 		HTTP: httpClient, ClientID: clientID, ClientSecret: clientSecret,
 		RedirectURI: cfg.PublicURL + "/v1/oauth/callback", Timeout: cfg.UpstreamTimeout,
-		SessionTimeout: cfg.SessionTimeout, UseIntrospection: cfg.Introspect, Clock: clock.System{},
+		SessionTimeout: cfg.SessionTimeout, UseIntrospection: cfg.Introspect, Clock: clk,
 		AllowedInstanceHosts: cfg.InstanceHosts,
 	}
-	met := metrics.New(db, cfg.RefreshIdleTTL, clock.System{}, log)
+	met := metrics.New(db, cfg.RefreshIdleTTL, clk, log)
 	var endpoints []webhooks.Endpoint
 	for _, u := range cfg.WebhookURLs {
 		endpoints = append(endpoints, webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret})
@@ -283,7 +288,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	// Every event stored with a webhook type goes to the outbox in the same
 	// transaction.
 	db.SetAnnouncer(webhooks.Announcer(endpoints))
-	v := vault.New(db, ring, sf, clock.System{}, log, vault.Config{
+	v := vault.New(db, ring, sf, clk, log, vault.Config{
 		Observe:     met.ObserveRefresh,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		CommitRetryBudget: cfg.CommitRetry, AttemptLease: cfg.AttemptLease(),
@@ -293,13 +298,14 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		// concurrency is capped below this so pulls always find slots.
 		MaxConcurrentRefreshes: cfg.DBMaxConns / 2,
 	})
-	warm := warmer.New(v, db, clock.System{}, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
+	warm := warmer.New(v, db, clk, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
 		RiskThreshold: cfg.IdleRiskBefore})
 	// Pulls respect the app-wide pause, and their configuration errors
 	// raise it: one alert, no flood of refused refreshes.
 	v.SetPause(warm)
 	met.WatchWarmer(warm.Stats)
-	dev := devices.New(db, ring, clock.System{}, devices.Config{Issuer: cfg.PublicURL,
+	mountTestClock(mounts, clk, warm, log)
+	dev := devices.New(db, ring, clk, devices.Config{Issuer: cfg.PublicURL,
 		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL, RefreshReuseInterval: cfg.DeviceReuseInterval})
 	if err := dev.EnsureSigningKey(ctx); err != nil {
 		return fmt.Errorf("device signing key: %w", err)
@@ -308,7 +314,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	if cfg.Demo() {
 		redirects = append(redirects, cfg.PublicURL+handlers.DemoRedirectPath)
 	}
-	pending := pkce.NewStore(db, ring, clock.System{}, 0)
+	pending := pkce.NewStore(db, ring, clk, 0)
 	// The admin UI's sessions have keys of their own, derived from the
 	// seal keys: the same on every replica and after a restart.
 	sessions, err := ring.Derive(adminSessionLabel)
@@ -324,7 +330,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	dispatcher := webhooks.NewDispatcher(db, endpoints, clock.System{}, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry})
+	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry})
 	stopJobs, err := startJobs(ctx, log,
 		job{name: "webhooks", spec: "@every 1s", run: dispatcher.Pass},
 		job{name: "housekeeping", spec: housekeepEvery, run: housekeepJob(cfg, db, log)})
