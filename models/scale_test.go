@@ -36,11 +36,13 @@ import (
 // cmd/bench. Without TOKENWARM_SCALE it runs a smoke setting (10,000 and
 // 20,000 connections, few calls) on the test command's cluster.
 // TOKENWARM_SCALE_DUE (default 0.01) is the share of connections due, and
-// TOKENWARM_SCALE_PULLS (default 20000) the number of timed pulls.
+// TOKENWARM_SCALE_PULLS (default 20000) the number of timed pulls;
+// TOKENWARM_SCALE_URL runs it on that server instead of a cluster of its own.
 const (
 	envScale      = "TOKENWARM_SCALE"
 	envScaleDue   = "TOKENWARM_SCALE_DUE"
 	envScalePulls = "TOKENWARM_SCALE_PULLS"
+	envScaleURL   = "TOKENWARM_SCALE_URL"
 	claimBatch    = 100
 )
 
@@ -66,6 +68,9 @@ func TestScale(t *testing.T) {
 				t.Fatalf("%s=%q: want at least 100", envScalePulls, v)
 			}
 		}
+		base = os.Getenv(envScaleURL)
+	}
+	if !smoke && base == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		cl, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{
 			"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "max_connections": "200",
@@ -77,7 +82,7 @@ func TestScale(t *testing.T) {
 		}
 		t.Cleanup(cl.Stop)
 		base = cl.URL("postgres")
-	} else {
+	} else if smoke {
 		base = pgtest.URL(t)
 	}
 	due := 0.01
@@ -123,6 +128,9 @@ func TestScale(t *testing.T) {
 		r.ClaimP50, r.ClaimP90 = quantile(s.claim, 0.5), quantile(s.claim, 0.9)
 		s.fleet(t)
 	}
+	for _, s := range dbs {
+		s.churn(t)
+	}
 	t.Logf("1-minute load average before and after the timed calls: %s, %s (%d cores)", load[0], load[1], runtime.NumCPU())
 	printScale(t, results, smoke)
 
@@ -133,7 +141,10 @@ func TestScale(t *testing.T) {
 				t.Errorf("%d connections: %s: a Seq Scan (%s)", r.N, p.Name, strings.Join(p.Nodes, " > "))
 			}
 		}
-		for _, p := range []*planFigures{r.ClaimCustom, r.ClaimGeneric} {
+		for _, p := range []*planFigures{r.ClaimCustom, r.ClaimGeneric, r.ChurnCustom, r.ChurnGeneric} {
+			if p.has("Seq Scan") {
+				t.Errorf("%d connections: %s: a Seq Scan (%s)", r.N, p.Name, strings.Join(p.Nodes, " > "))
+			}
 			if p.has("Sort") {
 				t.Errorf("%d connections: %s sorts (%s): not the index order", r.N, p.Name, strings.Join(p.Nodes, " > "))
 			}
@@ -144,8 +155,8 @@ func TestScale(t *testing.T) {
 		if r == first {
 			continue
 		}
-		for i, p := range []*planFigures{r.ClaimCustom, r.ClaimGeneric, r.Lease} {
-			b := []*planFigures{first.ClaimCustom, first.ClaimGeneric, first.Lease}[i]
+		for i, p := range []*planFigures{r.ClaimCustom, r.ClaimGeneric, r.Lease, r.ChurnCustom, r.ChurnGeneric} {
+			b := []*planFigures{first.ClaimCustom, first.ClaimGeneric, first.Lease, first.ChurnCustom, first.ChurnGeneric}[i]
 			if p.buffers() > 2*b.buffers() {
 				t.Errorf("%s touches %d buffers with %d connections against %d with %d: more than twice",
 					p.Name, p.buffers(), r.N, b.buffers(), first.N)
@@ -162,6 +173,12 @@ type scaleResult struct {
 	PullCustom, PullGeneric   *planFigures
 	ClaimCustom, ClaimGeneric *planFigures
 	Lease                     *planFigures
+	// After churn: as many dead entries in the due range as the table's
+	// autovacuum settings let build up before a vacuum is triggered.
+	VacuumTrigger             int
+	ChurnCustom, ChurnGeneric *planFigures
+	ChurnFirstBuffers         int
+	ChurnOldestMs             float64
 	// Latency of the real calls, milliseconds.
 	PullP50, PullP90, PullP99 float64
 	Pulls                     int
@@ -181,6 +198,8 @@ type planFigures struct {
 	Dirtied    int
 	ExecMs     float64
 	PlanMs     float64
+	// FirstBuffers is what the first of the runs touched.
+	FirstBuffers int
 }
 
 func (p *planFigures) buffers() int { return p.SharedHit + p.SharedRead }
@@ -384,6 +403,59 @@ func (s *scaleDB) explainAll(t *testing.T) {
 	r.Lease = explain(t, s.sqlDB, "claim's lease update", s.db.ClaimLeaseStatement(s.now.Add(time.Minute), ids), false)
 }
 
+// vacuumTriggerSQL is the number of dead tuples at which autovacuum
+// vacuums connections: its own settings, else the server's.
+const vacuumTriggerSQL = `SELECT (coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_threshold'),
+		current_setting('autovacuum_vacuum_threshold'))::float8
+	+ coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_scale_factor'),
+		current_setting('autovacuum_vacuum_scale_factor'))::float8 * c.reltuples)::bigint
+	FROM pg_class c WHERE c.oid = 'connections'::regclass`
+
+// churnSQL leaves dead index entries where warm passes leave them: h
+// active connections not due come due two to three hours ago, then are
+// "warmed" (next_warm_at six hours on, last_refreshed_at now), so the
+// entries of their old due times in connections_warm_due, and of their old
+// refresh times in connections_idle, point to dead row versions, ahead of
+// every live due entry.
+var churnSQL = []string{
+	`UPDATE connections SET next_warm_at = CAST(@now AS timestamptz) - interval '2 hours' - (abs(hashtext(id::text)) % 3600) * interval '1 second'
+	WHERE id IN (SELECT id FROM connections WHERE status = 'active' AND next_warm_at > @now AND next_attempt_at IS NULL LIMIT @h)`,
+	`UPDATE connections SET next_warm_at = CAST(@now AS timestamptz) + interval '6 hours', last_refreshed_at = @now
+	WHERE status = 'active' AND next_warm_at < CAST(@now AS timestamptz) - interval '90 minutes'`,
+}
+
+// churn brings the table to the state just before autovacuum would clean
+// it (autovacuum held off meanwhile), and explains the claim again: the
+// steady state of a table that warm passes keep updating.
+func (s *scaleDB) churn(t *testing.T) {
+	g, r := rawdb.Gorm(s.db), s.r
+	var trigger int64
+	if err := g.Raw(vacuumTriggerSQL).Scan(&trigger).Error; err != nil {
+		t.Fatal(err)
+	}
+	r.VacuumTrigger = int(trigger)
+	if err := g.Exec("ALTER TABLE connections SET (autovacuum_enabled = off)").Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range churnSQL {
+		if err := g.Exec(q, map[string]any{"now": s.now, "h": trigger}).Error; err != nil {
+			t.Fatalf("churn: %v", err)
+		}
+	}
+	claim := s.db.ClaimStatement(claimBatch, s.now)
+	r.ChurnCustom = explain(t, s.sqlDB, "claim after churn (custom plan)", claim, false)
+	r.ChurnGeneric = explain(t, s.sqlDB, "claim after churn (generic plan)", claim, true)
+	ctx := context.Background()
+	if _, err := s.db.OldestRefresh(ctx, models.OrgScope{}); err != nil { // its first visit kills the dead entries
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	if _, err := s.db.OldestRefresh(ctx, models.OrgScope{}); err != nil {
+		t.Fatal(err)
+	}
+	r.ChurnOldestMs = ms(time.Since(t1))
+}
+
 // pick is a random active connection.
 func (s *scaleDB) pick() int {
 	for {
@@ -501,6 +573,7 @@ func explain(t *testing.T, sqlDB *sql.DB, name string, st models.Statement, gene
 	}()
 	var out *planFigures
 	var exec, plan []float64
+	first := 0
 	for i := range 6 {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
@@ -513,11 +586,15 @@ func explain(t *testing.T, sqlDB *sql.DB, name string, st models.Statement, gene
 			t.Fatalf("%s: %v", name, err)
 		}
 		out = parsePlan(t, name, js)
+		if i == 0 {
+			first = out.buffers()
+		}
 		if i > 0 {
 			exec, plan = append(exec, out.ExecMs), append(plan, out.PlanMs)
 		}
 	}
 	out.ExecMs, out.PlanMs = quantile(exec, 0.5), quantile(plan, 0.5)
+	out.FirstBuffers = first
 	return out
 }
 
@@ -610,6 +687,11 @@ func printScale(t *testing.T, rs []*scaleResult, smoke bool) {
 	plan(func(r *scaleResult) *planFigures { return r.ClaimCustom })
 	plan(func(r *scaleResult) *planFigures { return r.ClaimGeneric })
 	plan(func(r *scaleResult) *planFigures { return r.Lease })
+	col("autovacuum trigger of connections (dead tuples)", func(r *scaleResult) string { return strconv.Itoa(r.VacuumTrigger) })
+	plan(func(r *scaleResult) *planFigures { return r.ChurnCustom })
+	col("claim after churn (custom plan): first run's buffers", func(r *scaleResult) string { return strconv.Itoa(r.ChurnCustom.FirstBuffers) })
+	plan(func(r *scaleResult) *planFigures { return r.ChurnGeneric })
+	col("OldestRefresh after churn ms (one call)", func(r *scaleResult) string { return fmt.Sprintf("%.1f", r.ChurnOldestMs) })
 	col("pull via models.DB: calls", func(r *scaleResult) string { return strconv.Itoa(r.Pulls) })
 	col("pull via models.DB: p50 / p90 / p99 ms", func(r *scaleResult) string {
 		return fmt.Sprintf("%.3f / %.3f / %.3f", r.PullP50, r.PullP90, r.PullP99)
@@ -621,8 +703,9 @@ func printScale(t *testing.T, rs []*scaleResult, smoke bool) {
 	col("OldestRefresh ms (one call)", func(r *scaleResult) string { return fmt.Sprintf("%.1f", r.OldestMs) })
 	col("AdminSummary ms (one call)", func(r *scaleResult) string { return fmt.Sprintf("%.1f", r.SummaryMs) })
 	for _, r := range rs[1:] {
-		fmt.Fprintf(&b, "%d vs %d: pull p50 %+.1f %%, claim p50 %+.1f %%, claim buffers %d vs %d\n", r.N, rs[0].N,
-			100*(r.PullP50/rs[0].PullP50-1), 100*(r.ClaimP50/rs[0].ClaimP50-1), r.ClaimCustom.buffers(), rs[0].ClaimCustom.buffers())
+		fmt.Fprintf(&b, "%d vs %d: pull p50 %+.1f %%, claim p50 %+.1f %%, claim buffers %d vs %d, after churn %d vs %d\n", r.N, rs[0].N,
+			100*(r.PullP50/rs[0].PullP50-1), 100*(r.ClaimP50/rs[0].ClaimP50-1), r.ClaimCustom.buffers(), rs[0].ClaimCustom.buffers(),
+			r.ChurnCustom.buffers(), rs[0].ChurnCustom.buffers())
 	}
 	t.Log("\n" + b.String())
 }
