@@ -240,7 +240,8 @@ func sealedLengths(t *testing.T) (refresh, access int) {
 }
 
 // fillSQL fills n connections, and fillSessionsSQL one device session
-// each. Every 100th
+// each. Times are distinct to the microsecond, as real ones are (equal keys
+// would let B-tree deduplication shrink the indexes). Every 100th
 // connection from 50 on is due (spread over the last hour) when due is
 // 0.01; 1 % need re-authorization and 1 % are revoked; 0.2 % of the
 // others are in backoff; the rest come due over the next six hours. Rows
@@ -259,11 +260,11 @@ SELECT md5('conn-' || i)::uuid,
 	CASE WHEN i % 100 = 2 THEN '' ELSE left('v1.k1.' || repeat(md5(i::text), 8), @rlen) END,
 	CASE WHEN i % 100 IN (1, 2) THEN '' ELSE left('v1.k1.' || repeat(md5((-i)::text), 8), @alen) END,
 	CAST(@now AS timestamptz) - interval '10 minutes', CAST(@now AS timestamptz) + interval '110 minutes',
-	CAST(@now AS timestamptz) - (i % 86400) * interval '1 second',
-	CASE WHEN dueslot THEN CAST(@now AS timestamptz) - (i % 3600 + 1) * interval '1 second'
+	CAST(@now AS timestamptz) - (i::bigint * 1000003 % 86400000000) * interval '1 microsecond',
+	CASE WHEN dueslot THEN CAST(@now AS timestamptz) - interval '1 second' - (i::bigint * 1000003 % 3599000000) * interval '1 microsecond'
 	     WHEN i % 500 = 7 THEN CAST(@now AS timestamptz) + interval '15 minutes'
 	     WHEN i % 100 IN (1, 2) THEN CAST(@now AS timestamptz) - interval '1 day'
-	     ELSE CAST(@now AS timestamptz) + (600 + i % 21600) * interval '1 second' END,
+	     ELSE CAST(@now AS timestamptz) + interval '10 minutes' + (i::bigint * 1000003 % 21600000000) * interval '1 microsecond' END,
 	i % 50,
 	CASE WHEN i % 500 = 7 AND NOT dueslot THEN 2 ELSE 0 END,
 	CASE WHEN i % 500 = 7 AND NOT dueslot THEN CAST(@now AS timestamptz) + interval '15 minutes' END,
@@ -418,9 +419,10 @@ const vacuumTriggerSQL = `SELECT (coalesce((SELECT option_value FROM pg_options_
 // refresh times in connections_idle, point to dead row versions, ahead of
 // every live due entry.
 var churnSQL = []string{
-	`UPDATE connections SET next_warm_at = CAST(@now AS timestamptz) - interval '2 hours' - (abs(hashtext(id::text)) % 3600) * interval '1 second'
+	`UPDATE connections SET next_warm_at = CAST(@now AS timestamptz) - interval '2 hours' - (abs(hashtext(id::text)::bigint) * 1000003 % 3600000000) * interval '1 microsecond'
 	WHERE id IN (SELECT id FROM connections WHERE status = 'active' AND next_warm_at > @now AND next_attempt_at IS NULL LIMIT @h)`,
-	`UPDATE connections SET next_warm_at = CAST(@now AS timestamptz) + interval '6 hours', last_refreshed_at = @now
+	`UPDATE connections SET next_warm_at = CAST(@now AS timestamptz) + interval '6 hours' + (abs(hashtext(id::text)::bigint) * 1000003 % 3600000000) * interval '1 microsecond',
+		last_refreshed_at = CAST(@now AS timestamptz) - (abs(hashtext(id::text)::bigint) * 1000003 % 60000000) * interval '1 microsecond'
 	WHERE status = 'active' AND next_warm_at < CAST(@now AS timestamptz) - interval '90 minutes'`,
 }
 
