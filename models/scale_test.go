@@ -37,13 +37,22 @@ import (
 // 20,000 connections, few calls) on the test command's cluster.
 // TOKENWARM_SCALE_DUE (default 0.01) is the share of connections due, and
 // TOKENWARM_SCALE_PULLS (default 20000) the number of timed pulls;
-// TOKENWARM_SCALE_URL runs it on that server instead of a cluster of its own.
+// TOKENWARM_SCALE_URL runs it on that server instead of a cluster of its
+// own. On its own cluster the calls are timed twice: with the default
+// buffer pool (128MB, as cmd/bench), then after a restart with
+// TOKENWARM_SCALE_BIG_BUFFERS (default 2GB; "off" skips it), prewarmed.
 const (
 	envScale      = "TOKENWARM_SCALE"
 	envScaleDue   = "TOKENWARM_SCALE_DUE"
 	envScalePulls = "TOKENWARM_SCALE_PULLS"
 	envScaleURL   = "TOKENWARM_SCALE_URL"
-	claimBatch    = 100
+	// envScaleBigBuffers is the buffer pool of the second timed phase
+	// (default 2GB; "off": none).
+	envScaleBigBuffers = "TOKENWARM_SCALE_BIG_BUFFERS"
+	claimBatch         = 100
+	// maxVacuumTrigger bounds the dead rows autovacuum lets connections
+	// collect with 1,000,000 of them.
+	maxVacuumTrigger = 10000
 )
 
 func TestScale(t *testing.T) {
@@ -51,6 +60,7 @@ func TestScale(t *testing.T) {
 	pulls, claims := 500, 5
 	smoke := true
 	var base string
+	var cl *pgcluster.Cluster
 	if spec := os.Getenv(envScale); spec != "" {
 		smoke = false
 		sizes = nil
@@ -72,7 +82,8 @@ func TestScale(t *testing.T) {
 	}
 	if !smoke && base == "" {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		cl, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{
+		var err error
+		cl, err = pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{
 			"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on", "max_connections": "200",
 			"max_wal_size": "4GB",
 		}})
@@ -103,37 +114,47 @@ func TestScale(t *testing.T) {
 	for _, s := range dbs {
 		s.explainAll(t)
 	}
-	// Latencies in interleaved rounds, so that whatever else the machine
-	// does weighs on every size alike.
-	load := []string{loadAvg()}
+	timeCalls(t, dbs, "shared_buffers "+showSetting(t, dbs[0], "shared_buffers"), pulls, claims)
 	for _, s := range dbs {
-		s.pull(t, pulls/10, false) // warm-up, unmeasured
-	}
-	const rounds = 10
-	for range rounds {
-		for _, s := range dbs {
-			s.pull(t, pulls/rounds, true)
-		}
-	}
-	for range claims {
-		for _, s := range dbs {
-			s.claimOnce(t)
-		}
-	}
-	load = append(load, loadAvg())
-	for _, s := range dbs {
-		r := s.r
-		r.Pulls, r.Claims = len(s.pulls), len(s.claim)
-		r.PullP50, r.PullP90, r.PullP99 = quantile(s.pulls, 0.5), quantile(s.pulls, 0.9), quantile(s.pulls, 0.99)
-		r.ClaimP50, r.ClaimP90 = quantile(s.claim, 0.5), quantile(s.claim, 0.9)
 		s.fleet(t)
+	}
+	// Again with a buffer pool that holds the largest size's tables and
+	// indexes, prewarmed: a production server sized for its data.
+	if big := os.Getenv(envScaleBigBuffers); cl != nil && big != "off" {
+		if big == "" {
+			big = "2GB"
+		}
+		ctx := context.Background()
+		if err := rawdb.Gorm(dbs[0].db).Exec("ALTER SYSTEM SET shared_buffers = '" + strings.ReplaceAll(big, "'", "") + "'").Error; err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range dbs {
+			s.db.Close()
+		}
+		if err := cl.Restart(ctx, "fast"); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range dbs {
+			s.reopen(t)
+			s.prewarm(t)
+		}
+		timeCalls(t, dbs, "shared_buffers "+showSetting(t, dbs[0], "shared_buffers")+", prewarmed", pulls, claims)
 	}
 	for _, s := range dbs {
 		s.churn(t)
 	}
-	t.Logf("1-minute load average before and after the timed calls: %s, %s (%d cores)", load[0], load[1], runtime.NumCPU())
+	t.Logf("%d cores", runtime.NumCPU())
 	printScale(t, results, smoke)
 
+	// Dead entries ahead of the due ones stay few at any size only if
+	// autovacuum does not wait for a share of the table (migration 10).
+	var trigger int64
+	if err := rawdb.Gorm(dbs[0].db).Raw(vacuumTriggerSQL, map[string]any{"tuples": 1_000_000}).Scan(&trigger).Error; err != nil {
+		t.Fatal(err)
+	}
+	if trigger > maxVacuumTrigger {
+		t.Errorf("with 1,000,000 connections autovacuum would wait for %d dead rows, more than %d", trigger, maxVacuumTrigger)
+	}
 	first := results[0]
 	for _, r := range results {
 		for _, p := range []*planFigures{r.PullCustom, r.PullGeneric, r.ClaimCustom, r.ClaimGeneric, r.Lease} {
@@ -179,13 +200,21 @@ type scaleResult struct {
 	ChurnCustom, ChurnGeneric *planFigures
 	ChurnFirstBuffers         int
 	ChurnOldestMs             float64
-	// Latency of the real calls, milliseconds.
-	PullP50, PullP90, PullP99 float64
-	Pulls                     int
-	ClaimP50, ClaimP90        float64
-	Claims                    int
+	// Latency of the real calls, one per phase (buffer pool).
+	Lat []latency
 	// One call each of the fleet-wide readings (metrics, admin summary).
 	CountsMs, BacklogMs, OldestMs, SummaryMs float64
+}
+
+// latency is what the real calls took in one phase, milliseconds, and
+// the buffers the pulls touched (pg_stat_database).
+type latency struct {
+	Phase                     string
+	Pulls, Claims             int
+	PullP50, PullP90, PullP99 float64
+	HitsPerPull, ReadsPerPull float64
+	ClaimP50, ClaimP90        float64
+	Load                      string
 }
 
 // planFigures are the key figures of one EXPLAIN (ANALYZE, BUFFERS).
@@ -284,6 +313,7 @@ FROM generate_series(1, @n) AS i`
 
 // scaleDB is one filled database of the run.
 type scaleDB struct {
+	url   string
 	db    *models.DB
 	sqlDB *sql.DB
 	now   time.Time
@@ -366,7 +396,7 @@ func fillScale(t *testing.T, base string, n int, dueShare float64) *scaleDB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &scaleDB{db: db, sqlDB: sqlDB, now: now, r: r, rng: rand.New(rand.NewPCG(uint64(n), 1))}
+	return &scaleDB{url: u.String(), db: db, sqlDB: sqlDB, now: now, r: r, rng: rand.New(rand.NewPCG(uint64(n), 1))}
 }
 
 // explainAll records the plans of the pull and of the claim.
@@ -405,11 +435,12 @@ func (s *scaleDB) explainAll(t *testing.T) {
 }
 
 // vacuumTriggerSQL is the number of dead tuples at which autovacuum
-// vacuums connections: its own settings, else the server's.
+// vacuums connections of @tuples rows: its own settings, else the
+// server's.
 const vacuumTriggerSQL = `SELECT (coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_threshold'),
 		current_setting('autovacuum_vacuum_threshold'))::float8
 	+ coalesce((SELECT option_value FROM pg_options_to_table(c.reloptions) WHERE option_name = 'autovacuum_vacuum_scale_factor'),
-		current_setting('autovacuum_vacuum_scale_factor'))::float8 * c.reltuples)::bigint
+		current_setting('autovacuum_vacuum_scale_factor'))::float8 * @tuples)::bigint
 	FROM pg_class c WHERE c.oid = 'connections'::regclass`
 
 // churnSQL leaves dead index entries where warm passes leave them: h
@@ -432,7 +463,7 @@ var churnSQL = []string{
 func (s *scaleDB) churn(t *testing.T) {
 	g, r := rawdb.Gorm(s.db), s.r
 	var trigger int64
-	if err := g.Raw(vacuumTriggerSQL).Scan(&trigger).Error; err != nil {
+	if err := g.Raw(vacuumTriggerSQL, map[string]any{"tuples": r.N}).Scan(&trigger).Error; err != nil {
 		t.Fatal(err)
 	}
 	r.VacuumTrigger = int(trigger)
@@ -456,6 +487,91 @@ func (s *scaleDB) churn(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.ChurnOldestMs = ms(time.Since(t1))
+}
+
+// timeCalls times the real pulls and claims on every size, in interleaved
+// rounds so that whatever else the machine does weighs on every size alike,
+// and counts the buffers the pulls touched.
+func timeCalls(t *testing.T, dbs []*scaleDB, phase string, pulls, claims int) {
+	load := loadAvg()
+	for _, s := range dbs {
+		s.pulls, s.claim = nil, nil
+		s.pull(t, pulls/10, false) // warm-up, unmeasured
+	}
+	// pg_stat_database takes a backend's counts when it has been idle
+	// for 10 s at the latest.
+	time.Sleep(11 * time.Second)
+	before := make([][2]int64, len(dbs))
+	for i, s := range dbs {
+		before[i] = s.blocks(t)
+	}
+	const rounds = 10
+	for range rounds {
+		for _, s := range dbs {
+			s.pull(t, pulls/rounds, true)
+		}
+	}
+	time.Sleep(11 * time.Second)
+	for i, s := range dbs {
+		after := s.blocks(t)
+		n := float64(len(s.pulls))
+		s.r.Lat = append(s.r.Lat, latency{Phase: phase, Pulls: len(s.pulls),
+			PullP50: quantile(s.pulls, 0.5), PullP90: quantile(s.pulls, 0.9), PullP99: quantile(s.pulls, 0.99),
+			HitsPerPull: float64(after[0]-before[i][0]) / n, ReadsPerPull: float64(after[1]-before[i][1]) / n})
+	}
+	for range claims {
+		for _, s := range dbs {
+			s.claimOnce(t)
+		}
+	}
+	for _, s := range dbs {
+		l := &s.r.Lat[len(s.r.Lat)-1]
+		l.Claims, l.ClaimP50, l.ClaimP90 = len(s.claim), quantile(s.claim, 0.5), quantile(s.claim, 0.9)
+		l.Load = load + " → " + loadAvg()
+	}
+}
+
+// blocks reads the database's shared blocks hit and read so far.
+func (s *scaleDB) blocks(t *testing.T) [2]int64 {
+	var b struct{ Hit, Read int64 }
+	if err := rawdb.Gorm(s.db).Raw("SELECT blks_hit AS hit, blks_read AS read FROM pg_stat_database WHERE datname = current_database()").Scan(&b).Error; err != nil {
+		t.Fatal(err)
+	}
+	return [2]int64{b.Hit, b.Read}
+}
+
+func showSetting(t *testing.T, s *scaleDB, name string) string {
+	var v string
+	if err := rawdb.Gorm(s.db).Raw("SELECT current_setting(?)", name).Scan(&v).Error; err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// reopen connects again after a restart of the server.
+func (s *scaleDB) reopen(t *testing.T) {
+	db, err := models.Open(s.url, "", models.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if s.sqlDB, err = rawdb.Gorm(db).DB(); err != nil {
+		t.Fatal(err)
+	}
+	s.db = db
+}
+
+// prewarm loads the tables of the pull and the claim, and their indexes,
+// into the buffer pool.
+func (s *scaleDB) prewarm(t *testing.T) {
+	g := rawdb.Gorm(s.db)
+	for _, q := range []string{"CREATE EXTENSION IF NOT EXISTS pg_prewarm",
+		`SELECT sum(pg_prewarm(c)) FROM (SELECT 'connections'::regclass AS c UNION ALL SELECT 'device_sessions'::regclass
+			UNION ALL SELECT indexrelid::regclass FROM pg_index WHERE indrelid IN ('connections'::regclass, 'device_sessions'::regclass)) r`} {
+		if err := g.Exec(q).Error; err != nil {
+			t.Fatalf("prewarm: %v", err)
+		}
+	}
 }
 
 // pick is a random active connection.
@@ -694,20 +810,34 @@ func printScale(t *testing.T, rs []*scaleResult, smoke bool) {
 	col("claim after churn (custom plan): first run's buffers", func(r *scaleResult) string { return strconv.Itoa(r.ChurnCustom.FirstBuffers) })
 	plan(func(r *scaleResult) *planFigures { return r.ChurnGeneric })
 	col("OldestRefresh after churn ms (one call)", func(r *scaleResult) string { return fmt.Sprintf("%.1f", r.ChurnOldestMs) })
-	col("pull via models.DB: calls", func(r *scaleResult) string { return strconv.Itoa(r.Pulls) })
-	col("pull via models.DB: p50 / p90 / p99 ms", func(r *scaleResult) string {
-		return fmt.Sprintf("%.3f / %.3f / %.3f", r.PullP50, r.PullP90, r.PullP99)
-	})
-	col("ClaimDue(100) committed: calls", func(r *scaleResult) string { return strconv.Itoa(r.Claims) })
-	col("ClaimDue(100) committed: p50 / p90 ms", func(r *scaleResult) string { return fmt.Sprintf("%.3f / %.3f", r.ClaimP50, r.ClaimP90) })
+	for i := range rs[0].Lat {
+		lat := func(r *scaleResult) latency { return r.Lat[i] }
+		b.WriteString(rs[0].Lat[i].Phase + ":\n")
+		col("  1-minute load average before → after", func(r *scaleResult) string { return lat(r).Load })
+		col("  pull via models.DB: calls", func(r *scaleResult) string { return strconv.Itoa(lat(r).Pulls) })
+		col("  pull via models.DB: p50 / p90 / p99 ms", func(r *scaleResult) string {
+			return fmt.Sprintf("%.3f / %.3f / %.3f", lat(r).PullP50, lat(r).PullP90, lat(r).PullP99)
+		})
+		col("  pull: shared blocks hit / read per pull", func(r *scaleResult) string {
+			return fmt.Sprintf("%.2f / %.2f", lat(r).HitsPerPull, lat(r).ReadsPerPull)
+		})
+		col("  ClaimDue(100) committed: calls", func(r *scaleResult) string { return strconv.Itoa(lat(r).Claims) })
+		col("  ClaimDue(100) committed: p50 / p90 ms", func(r *scaleResult) string {
+			return fmt.Sprintf("%.3f / %.3f", lat(r).ClaimP50, lat(r).ClaimP90)
+		})
+		for _, r := range rs[1:] {
+			fmt.Fprintf(&b, "  %d vs %d: pull p50 %+.1f %%, ClaimDue p50 %+.1f %%\n", r.N, rs[0].N,
+				100*(lat(r).PullP50/lat(rs[0]).PullP50-1), 100*(lat(r).ClaimP50/lat(rs[0]).ClaimP50-1))
+		}
+	}
 	col("ConnectionCountsByStatus ms (one call)", func(r *scaleResult) string { return fmt.Sprintf("%.1f", r.CountsMs) })
 	col("WarmBacklog ms (one call)", func(r *scaleResult) string { return fmt.Sprintf("%.1f", r.BacklogMs) })
 	col("OldestRefresh ms (one call)", func(r *scaleResult) string { return fmt.Sprintf("%.1f", r.OldestMs) })
 	col("AdminSummary ms (one call)", func(r *scaleResult) string { return fmt.Sprintf("%.1f", r.SummaryMs) })
 	for _, r := range rs[1:] {
-		fmt.Fprintf(&b, "%d vs %d: pull p50 %+.1f %%, claim p50 %+.1f %%, claim buffers %d vs %d, after churn %d vs %d\n", r.N, rs[0].N,
-			100*(r.PullP50/rs[0].PullP50-1), 100*(r.ClaimP50/rs[0].ClaimP50-1), r.ClaimCustom.buffers(), rs[0].ClaimCustom.buffers(),
-			r.ChurnCustom.buffers(), rs[0].ChurnCustom.buffers())
+		fmt.Fprintf(&b, "%d vs %d: claim buffers %d vs %d, after churn %d vs %d, lease update %d vs %d\n", r.N, rs[0].N,
+			r.ClaimCustom.buffers(), rs[0].ClaimCustom.buffers(), r.ChurnCustom.buffers(), rs[0].ChurnCustom.buffers(),
+			r.Lease.buffers(), rs[0].Lease.buffers())
 	}
 	t.Log("\n" + b.String())
 }
