@@ -589,6 +589,11 @@ func (d *DB) RetireSigningKey(ctx context.Context, kid string, now time.Time) er
 	})
 }
 
+// connectionForSessionSQL is the pull's one statement (parameters: the
+// connection ID, the session ID): two primary-key lookups.
+const connectionForSessionSQL = `SELECT c.*, s.owner AS session_owner, s.revoked_at AS session_revoked_at
+			FROM device_sessions s LEFT JOIN connections c ON c.id = ? WHERE s.id = ?`
+
 // ConnectionForSession reads, in one statement, a device session (its
 // owner and revocation) and a connection: what a token pull needs, so a
 // pull of a valid token costs one round trip. sess is nil for an unknown
@@ -601,8 +606,7 @@ func (d *DB) ConnectionForSession(ctx context.Context, sessionID, connectionID s
 	}
 	err = d.RetryRead(ctx, func() error {
 		rows = nil
-		return d.gorm.WithContext(ctx).Raw(`SELECT c.*, s.owner AS session_owner, s.revoked_at AS session_revoked_at
-			FROM device_sessions s LEFT JOIN connections c ON c.id = ? WHERE s.id = ?`, connectionID, sessionID).Find(&rows).Error
+		return d.gorm.WithContext(ctx).Raw(connectionForSessionSQL, connectionID, sessionID).Find(&rows).Error
 	})
 	if err != nil || len(rows) == 0 {
 		return nil, nil, err

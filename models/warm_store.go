@@ -54,18 +54,8 @@ func (d *DB) ClaimDue(ctx context.Context, n int, dueOnly bool, now time.Time, l
 	until := now.Add(lease).Truncate(time.Microsecond)
 	var out []Claimed
 	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		q := tx.Model(&Connection{}).Select("id", "last_refreshed_at", "next_warm_at")
-		if dueOnly {
-			q = q.Where(due, now, now)
-		} else {
-			q = q.Where(probeable, now)
-		}
-		q = q.Order("next_warm_at").Limit(n)
-		if d.Dialect == Postgres {
-			q = q.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate, Options: clause.LockingOptionsSkipLocked})
-		}
 		var rows []Connection
-		if err := q.Find(&rows).Error; err != nil || len(rows) == 0 {
+		if err := d.claimQuery(tx, n, dueOnly, now).Find(&rows).Error; err != nil || len(rows) == 0 {
 			return err
 		}
 		ids := make([]string, len(rows))
@@ -76,13 +66,33 @@ func (d *DB) ClaimDue(ctx context.Context, n int, dueOnly bool, now time.Time, l
 		}
 		// Exec, not Update: the lease is bookkeeping, not a change of the
 		// connection, so updated_at stays.
-		return tx.Exec("UPDATE connections SET next_warm_at = ? WHERE id IN ?", until, ids).Error
+		return tx.Exec(claimLeaseSQL, until, ids).Error
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
 }
+
+// claimQuery is ClaimDue's select: the partial index connections_warm_due
+// in next_warm_at order, stopped after n rows.
+func (d *DB) claimQuery(tx *gorm.DB, n int, dueOnly bool, now time.Time) *gorm.DB {
+	q := tx.Model(&Connection{}).Select("id", "last_refreshed_at", "next_warm_at")
+	if dueOnly {
+		q = q.Where(due, now, now)
+	} else {
+		q = q.Where(probeable, now)
+	}
+	q = q.Order("next_warm_at").Limit(n)
+	if d.Dialect == Postgres {
+		q = q.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate, Options: clause.LockingOptionsSkipLocked})
+	}
+	return q
+}
+
+// claimLeaseSQL writes the lease of claimed connections (parameters: the
+// lease, the IDs).
+const claimLeaseSQL = "UPDATE connections SET next_warm_at = ? WHERE id IN ?"
 
 // ReleaseClaim gives a connection claimed but not warmed its old
 // next_warm_at back, so any replica can take it at once. A connection whose

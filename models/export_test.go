@@ -1,0 +1,37 @@
+package models
+
+import (
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Statement is one SQL statement as the driver receives it: placeholders
+// $1, $2… on Postgres, and their values.
+type Statement struct {
+	SQL  string
+	Vars []any
+}
+
+func (d *DB) dryRun() *gorm.DB { return d.gorm.Session(&gorm.Session{DryRun: true}) }
+
+// PullStatement is the statement ConnectionForSession runs.
+func (d *DB) PullStatement(sessionID, connectionID string) Statement {
+	st := d.dryRun().Raw(connectionForSessionSQL, connectionID, sessionID).Statement
+	return Statement{SQL: st.SQL.String(), Vars: st.Vars}
+}
+
+// ClaimStatement is the select ClaimDue runs for a batch of n due
+// connections at now.
+func (d *DB) ClaimStatement(n int, now time.Time) Statement {
+	var rows []Connection
+	st := d.claimQuery(d.dryRun(), n, true, now.UTC()).Find(&rows).Statement
+	return Statement{SQL: st.SQL.String(), Vars: st.Vars}
+}
+
+// ClaimLeaseStatement is the update by which ClaimDue leases the claimed
+// connections ids until until.
+func (d *DB) ClaimLeaseStatement(until time.Time, ids []string) Statement {
+	st := d.dryRun().Exec(claimLeaseSQL, until, ids).Statement
+	return Statement{SQL: st.SQL.String(), Vars: st.Vars}
+}
