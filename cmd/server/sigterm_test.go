@@ -94,11 +94,18 @@ func startServerProcess(t *testing.T, env map[string]string) *signalledServer {
 // device access token and the connection ID.
 func appConnect(t *testing.T, base, appRedirect, username string) (device, connID string) {
 	t.Helper()
+	return appConnectVia(t, nil, base, appRedirect, username)
+}
+
+// appConnectVia is appConnect with the browser's transport (nil: the
+// default), e.g. one that trusts a test CA.
+func appConnectVia(t *testing.T, browser http.RoundTripper, base, appRedirect, username string) (device, connID string) {
+	t.Helper()
 	verifier := strings.Repeat("v", 43)
 	sum := sha256.Sum256([]byte(verifier))
 	q := url.Values{"app_redirect_uri": {appRedirect}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
 		"code_challenge_method": {"S256"}, "login_hint": {username}}
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	noFollow := &http.Client{Transport: browser, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	next := base + "/v1/oauth/authorize?" + q.Encode()
 	var code string
 	for range 10 {
