@@ -471,6 +471,10 @@ Usage:
   tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
+  tokenwarm egress check [-login-url URL] [-direct]
+                       CONNECT through SALESFORCE_PROXY_URL and a TLS handshake with
+                       the login host; prints the egress configuration to compare
+                       with the org's Refresh Token IP Allowlist
   tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS
   tokenwarm admin-key create NAME | revoke NAME | list
                        manage admin API keys (create prints the key once)

@@ -26,6 +26,8 @@ type testCA struct {
 	file   string // the CA certificate, PEM
 	pool   *x509.CertPool
 	server tls.Certificate
+	// certFile and keyFile hold the server certificate and its key, PEM.
+	certFile, keyFile string
 }
 
 func newTestCA(t *testing.T) *testCA {
@@ -59,13 +61,22 @@ func newTestCA(t *testing.T) *testCA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(t.TempDir(), "egress-ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return &testCA{file: file, pool: pool, server: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}}
+	dir := t.TempDir()
+	ca := &testCA{file: filepath.Join(dir, "egress-ca.pem"), pool: x509.NewCertPool(),
+		server:   tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key},
+		certFile: filepath.Join(dir, "login.pem"), keyFile: filepath.Join(dir, "login-key.pem")}
+	ca.pool.AddCert(caCert)
+	for path, block := range map[string]*pem.Block{ca.file: {Type: "CERTIFICATE", Bytes: caDER},
+		ca.certFile: {Type: "CERTIFICATE", Bytes: leafDER}, ca.keyFile: {Type: "PRIVATE KEY", Bytes: keyDER}} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ca
 }
 
 // connectProxy is a forward proxy that only tunnels (HTTP CONNECT) and
