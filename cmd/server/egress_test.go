@@ -253,6 +253,11 @@ func TestRefreshTokenIPAllowlistThroughTheEgressProxy(t *testing.T) {
 	delete(direct, "SALESFORCE_PROXY_URL")
 	srv = startServerProcess(t, direct)
 	emu.ResetStats()
+	defer func() {
+		if n := len(proxy.Connects()); n != len(tunnels) {
+			t.Errorf("the proxy saw %d CONNECTs after it was taken out of the configuration", n-len(tunnels))
+		}
+	}()
 	alerts := func() int { return strings.Count(srv.logs.String(), "ALERT: Salesforce refused") }
 
 	// One refused connection backs off; the app goes on.
@@ -299,6 +304,13 @@ func TestRefreshTokenIPAllowlistThroughTheEgressProxy(t *testing.T) {
 		if c.path == "/services/oauth2/token" && c.source != "127.0.0.1" {
 			t.Errorf("a token call without the proxy came from %s", c.source)
 		}
+	}
+	// A user connecting now gets an error at the app, and nothing is stored.
+	if back, _ := authorizeAsApp(t, browser, srv.base, app, "late@example.com"); back.Get("error") != "server_error" || back.Get("code") != "" {
+		t.Fatalf("connect without the proxy reached the app with %v", back)
+	}
+	if st := emu.Stats(); st.Exchanges != 0 || st.IPRejections != 4 || alerts() != 1 {
+		t.Fatalf("connect without the proxy: %+v, %d alerts", st, alerts())
 	}
 	var sum struct {
 		ByStatus map[string]int64 `json:"by_status"`
