@@ -144,7 +144,7 @@ func checkEgress(ctx context.Context, cfg *Config, loginURL string) *egressRepor
 			defer mu.Unlock()
 			// With an https proxy the first handshake is the proxy's; the
 			// last one is the login host's.
-			tlsErr = err
+			tlsErr, r.tls = err, nil
 			if err == nil {
 				r.tls = &st
 			}
