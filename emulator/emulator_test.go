@@ -493,6 +493,36 @@ func TestIPAllowlistLeavesChainIntact(t *testing.T) {
 	}
 }
 
+// The allowlist covers the code exchange and the refresh grant; with
+// RestrictRevokeAndIntrospect it refuses revoke and introspection from
+// other sources the same way, and neither refusal touches the token.
+func TestIPAllowlistOnRevokeAndIntrospect(t *testing.T) {
+	h := newHarness(t)
+	org, user := userOf(t, h.login().str("id"))
+	rt, _ := h.emu.CurrentRefreshToken(org, user)
+	if err := h.emu.SetAllowedIPs([]string{"203.0.113.7"}); err != nil {
+		t.Fatal(err)
+	}
+	if a := h.post("/services/oauth2/introspect", introspectForm(rt)); a.status != http.StatusOK || a.body["active"] != true {
+		t.Fatalf("introspection outside the documented scope: %d %v", a.status, a.body)
+	}
+	h.emu.RestrictRevokeAndIntrospect(true)
+	wantError(t, h.post("/services/oauth2/introspect", introspectForm(rt)), http.StatusBadRequest, "invalid_grant", "ip restricted or invalid login hours")
+	wantError(t, h.post("/services/oauth2/revoke", url.Values{"token": {rt}}), http.StatusBadRequest, "invalid_grant", "ip restricted or invalid login hours")
+	if cur, ok := h.emu.CurrentRefreshToken(org, user); !ok || cur != rt {
+		t.Fatal("a refused revoke touched the chain")
+	}
+	if err := h.emu.SetAllowedIPs([]string{"127.0.0.1", "::1"}); err != nil {
+		t.Fatal(err)
+	}
+	if a := h.post("/services/oauth2/revoke", url.Values{"token": {rt}}); a.status != http.StatusOK {
+		t.Fatalf("revoke from an allowed source: %d %v", a.status, a.body)
+	}
+	if st := h.emu.Stats(); st.IPRejections != 2 || st.Revocations != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 func TestClientChecks(t *testing.T) {
 	h := newHarness(t)
 	rt := h.login().str("refresh_token")

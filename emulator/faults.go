@@ -24,6 +24,8 @@ type controls struct {
 	introFailNext   int
 	introFailStatus int
 	allowed         []netip.Prefix
+	// allowedAll applies allowed to revoke and introspection as well.
+	allowedAll bool
 }
 
 func newControls() controls {
@@ -126,11 +128,16 @@ func (s *Server) HoldRefreshes() (release func()) {
 }
 
 // SetAllowedIPs restricts the token endpoint to clients from these ranges
-// ("203.0.113.0/24") or addresses ("2001:db8::1"), like a connected app's IP
-// relaxation policy. Empty lifts the restriction.
+// ("203.0.113.0/24") or addresses ("2001:db8::1"), like a connected app's
+// Refresh Token IP Allowlist: only listed sources complete the web server
+// flow (the code exchange) or the refresh token flow; others get 400
+// invalid_grant "ip restricted or invalid login hours" and nothing happens
+// to the token. The authorize page is not restricted (the user's browser
+// signs in from anywhere). Empty lifts the restriction.
 func (s *Server) SetAllowedIPs(ranges []string) error {
 	prefixes := make([]netip.Prefix, 0, len(ranges))
 	for _, r := range ranges {
+		r = strings.TrimSpace(r)
 		var p netip.Prefix
 		var err error
 		if strings.Contains(r, "/") {
@@ -149,6 +156,32 @@ func (s *Server) SetAllowedIPs(ranges []string) error {
 	defer s.mu.Unlock()
 	s.ctl.allowed = prefixes
 	return nil
+}
+
+// RestrictRevokeAndIntrospect applies the allowlist of SetAllowedIPs to
+// the revoke and introspection endpoints too. Salesforce documents the
+// allowlist for the web server and refresh token flows only and says
+// nothing of these two, so this is the harsher reading: a client that
+// passes with it sends every call through its fixed egress.
+func (s *Server) RestrictRevokeAndIntrospect(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ctl.allowedAll = on
+}
+
+// ipRefused answers a call from a source outside the allowlist the way the
+// token endpoint does, and reports whether it did. everywhere says the call
+// is not a token-endpoint call (revoke, introspection).
+func (s *Server) ipRefused(w http.ResponseWriter, r *http.Request, everywhere bool) bool {
+	s.mu.Lock()
+	skip := everywhere && !s.ctl.allowedAll
+	s.mu.Unlock()
+	if skip || s.ipAllowed(r) {
+		return false
+	}
+	s.count(&s.stats.IPRejections)
+	errIPRestricted.write(w)
+	return true
 }
 
 func (s *Server) ipAllowed(r *http.Request) bool {

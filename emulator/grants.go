@@ -72,9 +72,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		e.write(w)
 		return
 	}
-	if !s.ipAllowed(r) {
-		s.count(&s.stats.IPRejections)
-		errIPRestricted.write(w)
+	if s.ipRefused(w, r, false) {
 		return
 	}
 	switch grant {

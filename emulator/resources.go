@@ -14,6 +14,9 @@ const (
 // revoke serves /services/oauth2/revoke. Salesforce also accepts GET with
 // the token in the query, so the emulator does too.
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
+	if s.ipRefused(w, r, true) {
+		return
+	}
 	if e := s.revokeToken(r.FormValue("token")); e != nil {
 		e.write(w)
 		return
@@ -71,6 +74,9 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	if _, e := s.authenticateClient(r); e != nil {
 		e.write(w)
+		return
+	}
+	if s.ipRefused(w, r, true) {
 		return
 	}
 	writeJSON(w, http.StatusOK, s.inspect(r.PostForm.Get("token"), s.baseURL(r)))

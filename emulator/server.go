@@ -13,6 +13,7 @@ package emulator
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -210,19 +211,45 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // one line per request (method, path and status; never a query string, which
 // may hold a token) to logw.
 func ListenAndServe(ctx context.Context, addr string, cfg Config, logw io.Writer) error {
+	return ListenAndServeWith(ctx, addr, cfg, ServeOptions{}, logw)
+}
+
+// ServeOptions are how ListenAndServeWith serves.
+type ServeOptions struct {
+	// TLS, when set, serves HTTPS with its certificates (e.g. signed by a
+	// test CA the client is told to trust), as Salesforce only speaks https.
+	TLS *tls.Config
+	// AllowedIPs is the IP allowlist from the start (see SetAllowedIPs).
+	AllowedIPs []string
+	// RestrictAll applies it to revoke and introspection too (see
+	// RestrictRevokeAndIntrospect).
+	RestrictAll bool
+}
+
+// ListenAndServeWith is ListenAndServe with serving options.
+func ListenAndServeWith(ctx context.Context, addr string, cfg Config, opts ServeOptions, logw io.Writer) error {
+	emu := New(cfg)
+	if err := emu.SetAllowedIPs(opts.AllowedIPs); err != nil {
+		return err
+	}
+	emu.RestrictRevokeAndIntrospect(opts.RestrictAll)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("emulator: %w", err)
 	}
+	scheme := "http"
+	if opts.TLS != nil {
+		ln, scheme = tls.NewListener(ln, opts.TLS.Clone()), "https"
+	}
 	handler := slog.NewTextHandler(logw, nil)
 	logger := slog.New(handler).With("component", "emulator")
-	emu := New(cfg)
 	srv := &http.Server{
 		Handler:           logRequests(logger, emu),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(handler, slog.LevelError),
 	}
-	logger.Info("salesforce emulator listening", "url", "http://"+ln.Addr().String(), "org_id", emu.OrgID())
+	logger.Info("salesforce emulator listening", "url", scheme+"://"+ln.Addr().String(), "org_id", emu.OrgID(),
+		"allowed_ips", strings.Join(opts.AllowedIPs, ","))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

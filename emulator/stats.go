@@ -26,7 +26,7 @@ type Stats struct {
 	// LostRotations counts successful rotations whose answer never reached
 	// the client (see LostRotations).
 	LostRotations    int
-	IPRejections     int // token calls refused by the IP allowlist
+	IPRejections     int // calls refused by the IP allowlist
 	ClientErrors     int // token or introspection calls with a bad client ID or secret
 	InjectedFailures int // answers from FailNext or SetFailureRate
 	Revocations      int // successful revoke calls

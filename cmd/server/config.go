@@ -1,11 +1,14 @@
 package main
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -34,6 +37,10 @@ type Config struct {
 	Introspect      bool
 	UpstreamTimeout time.Duration
 	ProxyURL        string
+	// CAFile is SALESFORCE_CA_FILE; CAPool is the system roots plus its
+	// certificates (nil: the system roots alone).
+	CAFile          string
+	CAPool          *x509.CertPool
 	SealKeys        string
 	LockTimeout     time.Duration
 	DBMaxConns      int
@@ -174,6 +181,15 @@ var settings = []setting{
 			c.ProxyURL = v
 			return nil
 		}},
+	{env: "SALESFORCE_CA_FILE", help: "PEM file of extra root CAs trusted for calls to Salesforce and to an https egress proxy, added to the system roots (for a private-CA egress, e.g. a TLS-inspecting proxy); empty = the system roots only",
+		set: func(c *Config, v string) error {
+			pool, err := loadCAFile(v)
+			if err != nil {
+				return err
+			}
+			c.CAFile, c.CAPool = v, pool
+			return nil
+		}},
 	{env: "TOKENWARM_SEAL_KEYS", help: "key ring sealing tokens at rest: kid:base64(32 bytes)[,kid:...]; the first key seals, all open. Required with DATABASE_URL; embedded mode generates one into the data dir", secret: true,
 		set: str(func(c *Config) *string { return &c.SealKeys })},
 	{env: "TOKENWARM_LOCK_TIMEOUT", def: "30s", help: "longest wait for another replica's refresh of the same connection",
@@ -312,6 +328,41 @@ var settings = []setting{
 		}},
 }
 
+// loadCAFile returns the system roots plus every certificate of the PEM
+// file at path. A file without a single CA certificate is refused: a typo
+// must not silently leave the private CA out.
+func loadCAFile(path string) (*x509.CertPool, error) {
+	pemBytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the file: %w", errors.Unwrap(err))
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	n := 0
+	for rest := pemBytes; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d is unreadable: %w", n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("want a PEM file with at least one CERTIFICATE block")
+	}
+	return pool, nil
+}
+
 // loadConfig reads the configuration; it reports every bad variable at once.
 func loadConfig(getenv func(string) string) (*Config, error) {
 	c := &Config{}
@@ -420,6 +471,10 @@ Usage:
   tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
+  tokenwarm egress check [-login-url URL] [-direct]
+                       CONNECT through SALESFORCE_PROXY_URL and a TLS handshake with
+                       the login host; prints the egress configuration to compare
+                       with the org's Refresh Token IP Allowlist
   tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS
   tokenwarm admin-key create NAME | revoke NAME | list
                        manage admin API keys (create prints the key once)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "emulator":
 		return runEmulator(ctx, args, stdout)
+	case "egress":
+		return egressCommand(ctx, args, getenv, stdout)
 	case "serve", "migrate", "reseal", "admin-key", "purge":
 	default:
 		printUsage(stderr)
@@ -383,7 +386,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 // salesforceTransport sends token calls through the configured egress
 // proxy and no other.
-func salesforceTransport(cfg *Config) http.RoundTripper {
+func salesforceTransport(cfg *Config) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	// One kept-alive connection per concurrent refresh: a TLS handshake
 	// through the egress proxy per refresh would cost more than the refresh.
@@ -393,6 +396,16 @@ func salesforceTransport(cfg *Config) http.RoundTripper {
 	t.Proxy = nil
 	if u, err := url.Parse(cfg.ProxyURL); cfg.ProxyURL != "" && err == nil {
 		t.Proxy = http.ProxyURL(u)
+	}
+	// Extra roots (SALESFORCE_CA_FILE) for a private-CA egress; they also
+	// verify an https proxy, which Go's transport dials with this config.
+	if cfg.CAPool != nil {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if t.TLSClientConfig != nil {
+			tc = t.TLSClientConfig.Clone()
+		}
+		tc.RootCAs = cfg.CAPool
+		t.TLSClientConfig = tc
 	}
 	return t
 }
@@ -405,11 +418,28 @@ func runEmulator(ctx context.Context, args []string, stdout io.Writer) error {
 	clientSecret := fs.String("client-secret", demoClientSecret, "connected app consumer secret")
 	session := fs.Duration("session-timeout", 2*time.Hour, "access-token lifetime")
 	autoApprove := fs.Bool("auto-approve", false, "approve authorizations without showing the consent page")
+	certFile := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate (chain); needs -tls-key")
+	keyFile := fs.String("tls-key", "", "PEM private key of -tls-cert")
+	allowIPs := fs.String("allow-ips", "", "comma-separated IPs or CIDRs: the refresh-token IP allowlist (code exchange and refresh); empty = any source")
+	restrictAll := fs.Bool("allowlist-everywhere", false, "apply -allow-ips to revoke and introspection too")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Salesforce emulator on http://%s (client id %q)\n", *addr, *clientID)
-	return emulator.ListenAndServe(ctx, *addr, emulator.Config{
+	var opts emulator.ServeOptions
+	scheme := "http"
+	if *certFile != "" || *keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			return fmt.Errorf("emulator: -tls-cert/-tls-key: %w", err)
+		}
+		opts.TLS, scheme = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, "https"
+	}
+	if *allowIPs != "" {
+		opts.AllowedIPs = strings.Split(*allowIPs, ",")
+	}
+	opts.RestrictAll = *restrictAll
+	fmt.Fprintf(stdout, "Salesforce emulator on %s://%s (client id %q)\n", scheme, *addr, *clientID)
+	return emulator.ListenAndServeWith(ctx, *addr, emulator.Config{
 		ClientID: *clientID, ClientSecret: *clientSecret, SessionTimeout: *session, AutoApprove: *autoApprove,
-	}, stdout)
+	}, opts, stdout)
 }

@@ -94,31 +94,17 @@ func startServerProcess(t *testing.T, env map[string]string) *signalledServer {
 // device access token and the connection ID.
 func appConnect(t *testing.T, base, appRedirect, username string) (device, connID string) {
 	t.Helper()
-	verifier := strings.Repeat("v", 43)
-	sum := sha256.Sum256([]byte(verifier))
-	q := url.Values{"app_redirect_uri": {appRedirect}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
-		"code_challenge_method": {"S256"}, "login_hint": {username}}
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	next := base + "/v1/oauth/authorize?" + q.Encode()
-	var code string
-	for range 10 {
-		resp, err := noFollow.Get(next)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		loc, err := resp.Location()
-		if err != nil {
-			t.Fatalf("%s: %d without a redirect", next, resp.StatusCode)
-		}
-		if strings.HasPrefix(loc.String(), appRedirect) {
-			code = loc.Query().Get("code")
-			break
-		}
-		next = loc.String()
-	}
+	return appConnectVia(t, nil, base, appRedirect, username)
+}
+
+// appConnectVia is appConnect with the browser's transport (nil: the
+// default), e.g. one that trusts a test CA.
+func appConnectVia(t *testing.T, browser http.RoundTripper, base, appRedirect, username string) (device, connID string) {
+	t.Helper()
+	back, verifier := authorizeAsApp(t, browser, base, appRedirect, username)
+	code := back.Get("code")
 	if code == "" {
-		t.Fatal("the flow did not reach the app with a code")
+		t.Fatalf("the flow did not reach the app with a code: %v", back)
 	}
 	resp, err := http.PostForm(base+"/v1/device/token", url.Values{"grant_type": {"handoff_code"}, "code": {code}, "code_verifier": {verifier}})
 	if err != nil {
@@ -133,6 +119,35 @@ func appConnect(t *testing.T, base, appRedirect, username string) (device, connI
 		t.Fatalf("device token: %d %v", resp.StatusCode, err)
 	}
 	return sess.AccessToken, sess.ConnectionIDs[0]
+}
+
+// authorizeAsApp runs the browser's part of the connect flow and returns
+// the query the app's redirect URI received, and the PKCE verifier.
+func authorizeAsApp(t *testing.T, browser http.RoundTripper, base, appRedirect, username string) (url.Values, string) {
+	t.Helper()
+	verifier := strings.Repeat("v", 43)
+	sum := sha256.Sum256([]byte(verifier))
+	q := url.Values{"app_redirect_uri": {appRedirect}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
+		"code_challenge_method": {"S256"}, "login_hint": {username}}
+	noFollow := &http.Client{Transport: browser, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	next := base + "/v1/oauth/authorize?" + q.Encode()
+	for range 10 {
+		resp, err := noFollow.Get(next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := resp.Location()
+		if err != nil {
+			t.Fatalf("%s: %d without a redirect", next, resp.StatusCode)
+		}
+		if strings.HasPrefix(loc.String(), appRedirect) {
+			return loc.Query(), verifier
+		}
+		next = loc.String()
+	}
+	t.Fatal("the flow did not reach the app")
+	return nil, ""
 }
 
 // pull asks for a Salesforce access token, reporting rejected as refused.

@@ -81,17 +81,9 @@ func TestWebhookSurvivesServerRestart(t *testing.T) {
 	base, stop := startServer(t, env)
 	demoConnect(t, base)
 	admin := func(method, path string) map[string]any {
-		req, _ := http.NewRequest(method, base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
 		var v map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&v)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, v)
+		if code := adminCall(t, method, base, key, path, &v); code != 200 {
+			t.Fatalf("%s %s: %d", method, path, code)
 		}
 		return v
 	}
