@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -39,6 +40,10 @@ type Config struct {
 	// exceed the time a whole batch can take. Default Timeout times the
 	// number of rounds a batch needs at Concurrency, plus a minute.
 	Lease time.Duration
+	// NoLegacySignature stops sending the legacy Tokenwarm-Signature header
+	// next to the Standard Webhooks headers (sent by default during the
+	// transition).
+	NoLegacySignature bool
 }
 
 func (c *Config) defaults() {
@@ -80,7 +85,7 @@ type Outbox interface {
 // number of dispatchers (in one process or many) may share a database.
 type Dispatcher struct {
 	db      Outbox
-	secrets map[string]string
+	signers map[string]signer
 	clock   clock.Clock
 	client  *http.Client
 	log     *slog.Logger
@@ -103,11 +108,11 @@ func NewDispatcher(db Outbox, endpoints []Endpoint, clk clock.Clock, client *htt
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	secrets := make(map[string]string, len(endpoints))
+	signers := make(map[string]signer, len(endpoints))
 	for _, ep := range endpoints {
-		secrets[ep.URL] = ep.Secret
+		signers[ep.URL] = newSigner(ep)
 	}
-	return &Dispatcher{db: db, secrets: secrets, clock: clk, client: client, log: log.With("component", "webhooks"), cfg: cfg}
+	return &Dispatcher{db: db, signers: signers, clock: clk, client: client, log: log.With("component", "webhooks"), cfg: cfg}
 }
 
 // Config returns the effective configuration.
@@ -196,12 +201,12 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 	defer cancel()
 	log := d.log.With("event_id", r.EventID, "event_type", r.EventType, "endpoint", safeURL(r.EndpointURL))
 
-	secret, ok := d.secrets[r.EndpointURL]
+	sg, ok := d.signers[r.EndpointURL]
 	if !ok {
 		log.Warn("webhook endpoint no longer configured; event dropped")
 		return false, d.db.MarkDeliveryFailed(rec, r.ID, lease, r.Attempts, "endpoint no longer configured")
 	}
-	sendErr := d.send(ctx, r, secret)
+	sendErr := d.send(ctx, r, sg)
 	now := d.clock.Now().UTC().Truncate(time.Microsecond)
 	attempts := r.Attempts + 1
 	if sendErr == nil {
@@ -226,8 +231,26 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 	return false, d.db.RescheduleDelivery(rec, r.ID, lease, next, attempts, msg)
 }
 
-// send POSTs r, signed with secret; nil means a 2xx answer.
-func (d *Dispatcher) send(ctx context.Context, r models.WebhookDelivery, secret string) error {
+// signer signs the deliveries to one endpoint with each of its secrets.
+type signer struct {
+	secrets []string // legacy Tokenwarm-Signature: the literal secrets
+	keys    [][]byte // webhook-signature: their Standard Webhooks keys
+}
+
+func newSigner(ep Endpoint) signer {
+	var s signer
+	for _, sec := range append([]string{ep.Secret}, ep.PreviousSecrets...) {
+		if sec == "" {
+			continue
+		}
+		s.secrets = append(s.secrets, sec)
+		s.keys = append(s.keys, SigningKey(sec))
+	}
+	return s
+}
+
+// send POSTs r, signed by sg; nil means a 2xx answer.
+func (d *Dispatcher) send(ctx context.Context, r models.WebhookDelivery, sg signer) error {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
 	body := []byte(r.Payload)
@@ -239,7 +262,17 @@ func (d *Dispatcher) send(ctx context.Context, r models.WebhookDelivery, secret 
 	req.Header.Set("User-Agent", "tokenwarm-webhooks/1")
 	req.Header.Set(HeaderEventID, r.EventID)
 	req.Header.Set(HeaderEventType, r.EventType)
-	req.Header.Set(HeaderSignature, Sign(secret, d.clock.Now(), body))
+	// Standard Webhooks: the ID is the event's, the same in every attempt;
+	// the timestamp is this attempt's.
+	now := d.clock.Now()
+	req.Header.Set(HeaderWebhookID, r.EventID)
+	req.Header.Set(HeaderWebhookTimestamp, strconv.FormatInt(now.Unix(), 10))
+	if len(sg.keys) > 0 {
+		req.Header.Set(HeaderWebhookSignature, SignStandard(sg.keys, r.EventID, now, body))
+	}
+	if !d.cfg.NoLegacySignature && len(sg.secrets) > 0 {
+		req.Header.Set(HeaderSignature, Sign(sg.secrets[0], now, body, sg.secrets[1:]...))
+	}
 	resp, err := d.client.Do(req)
 	if err != nil {
 		// The URL may carry a credential of the receiver's: keep it out of

@@ -10,7 +10,9 @@ import (
 	"time"
 )
 
-// Headers of every delivery.
+// tokenwarm's own headers of every delivery. HeaderSignature is the legacy
+// signature, sent next to the Standard Webhooks one during the transition
+// (Config.NoLegacySignature turns it off).
 const (
 	HeaderEventID   = "Tokenwarm-Event-Id"
 	HeaderEventType = "Tokenwarm-Event-Type"
@@ -28,10 +30,19 @@ var (
 	ErrSignatureMismatch  = errors.New("webhooks: no signature matches")
 )
 
-// Sign returns the Tokenwarm-Signature header value for body sent at t.
-func Sign(secret string, t time.Time, body []byte) string {
+// Sign returns the legacy Tokenwarm-Signature header value for body sent
+// at t: "t=<unix>,v1=<hex>", with one v1 per secret (several during a
+// rotation). The HMAC key is each secret's literal bytes, exactly as
+// before the Standard Webhooks signature existed, whatever the secret
+// looks like, so receivers of this header never see a change.
+func Sign(secret string, t time.Time, body []byte, more ...string) string {
 	ts := strconv.FormatInt(t.Unix(), 10)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(mac(secret, ts, body))
+	var b strings.Builder
+	b.WriteString("t=" + ts)
+	for _, s := range append([]string{secret}, more...) {
+		b.WriteString(",v1=" + hex.EncodeToString(mac(s, ts, body)))
+	}
+	return b.String()
 }
 
 func mac(secret, ts string, body []byte) []byte {

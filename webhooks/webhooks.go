@@ -13,13 +13,16 @@
 //
 //	POST <endpoint URL>
 //	Content-Type: application/json
+//	webhook-id: evt_3f0c...
+//	webhook-timestamp: 1767225600
+//	webhook-signature: v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=
 //	Tokenwarm-Event-Id: evt_3f0c...
 //	Tokenwarm-Event-Type: connection.needs_reauth
 //	Tokenwarm-Signature: t=1767225600,v1=5d1c...
 //
 //	{"id":"evt_3f0c...","type":"connection.needs_reauth",
-//	 "created_at":"2026-01-01T00:00:00Z",
-//	 "data":{"connection_id":"...","org_id":"...","user_id":"...","reason":"invalid_grant"}}
+//	 "created_at":"2026-01-01T00:00:00Z","timestamp":"2026-01-01T00:00:00Z",
+//	 "data":{"connection_id":"...","error_code":"invalid_grant","reason":"...","cause":"warm"}}
 //
 // Any 2xx answer means delivered; anything else, a network error or no
 // answer within the timeout means the delivery is retried later. Payloads
@@ -27,17 +30,27 @@
 //
 // # Signature
 //
-// Tokenwarm-Signature holds t, the Unix time in seconds when the request
-// was signed, and v1, the lowercase hex HMAC-SHA256 of the string
-// "<t>.<raw request body>" keyed with the endpoint's secret. To verify,
-// recompute the HMAC over the raw body as received (before any JSON
-// parsing), compare in constant time, and reject timestamps more than a
-// few minutes from your clock to limit replays. Verify does exactly that;
-// the header may carry several v1 values, any one matching suffices.
+// Deliveries follow the Standard Webhooks specification
+// (https://www.standardwebhooks.com/), so receivers verify them with its
+// published libraries (Go, Node, Python, Ruby, PHP, Java, …) given the
+// endpoint's "whsec_…" secret: webhook-id is the event ID (the same in
+// every retry), webhook-timestamp the Unix time in seconds of this
+// attempt, and webhook-signature "v1,<base64 HMAC-SHA256 of
+// "<webhook-id>.<webhook-timestamp>.<raw body>">", keyed with the secret's
+// key (SigningKey), one space-separated signature per secret while a
+// secret is being rotated (Endpoint.PreviousSecrets). A secret of the
+// earlier scheme (not "whsec_…") keys the HMAC with its own bytes; its
+// receivers use ReceiverSecret's form, "whsec_" + base64 of those bytes.
+//
+// During a transition, deliveries also carry the legacy
+// Tokenwarm-Signature: t, the same Unix time, and one v1 per secret, the
+// lowercase hex HMAC-SHA256 of "<t>.<raw body>" keyed with the secret's
+// literal bytes. Verify checks it. Config.NoLegacySignature stops it.
 package webhooks
 
 import (
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -75,10 +88,17 @@ type Event struct {
 	Data map[string]any
 }
 
-// Endpoint is a URL events are sent to and the secret they are signed with.
+// Endpoint is a URL events are sent to and the secrets they are signed
+// with (see SigningKey for what a secret may look like).
 type Endpoint struct {
-	URL    string
+	URL string
+	// Secret signs every delivery.
 	Secret string
+	// PreviousSecrets sign too, during a rotation: each delivery then
+	// carries one signature per secret, so receivers still holding an old
+	// secret keep verifying until they switch to Secret. Drop them once
+	// every receiver has.
+	PreviousSecrets []string
 }
 
 // NewEventID returns a fresh random event ID.
@@ -88,11 +108,20 @@ func NewEventID() string {
 	return "evt_" + hex.EncodeToString(b)
 }
 
-// payload is the JSON body of a delivery.
+// NewSecret returns a fresh Standard Webhooks secret with a 32-byte key.
+func NewSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return SecretPrefix + base64.StdEncoding.EncodeToString(b)
+}
+
+// payload is the JSON body of a delivery. Timestamp is CreatedAt again,
+// under the name the Standard Webhooks payload structure gives it.
 type payload struct {
 	ID        string         `json:"id"`
 	Type      string         `json:"type"`
 	CreatedAt time.Time      `json:"created_at"`
+	Timestamp time.Time      `json:"timestamp"`
 	Data      map[string]any `json:"data"`
 }
 
@@ -129,7 +158,7 @@ func Deliveries(endpoints []Endpoint, ev Event, now time.Time) ([]models.Webhook
 	if ev.ConnectionID != "" {
 		data["connection_id"] = ev.ConnectionID
 	}
-	body, err := json.Marshal(payload{ID: ev.ID, Type: ev.Type, CreatedAt: ev.CreatedAt.UTC(), Data: data})
+	body, err := json.Marshal(payload{ID: ev.ID, Type: ev.Type, CreatedAt: ev.CreatedAt.UTC(), Timestamp: ev.CreatedAt.UTC(), Data: data})
 	if err != nil {
 		return nil, fmt.Errorf("webhooks: encode %s: %w", ev.Type, err)
 	}

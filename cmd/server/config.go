@@ -49,21 +49,25 @@ type Config struct {
 	WarmSchedule    string
 	WebhookURLs     []string
 	WebhookSecret   string
-	WebhookRetry    time.Duration
-	WarmConcurrency int
-	WarmBatch       int
-	WarmRetryBudget time.Duration
-	IdleRiskBefore  time.Duration
-	ShutdownTimeout time.Duration
-	CommitRetry     time.Duration
-	BackoffBase     time.Duration
-	BackoffMax      time.Duration
-	Retention       time.Duration
-	EventRetention  time.Duration
-	AppRedirectURIs []string
-	AppClients      handlers.AppClients
-	DeviceTokenTTL  time.Duration
-	DeviceIdleTTL   time.Duration
+	// WebhookPreviousSecret also signs during a secret rotation.
+	WebhookPreviousSecret string
+	// WebhookLegacySignature: also send Tokenwarm-Signature.
+	WebhookLegacySignature bool
+	WebhookRetry           time.Duration
+	WarmConcurrency        int
+	WarmBatch              int
+	WarmRetryBudget        time.Duration
+	IdleRiskBefore         time.Duration
+	ShutdownTimeout        time.Duration
+	CommitRetry            time.Duration
+	BackoffBase            time.Duration
+	BackoffMax             time.Duration
+	Retention              time.Duration
+	EventRetention         time.Duration
+	AppRedirectURIs        []string
+	AppClients             handlers.AppClients
+	DeviceTokenTTL         time.Duration
+	DeviceIdleTTL          time.Duration
 	// DeviceReuseInterval: 0 disables the device refresh reuse interval.
 	DeviceReuseInterval time.Duration
 	// Rate limits of each replica (0 RPS disables one) and the proxies
@@ -92,6 +96,17 @@ func dur(dst func(*Config) *time.Duration) func(*Config, string) error {
 			return fmt.Errorf("want a positive duration such as 90s or 2h")
 		}
 		*dst(c) = d
+		return nil
+	}
+}
+
+func boolean(dst func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false")
+		}
+		*dst(c) = b
 		return nil
 	}
 }
@@ -162,14 +177,7 @@ var settings = []setting{
 	{env: "SALESFORCE_SESSION_TIMEOUT", def: "2h", help: "access-token lifetime assumed when introspection is off (Salesforce sends no expires_in)",
 		set: dur(func(c *Config) *time.Duration { return &c.SessionTimeout })},
 	{env: "SALESFORCE_INTROSPECT", def: "false", help: "learn each access token's real expiry from the introspection endpoint",
-		set: func(c *Config, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("want true or false")
-			}
-			c.Introspect = b
-			return nil
-		}},
+		set: boolean(func(c *Config) *bool { return &c.Introspect })},
 	{env: "SALESFORCE_TIMEOUT", def: "15s", help: "timeout of one call to Salesforce; must stay well under TOKENWARM_LOCK_TIMEOUT",
 		set: dur(func(c *Config) *time.Duration { return &c.UpstreamTimeout })},
 	{env: "SALESFORCE_PROXY_URL", help: "egress proxy for calls to Salesforce (the fixed IPs of the refresh-token IP allowlist); empty = direct", secret: true,
@@ -293,8 +301,12 @@ var settings = []setting{
 			}
 			return nil
 		}},
-	{env: "TOKENWARM_WEBHOOK_SECRET", help: "HMAC-SHA256 key that signs webhook deliveries (Tokenwarm-Signature: t=<unix>,v1=<hex HMAC of \"<t>.<body>\">); required with TOKENWARM_WEBHOOK_URLS", secret: true,
+	{env: "TOKENWARM_WEBHOOK_SECRET", help: "secret that signs webhook deliveries (Standard Webhooks webhook-signature); required with TOKENWARM_WEBHOOK_URLS, at least 16 characters: a whsec_<base64 key> secret (make one with: tokenwarm webhook-secret) or any other string, whose bytes are then the key (receivers use whsec_ + base64 of them)", secret: true,
 		set: str(func(c *Config) *string { return &c.WebhookSecret })},
+	{env: "TOKENWARM_WEBHOOK_PREVIOUS_SECRET", help: "during a webhook secret rotation, the secret being replaced: deliveries carry a signature under each secret until this is unset", secret: true,
+		set: str(func(c *Config) *string { return &c.WebhookPreviousSecret })},
+	{env: "TOKENWARM_WEBHOOK_LEGACY_SIGNATURE", def: "true", help: "also send the legacy Tokenwarm-Signature: t=<unix>,v1=<hex HMAC of \"<t>.<body>\"> header next to the Standard Webhooks headers (deprecated: set false once no receiver reads it)",
+		set: boolean(func(c *Config) *bool { return &c.WebhookLegacySignature })},
 	{env: "TOKENWARM_WEBHOOK_RETRY_BASE", def: "10s", help: "first retry delay of a failed webhook delivery; it doubles (jittered) up to 1h, 20 attempts in all",
 		set: dur(func(c *Config) *time.Duration { return &c.WebhookRetry })},
 	{env: "TOKENWARM_RETENTION", def: "720h", help: "how long finished rows are kept before housekeeping deletes them: expired handoff codes, dead device sessions, rotated device refresh tokens (their reuse revokes the family until then), finished webhook deliveries",
@@ -407,6 +419,9 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	if len(c.WebhookURLs) > 0 && len(c.WebhookSecret) < 16 {
 		errs = append(errs, errors.New("TOKENWARM_WEBHOOK_SECRET of at least 16 characters is required with TOKENWARM_WEBHOOK_URLS"))
 	}
+	if p := c.WebhookPreviousSecret; p != "" && (len(p) < 16 || p == c.WebhookSecret) {
+		errs = append(errs, errors.New("TOKENWARM_WEBHOOK_PREVIOUS_SECRET must be at least 16 characters and differ from TOKENWARM_WEBHOOK_SECRET"))
+	}
 	if err := warmer.ValidateConfig(c.WarmInterval, c.WarmJitter, c.WarmRetryBudget, c.RefreshIdleTTL); err != nil {
 		errs = append(errs, fmt.Errorf("TOKENWARM_WARM_INTERVAL, TOKENWARM_WARM_JITTER, TOKENWARM_WARM_RETRY_BUDGET, SALESFORCE_REFRESH_IDLE_TTL: %w", err))
 	}
@@ -476,6 +491,8 @@ Usage:
                        the login host; prints the egress configuration to compare
                        with the org's Refresh Token IP Allowlist
   tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS
+  tokenwarm webhook-secret
+                       print a new whsec_ secret for TOKENWARM_WEBHOOK_SECRET
   tokenwarm admin-key create NAME | revoke NAME | list
                        manage admin API keys (create prints the key once)
   tokenwarm --help     this text

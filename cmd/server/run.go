@@ -61,6 +61,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprintln(stdout, key)
 		return nil
+	case "webhook-secret":
+		fmt.Fprintln(stdout, webhooks.NewSecret())
+		return nil
 	case "emulator":
 		return runEmulator(ctx, args, stdout)
 	case "egress":
@@ -286,7 +289,11 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	met := metrics.New(db, cfg.RefreshIdleTTL, clk, log)
 	var endpoints []webhooks.Endpoint
 	for _, u := range cfg.WebhookURLs {
-		endpoints = append(endpoints, webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret})
+		ep := webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret}
+		if cfg.WebhookPreviousSecret != "" {
+			ep.PreviousSecrets = []string{cfg.WebhookPreviousSecret}
+		}
+		endpoints = append(endpoints, ep)
 	}
 	// Every event stored with a webhook type goes to the outbox in the same
 	// transaction.
@@ -333,7 +340,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry})
+	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry, NoLegacySignature: !cfg.WebhookLegacySignature})
 	stopJobs, err := startJobs(ctx, log,
 		job{name: "webhooks", spec: "@every 1s", run: dispatcher.Pass},
 		job{name: "housekeeping", spec: housekeepEvery, run: housekeepJob(cfg, db, log)})

@@ -102,6 +102,9 @@ func Generate(src []byte) ([]byte, error) {
 		return nil, fmt.Errorf("no operation is tagged %q", Tag)
 	}
 	set(root, "paths", kept)
+	// Webhooks are sent to operators' servers, never to apps.
+	del(root, "webhooks")
+	del(root, "x-webhooks")
 	addSchemes(schemes, get(root, "security"))
 
 	if tags := get(root, "tags"); tags != nil {
@@ -243,6 +246,16 @@ func set(m *yaml.Node, key string, v *yaml.Node) {
 		}
 	}
 	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
+}
+
+// del removes key from mapping m.
+func del(m *yaml.Node, key string) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content = append(m.Content[:i], m.Content[i+2:]...)
+			return
+		}
+	}
 }
 
 func scalars(n *yaml.Node) []string {
