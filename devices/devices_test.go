@@ -48,6 +48,7 @@ type world struct {
 	pgURL   string
 	db      *models.DB
 	ring    *seal.Ring
+	spec    string // the ring as TOKENWARM_SEAL_KEYS
 	clk     *clock.Fake
 	svc     *devices.Service
 }
@@ -93,6 +94,7 @@ func newBareWorld(t testing.TB, d models.Dialect) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.spec = spec
 	if w.ring, err = seal.ParseRing(spec); err != nil {
 		t.Fatal(err)
 	}
@@ -715,7 +717,7 @@ func TestSigningKeyRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		kid2, err := w.svc.RotateSigningKey(ctx)
+		kid2, _, err := w.svc.RotateSigningKey(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,12 +17,21 @@ import (
 const (
 	algEdDSA = "EdDSA"
 	// keyCacheMaxAge bounds how long a replica signs with a key another
-	// replica has superseded, and verifies with one it has retired.
+	// replica has superseded, and verifies with one it has retired; with
+	// short access tokens it is a tenth of their lifetime (keyCacheAge).
 	keyCacheMaxAge = time.Minute
 	// keyReloadMinInterval keeps tokens with made-up key IDs from costing a
 	// database query each.
 	keyReloadMinInterval = 5 * time.Second
 )
+
+// keyCacheAge is how long a replica uses its cached key set: a minute, or
+// a tenth of the access-token lifetime when that is shorter (at least
+// keyReloadMinInterval), so that a rotation reaches every replica well
+// within the lifetime of the tokens it signs.
+func (s *Service) keyCacheAge() time.Duration {
+	return min(keyCacheMaxAge, max(keyReloadMinInterval, s.cfg.AccessTTL/10))
+}
 
 // keySet is an immutable snapshot of the keys that are not retired.
 type keySet struct {
@@ -64,23 +73,27 @@ func (s *Service) EnsureSigningKey(ctx context.Context) error {
 	return err
 }
 
-// RotateSigningKey creates a key that signs from now on (on other replicas
-// within a minute). Older keys keep verifying until retired; retire one only
-// once the tokens it signed have expired (AccessTTL plus a minute).
-func (s *Service) RotateSigningKey(ctx context.Context) (string, error) {
-	k, err := s.newKey(s.now())
+// RotateSigningKey creates a key that signs from now on (on every replica
+// within the key cache age, a minute at most). Every older key keeps
+// verifying, and stays in the JWKS, until retireAt: the tokens it signed
+// have expired by then (the access-token lifetime after the last replica
+// stopped signing with it), and it retires by itself.
+func (s *Service) RotateSigningKey(ctx context.Context) (kid string, retireAt time.Time, err error) {
+	now := s.now()
+	retireAt = now.Add(s.cfg.AccessTTL + s.keyCacheAge())
+	k, err := s.newKey(now)
 	if err == nil {
 		// The newest key signs: the store makes the new one strictly newest
 		// even when the clock has not moved.
-		err = s.db.AddNewestSigningKey(ctx, k)
+		err = s.db.AddNewestSigningKey(ctx, k, retireAt)
 	}
 	if err != nil {
-		return "", fmt.Errorf("devices: rotate signing key: %w", err)
+		return "", time.Time{}, fmt.Errorf("devices: rotate signing key: %w", err)
 	}
 	if _, err := s.reload(ctx, nil, true); err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	return k.Kid, nil
+	return k.Kid, retireAt, nil
 }
 
 // RetireSigningKey stops a key from verifying. The key that currently signs
@@ -114,7 +127,7 @@ func (s *Service) JWKS(ctx context.Context) (JWKS, error) {
 
 // activeKeys returns the EdDSA keys that are not retired, newest first.
 func (s *Service) activeKeys(ctx context.Context) ([]models.SigningKey, error) {
-	all, err := s.db.ActiveSigningKeys(ctx)
+	all, err := s.db.ActiveSigningKeys(ctx, s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +162,7 @@ func (s *Service) currentKeys(ctx context.Context) (*keySet, error) {
 	ks := s.keys.Load()
 	if ks != nil {
 		age := s.now().Sub(ks.loadedAt)
-		if age >= 0 && age < keyCacheMaxAge {
+		if age >= 0 && age < s.keyCacheAge() {
 			return ks, nil
 		}
 	}

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/adminkeys"
-	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/emulator"
 	"github.com/tokenwarm/tokenwarm/handlers"
 	"github.com/tokenwarm/tokenwarm/metrics"
@@ -62,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "emulator":
 		return runEmulator(ctx, args, stdout)
-	case "serve", "migrate", "reseal", "admin-key", "purge":
+	case "serve", "migrate", "reseal", "rotate-signing-key", "admin-key", "purge":
 	default:
 		printUsage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -109,12 +108,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if _, err := db.Migrate(ctx); err != nil {
 			return err
 		}
-		n, err := vault.Reseal(ctx, db, ring, log)
-		if err != nil {
+		return reseal(ctx, cfg, db, ring, log, stdout)
+	case "rotate-signing-key":
+		if _, err := db.Migrate(ctx); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "resealed %d connection(s) under key %q\n", n, ring.ActiveKeyID())
-		return nil
+		return rotateSigningKey(ctx, cfg, db, ring, stdout)
 	case "admin-key":
 		if _, err := db.Migrate(ctx); err != nil {
 			return err
@@ -305,8 +304,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	v.SetPause(warm)
 	met.WatchWarmer(warm.Stats)
 	mountTestClock(mounts, clk, warm, log)
-	dev := devices.New(db, ring, clk, devices.Config{Issuer: cfg.PublicURL,
-		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL, RefreshReuseInterval: cfg.DeviceReuseInterval})
+	dev := deviceService(cfg, db, ring, clk)
 	if err := dev.EnsureSigningKey(ctx); err != nil {
 		return fmt.Errorf("device signing key: %w", err)
 	}
@@ -322,6 +320,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		return fmt.Errorf("admin session keys: %w", err)
 	}
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects, AppClients: cfg.AppClients,
+		ReauthLinkTTL: cfg.ReauthLinkTTL, AdminSessionTTL: cfg.AdminSessionTTL,
 		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, AdminStore: db, ValidateOrgIdleTTL: cfg.ValidateIdleTTL}, log, v, dev, pending, sf, ring, nil)
 
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts,
