@@ -73,14 +73,15 @@ func (s *Service) EnsureSigningKey(ctx context.Context) error {
 	return err
 }
 
-// RotateSigningKey creates a key that signs from now on (on every replica
-// within the key cache age, a minute at most). Every older key keeps
-// verifying, and stays in the JWKS, until retireAt: the tokens it signed
-// have expired by then (the access-token lifetime after the last replica
-// stopped signing with it), and it retires by itself.
+// RotateSigningKey adds a key to the JWKS at once, which signs from one
+// key cache age on (a minute at most; by then every replica verifies its
+// tokens), on every replica within two. Every older key keeps verifying,
+// and stays in the JWKS, until retireAt: the access-token lifetime after
+// the last replica stopped signing with it, when every token it signed has
+// expired; it retires by itself then.
 func (s *Service) RotateSigningKey(ctx context.Context) (kid string, retireAt time.Time, err error) {
 	now := s.now()
-	retireAt = now.Add(s.cfg.AccessTTL + s.keyCacheAge())
+	retireAt = now.Add(s.cfg.AccessTTL + 2*s.keyCacheAge())
 	k, err := s.newKey(now)
 	if err == nil {
 		// The newest key signs: the store makes the new one strictly newest
@@ -208,7 +209,18 @@ func (s *Service) loadKeys(ctx context.Context) (*keySet, error) {
 	if len(rows) == 0 {
 		return ks, nil
 	}
-	signer := rows[0] // the newest signs
+	// The newest key signs once every replica knows it: a key younger
+	// than the cache age may be unknown to a replica that loaded its keys
+	// before the key was added, and would refuse its tokens. Until then
+	// the newest older key signs (the oldest when all are that young; the
+	// first key signs at once).
+	signer := rows[len(rows)-1]
+	for _, r := range rows {
+		if !r.CreatedAt.Add(s.keyCacheAge()).After(ks.loadedAt) {
+			signer = r
+			break
+		}
+	}
 	encoded, err := s.ring.Open(signer.PrivateSealed, sealAD(signer.Kid))
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", signer.Kid, err)

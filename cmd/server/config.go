@@ -433,7 +433,9 @@ Usage:
   tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
-  tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS
+  tokenwarm keygen [KID]
+                       print a new random seal key for TOKENWARM_SEAL_KEYS (ID KID,
+                       default k<today's date>)
   tokenwarm admin-key create NAME | revoke NAME | list
                        manage admin API keys (create prints the key once)
   tokenwarm --help     this text

@@ -109,7 +109,7 @@ func rotateSigningKey(ctx context.Context, cfg *Config, db *models.DB, ring *sea
 	for i, k := range before.Keys {
 		older[i] = k.Kid
 	}
-	fmt.Fprintf(stdout, "new signing key %q: in the JWKS now, signs on every replica within a minute\n", kid)
+	fmt.Fprintf(stdout, "new signing key %q: in the JWKS now; every replica signs with it within two minutes (a fifth of TOKENWARM_DEVICE_TOKEN_TTL when that is shorter), once every replica verifies it\n", kid)
 	fmt.Fprintf(stdout, "older %s verify until %s (TOKENWARM_DEVICE_TOKEN_TTL %s after the last replica stopped signing with them) and then retire by themselves\n",
 		quoteAll(older), retireAt.UTC().Format(time.RFC3339), cfg.DeviceTokenTTL)
 	return nil

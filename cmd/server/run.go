@@ -53,8 +53,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		printConfig(stdout, getenv)
 		return nil
 	case "keygen":
-		key, err := seal.GenerateKey("k" + time.Now().UTC().Format("20060102"))
+		// The key ID names the key in sealed values and in reseal's report;
+		// the default (the date) repeats if two keys are made in one day.
+		kid := "k" + time.Now().UTC().Format("20060102")
+		if len(args) > 0 {
+			kid = args[0]
+		}
+		key, err := seal.GenerateKey(kid)
 		if err != nil {
+			return err
+		}
+		if _, err := seal.ParseRing(key); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, key)
