@@ -430,6 +430,8 @@ Usage:
   tokenwarm rotate-signing-key
                        add a device JWT signing key that signs from now on; the
                        older keys verify until their tokens expire, then retire
+  tokenwarm retire-signing-key KID
+                       retire a signing key now (a leaked key); its tokens are refused
   tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked

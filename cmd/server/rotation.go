@@ -114,3 +114,16 @@ func rotateSigningKey(ctx context.Context, cfg *Config, db *models.DB, ring *sea
 		quoteAll(older), retireAt.UTC().Format(time.RFC3339), cfg.DeviceTokenTTL)
 	return nil
 }
+
+// retireSigningKey retires a device JWT signing key at once: its tokens
+// are refused from then on (on every replica within the key cache age).
+func retireSigningKey(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return errors.New("usage: tokenwarm retire-signing-key KID")
+	}
+	if err := deviceService(cfg, db, ring, clock.System{}).RetireSigningKey(ctx, args[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "signing key %q retired: its tokens are refused on every replica within a minute\n", args[0])
+	return nil
+}

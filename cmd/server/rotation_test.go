@@ -35,8 +35,9 @@ import (
 // user pulls with rejected_token (each pull a refresh at the emulator) and
 // rotates its device refresh token the whole time:
 //
-//  1. a new seal key first in TOKENWARM_SEAL_KEYS, rolling restart;
-//     a new device JWT signing key (rotate-signing-key);
+//  1. a new seal key last in TOKENWARM_SEAL_KEYS, rolling restart, then
+//     first, rolling restart; a new device JWT signing key
+//     (rotate-signing-key);
 //  2. reseal while the servers run;
 //  3. once reseal's "drop after" time has passed, the old key dropped,
 //     rolling restart.
@@ -165,11 +166,13 @@ func TestKeyRotationRunbook(t *testing.T) {
 	started := time.Now()
 	waitUntil(t, "load", func() bool { return emu.Stats().Refreshes > 20 })
 
-	// Step 1: a new key first, rolling restart.
+	// Step 1: the new key last (every replica opens it), rolling restart;
+	// then first (every replica seals with it), rolling restart.
 	newKey := strings.TrimSpace(runBin(t, bin, nil, "keygen", "new2"))
+	lb.rollingRestart(t, withKeys(oldKeys+","+newKey))
 	both := newKey + "," + oldKeys
 	lb.rollingRestart(t, withKeys(both))
-	t.Logf("step 1 (new key first, rolling restart) done at %s", time.Since(started).Round(time.Millisecond))
+	t.Logf("step 1 (new key last, then first; two rolling restarts) done at %s", time.Since(started).Round(time.Millisecond))
 	if st := adminPage(t, lbSrv.URL, cookieBefore); st != http.StatusOK {
 		t.Fatalf("the admin session of the old key, during the rotation: %d", st)
 	}

@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "emulator":
 		return runEmulator(ctx, args, stdout)
-	case "serve", "migrate", "reseal", "rotate-signing-key", "admin-key", "purge":
+	case "serve", "migrate", "reseal", "rotate-signing-key", "retire-signing-key", "admin-key", "purge":
 	default:
 		printUsage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -123,6 +123,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return rotateSigningKey(ctx, cfg, db, ring, stdout)
+	case "retire-signing-key":
+		if _, err := db.Migrate(ctx); err != nil {
+			return err
+		}
+		return retireSigningKey(ctx, cfg, db, ring, args, stdout)
 	case "admin-key":
 		if _, err := db.Migrate(ctx); err != nil {
 			return err
