@@ -48,6 +48,7 @@ type world struct {
 	pgURL   string
 	db      *models.DB
 	ring    *seal.Ring
+	spec    string // the ring as TOKENWARM_SEAL_KEYS
 	clk     *clock.Fake
 	svc     *devices.Service
 }
@@ -93,6 +94,7 @@ func newBareWorld(t testing.TB, d models.Dialect) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.spec = spec
 	if w.ring, err = seal.ParseRing(spec); err != nil {
 		t.Fatal(err)
 	}
@@ -715,7 +717,7 @@ func TestSigningKeyRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		kid2, err := w.svc.RotateSigningKey(ctx)
+		kid2, _, err := w.svc.RotateSigningKey(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -725,10 +727,6 @@ func TestSigningKeyRotation(t *testing.T) {
 		if _, err := w.svc.Verify(ctx, old.AccessToken); err != nil {
 			t.Fatalf("token of the old key after rotation: %v", err)
 		}
-		fresh := w.session("alice")
-		if got := kidOf(t, fresh.AccessToken); got != kid2 {
-			t.Fatalf("new token signed by %s, want %s", got, kid2)
-		}
 		jwks, err := w.svc.JWKS(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -736,14 +734,21 @@ func TestSigningKeyRotation(t *testing.T) {
 		if len(jwks.Keys) != 2 || jwks.Keys[0].Kid != kid2 || jwks.Keys[1].Kid != kid1 {
 			t.Fatalf("JWKS = %+v, want [%s %s]", jwks, kid2, kid1)
 		}
-
-		// The replica learns of the new key on an unknown kid, at most once
-		// per few seconds.
-		_, err = replica.Verify(ctx, fresh.AccessToken)
-		wantErr(t, err, devices.ErrInvalidToken, "unknown key id")
-		w.clk.Advance(keyReloadMinInterval)
+		// The new key is published at once but signs only once every
+		// replica has reloaded its keys and verifies its tokens.
+		if got := kidOf(t, w.session("alice").AccessToken); got != kid1 {
+			t.Fatalf("a token right after the rotation is signed by %s, want %s", got, kid1)
+		}
+		if got := kidOf(t, w.session("alice").AccessToken); got != kid1 {
+			t.Fatalf("a token right after the rotation is signed by %s, want %s", got, kid1)
+		}
+		w.clk.Advance(keyCacheMaxAge + time.Second)
+		fresh := w.session("alice")
+		if got := kidOf(t, fresh.AccessToken); got != kid2 {
+			t.Fatalf("new token signed by %s, want %s", got, kid2)
+		}
 		if _, err := replica.Verify(ctx, fresh.AccessToken); err != nil {
-			t.Fatalf("replica after reload: %v", err)
+			t.Fatalf("the other replica refuses a token of the new key: %v", err)
 		}
 
 		if err := w.svc.RetireSigningKey(ctx, kid2); !errors.Is(err, devices.ErrInvalidRequest) {

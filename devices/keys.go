@@ -17,12 +17,21 @@ import (
 const (
 	algEdDSA = "EdDSA"
 	// keyCacheMaxAge bounds how long a replica signs with a key another
-	// replica has superseded, and verifies with one it has retired.
+	// replica has superseded, and verifies with one it has retired; with
+	// short access tokens it is a tenth of their lifetime (keyCacheAge).
 	keyCacheMaxAge = time.Minute
 	// keyReloadMinInterval keeps tokens with made-up key IDs from costing a
 	// database query each.
 	keyReloadMinInterval = 5 * time.Second
 )
+
+// keyCacheAge is how long a replica uses its cached key set: a minute, or
+// a tenth of the access-token lifetime when that is shorter (at least
+// keyReloadMinInterval), so that a rotation reaches every replica well
+// within the lifetime of the tokens it signs.
+func (s *Service) keyCacheAge() time.Duration {
+	return min(keyCacheMaxAge, max(keyReloadMinInterval, s.cfg.AccessTTL/10))
+}
 
 // keySet is an immutable snapshot of the keys that are not retired.
 type keySet struct {
@@ -64,23 +73,28 @@ func (s *Service) EnsureSigningKey(ctx context.Context) error {
 	return err
 }
 
-// RotateSigningKey creates a key that signs from now on (on other replicas
-// within a minute). Older keys keep verifying until retired; retire one only
-// once the tokens it signed have expired (AccessTTL plus a minute).
-func (s *Service) RotateSigningKey(ctx context.Context) (string, error) {
-	k, err := s.newKey(s.now())
+// RotateSigningKey adds a key to the JWKS at once, which signs from one
+// key cache age on (a minute at most; by then every replica verifies its
+// tokens), on every replica within two. Every older key keeps verifying,
+// and stays in the JWKS, until retireAt: the access-token lifetime after
+// the last replica stopped signing with it, when every token it signed has
+// expired; it retires by itself then.
+func (s *Service) RotateSigningKey(ctx context.Context) (kid string, retireAt time.Time, err error) {
+	now := s.now()
+	retireAt = now.Add(s.cfg.AccessTTL + 2*s.keyCacheAge())
+	k, err := s.newKey(now)
 	if err == nil {
 		// The newest key signs: the store makes the new one strictly newest
 		// even when the clock has not moved.
-		err = s.db.AddNewestSigningKey(ctx, k)
+		err = s.db.AddNewestSigningKey(ctx, k, retireAt)
 	}
 	if err != nil {
-		return "", fmt.Errorf("devices: rotate signing key: %w", err)
+		return "", time.Time{}, fmt.Errorf("devices: rotate signing key: %w", err)
 	}
 	if _, err := s.reload(ctx, nil, true); err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	return k.Kid, nil
+	return k.Kid, retireAt, nil
 }
 
 // RetireSigningKey stops a key from verifying. The key that currently signs
@@ -114,7 +128,7 @@ func (s *Service) JWKS(ctx context.Context) (JWKS, error) {
 
 // activeKeys returns the EdDSA keys that are not retired, newest first.
 func (s *Service) activeKeys(ctx context.Context) ([]models.SigningKey, error) {
-	all, err := s.db.ActiveSigningKeys(ctx)
+	all, err := s.db.ActiveSigningKeys(ctx, s.now())
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +163,7 @@ func (s *Service) currentKeys(ctx context.Context) (*keySet, error) {
 	ks := s.keys.Load()
 	if ks != nil {
 		age := s.now().Sub(ks.loadedAt)
-		if age >= 0 && age < keyCacheMaxAge {
+		if age >= 0 && age < s.keyCacheAge() {
 			return ks, nil
 		}
 	}
@@ -195,7 +209,18 @@ func (s *Service) loadKeys(ctx context.Context) (*keySet, error) {
 	if len(rows) == 0 {
 		return ks, nil
 	}
-	signer := rows[0] // the newest signs
+	// The newest key signs once every replica knows it: a key younger
+	// than the cache age may be unknown to a replica that loaded its keys
+	// before the key was added, and would refuse its tokens. Until then
+	// the newest older key signs (the oldest when all are that young; the
+	// first key signs at once).
+	signer := rows[len(rows)-1]
+	for _, r := range rows {
+		if !r.CreatedAt.Add(s.keyCacheAge()).After(ks.loadedAt) {
+			signer = r
+			break
+		}
+	}
 	encoded, err := s.ring.Open(signer.PrivateSealed, sealAD(signer.Kid))
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", signer.Kid, err)

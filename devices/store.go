@@ -27,8 +27,15 @@ type Store interface {
 	PurgeDeviceRecords(ctx context.Context, cutoff time.Time) (models.PurgedDevices, error)
 
 	// Signing keys.
-	ActiveSigningKeys(ctx context.Context) ([]models.SigningKey, error)
+	ActiveSigningKeys(ctx context.Context, now time.Time) ([]models.SigningKey, error)
 	AddFirstSigningKey(ctx context.Context, k models.SigningKey) (bool, error)
-	AddNewestSigningKey(ctx context.Context, k models.SigningKey) error
+	AddNewestSigningKey(ctx context.Context, k models.SigningKey, retireOthersAt time.Time) error
 	RetireSigningKey(ctx context.Context, kid string, now time.Time) error
+
+	// Reseal (a seal key rotation): sealed values paged by primary key and
+	// replaced by compare-and-swap.
+	SigningKeysAfter(ctx context.Context, after string, n int) ([]models.SigningKey, error)
+	ReplaceSealedSigningKey(ctx context.Context, kid, old, new string) (bool, error)
+	KeptSuccessorsAfter(ctx context.Context, after string, n int) ([]models.DeviceRefreshToken, error)
+	ReplaceSealedSuccessor(ctx context.Context, tokenHash, old, new string) (bool, error)
 }

@@ -47,7 +47,6 @@ const (
 	adminUIPrefix      = "/admin"
 	adminSessionCookie = "tokenwarm_admin"
 	adminPreCookie     = "tokenwarm_admin_login"
-	adminSessionTTL    = 8 * time.Hour
 	adminSessionAD     = "admin_session"
 	adminUICSP         = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
@@ -197,13 +196,14 @@ func (ui *adminUI) login(c echo.Context) error {
 		ui.unavailable(c, err)
 		return ui.render(c, http.StatusServiceUnavailable, "login.html", uiPage{Title: "Sign in", CSRF: csrfToken(pre), Error: unavailableUIMessage})
 	}
-	exp := ui.ad.api.now().Add(adminSessionTTL)
+	ttl := ui.ad.api.cfg.AdminSessionTTL
+	exp := ui.ad.api.now().Add(ttl)
 	b, _ := json.Marshal(adminSession{KeyID: k.ID, Name: k.Name, Exp: exp.Unix()})
 	sealed, err := ui.sessions.Seal(string(b), adminSessionAD)
 	if err != nil {
 		return err
 	}
-	ui.setCookie(c, adminSessionCookie, sealed, int(adminSessionTTL.Seconds()))
+	ui.setCookie(c, adminSessionCookie, sealed, int(ttl.Seconds()))
 	ui.setCookie(c, adminPreCookie, "", -1)
 	return c.Redirect(http.StatusSeeOther, "/admin/")
 }

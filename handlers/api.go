@@ -36,6 +36,8 @@ type APIConfig struct {
 	AppClients AppClients
 	// ReauthLinkTTL is how long a re-authorization link works (7 days if 0).
 	ReauthLinkTTL time.Duration
+	// AdminSessionTTL is how long an admin UI sign-in lasts (8 hours if 0).
+	AdminSessionTTL time.Duration
 	// AllowAnyLoginHost accepts non-Salesforce login hosts (the emulator).
 	AllowAnyLoginHost bool
 	// Demo serves the walk-through pages at / and /demo/.
@@ -52,6 +54,14 @@ type APIConfig struct {
 	// warm schedule cannot keep inside; nil accepts any.
 	ValidateOrgIdleTTL func(time.Duration) error
 }
+
+// Lifetimes of the values sealed under the seal keys that are not stored
+// (so a reseal cannot move them): re-authorization links and admin UI
+// sessions open only while the key that sealed them is in the ring.
+const (
+	DefaultReauthLinkTTL   = 7 * 24 * time.Hour
+	DefaultAdminSessionTTL = 8 * time.Hour
+)
 
 // Sealer seals and opens values bound to associated data (*seal.Ring).
 type Sealer interface {
@@ -75,7 +85,10 @@ type API struct {
 // NewAPI wires the mobile API.
 func NewAPI(cfg APIConfig, log *slog.Logger, v *vault.Vault, d *devices.Service, p *pkce.Store, sf Salesforce, ring *seal.Ring, now func() time.Time) *API {
 	if cfg.ReauthLinkTTL <= 0 {
-		cfg.ReauthLinkTTL = 7 * 24 * time.Hour
+		cfg.ReauthLinkTTL = DefaultReauthLinkTTL
+	}
+	if cfg.AdminSessionTTL <= 0 {
+		cfg.AdminSessionTTL = DefaultAdminSessionTTL
 	}
 	if now == nil {
 		now = time.Now

@@ -402,7 +402,7 @@ func init() {
 				})
 			}
 			wg.Wait()
-			keys, err := db.ActiveSigningKeys(ctx)
+			keys, err := db.ActiveSigningKeys(ctx, at)
 			if err != nil || len(keys) != 1 || added != 1 {
 				t.Fatalf("keys %q (%v), %d reported added; want one", kids(keys), err, added)
 			}
@@ -413,11 +413,11 @@ func init() {
 			}
 			// Same clock reading: the new key is still made strictly newest.
 			for _, kid := range []string{"c", "b"} {
-				if err := db.AddNewestSigningKey(ctx, signingKey(kid, at)); err != nil {
+				if err := db.AddNewestSigningKey(ctx, signingKey(kid, at), time.Time{}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			keys, err := db.ActiveSigningKeys(ctx)
+			keys, err := db.ActiveSigningKeys(ctx, at)
 			if err != nil || kids(keys) != "b c a " || !keys[0].CreatedAt.After(keys[1].CreatedAt) {
 				t.Fatalf("keys %q, %v; want newest first: b c a", kids(keys), err)
 			}
@@ -432,7 +432,7 @@ func init() {
 					t.Fatal(err)
 				}
 			}
-			if keys, err := db.ActiveSigningKeys(ctx); err != nil || kids(keys) != "b c " {
+			if keys, err := db.ActiveSigningKeys(ctx, at); err != nil || kids(keys) != "b c " {
 				t.Fatalf("keys %q, %v", kids(keys), err)
 			}
 			if ok, err := db.AddFirstSigningKey(ctx, signingKey("d", at)); err != nil || ok {
@@ -442,6 +442,71 @@ func init() {
 			x, y := signingKey("x", at), signingKey("y", at)
 			if models.NewestSigningKeyFirst(x, y) <= 0 || models.NewestSigningKeyFirst(y, x) >= 0 {
 				t.Fatal("ties are not broken by kid, highest first")
+			}
+		}},
+		storageCase{"devices: a rotation schedules the retirement of the older keys", func(t *testing.T, db *models.DB) {
+			if ok, err := db.AddFirstSigningKey(ctx, signingKey("a", at)); err != nil || !ok {
+				t.Fatal(ok, err)
+			}
+			retire := at.Add(16 * time.Minute)
+			if err := db.AddNewestSigningKey(ctx, signingKey("b", at.Add(time.Minute)), retire); err != nil {
+				t.Fatal(err)
+			}
+			// Until its retirement the old key verifies, and it cannot be
+			// scheduled later by another rotation.
+			if keys, err := db.ActiveSigningKeys(ctx, retire.Add(-time.Microsecond)); err != nil || kids(keys) != "b a " {
+				t.Fatalf("before the retirement: keys %q, %v", kids(keys), err)
+			}
+			if err := db.AddNewestSigningKey(ctx, signingKey("c", at.Add(2*time.Minute)), retire.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if keys, err := db.ActiveSigningKeys(ctx, retire); err != nil || kids(keys) != "c b " {
+				t.Fatalf("at a's retirement: keys %q, %v", kids(keys), err)
+			}
+			if keys, err := db.ActiveSigningKeys(ctx, retire.Add(time.Hour)); err != nil || kids(keys) != "c " {
+				t.Fatalf("after b's retirement: keys %q, %v", kids(keys), err)
+			}
+			// A scheduled key can be retired at once.
+			if err := db.RetireSigningKey(ctx, "b", at.Add(3*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if keys, err := db.ActiveSigningKeys(ctx, retire); err != nil || kids(keys) != "c " {
+				t.Fatalf("after retiring b now: keys %q, %v", kids(keys), err)
+			}
+		}},
+		storageCase{"reseal: sealed values are paged by key and replaced by compare-and-swap", func(t *testing.T, db *models.DB) {
+			for _, kid := range []string{"k3", "k1", "k2"} {
+				k := signingKey(kid, at)
+				k.PrivateSealed = "old-" + kid
+				if err := db.AddNewestSigningKey(ctx, k, time.Time{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := db.RetireSigningKey(ctx, "k1", at.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			page1, err := db.SigningKeysAfter(ctx, "", 2)
+			if err != nil || kids(page1) != "k1 k2 " {
+				t.Fatalf("first page %q, %v (retired keys included)", kids(page1), err)
+			}
+			page2, err := db.SigningKeysAfter(ctx, "k2", 2)
+			if err != nil || kids(page2) != "k3 " {
+				t.Fatalf("second page %q, %v", kids(page2), err)
+			}
+			if ok, err := db.ReplaceSealedSigningKey(ctx, "k2", "not-what-is-stored", "new"); err != nil || ok {
+				t.Fatalf("a swap from a stale value replaced it: %v %v", ok, err)
+			}
+			if ok, err := db.ReplaceSealedSigningKey(ctx, "k2", "old-k2", "new-k2"); err != nil || !ok {
+				t.Fatalf("swap: %v %v", ok, err)
+			}
+			if keys, _ := db.SigningKeysAfter(ctx, "k1", 1); len(keys) != 1 || keys[0].PrivateSealed != "new-k2" {
+				t.Fatalf("after the swap: %+v", keys)
+			}
+			if ok, err := db.ReplaceSealedVerifier(ctx, "nope", "a", "b"); err != nil || ok {
+				t.Fatalf("swap of an unknown pending authorization: %v %v", ok, err)
+			}
+			if toks, err := db.KeptSuccessorsAfter(ctx, "", 10); err != nil || len(toks) != 0 {
+				t.Fatalf("kept successors of an empty database: %v %v", toks, err)
 			}
 		}},
 	)

@@ -483,11 +483,11 @@ func (d *DB) PurgeDeviceRecords(ctx context.Context, cutoff time.Time) (PurgedDe
 	return p, err
 }
 
-// ActiveSigningKeys returns the signing keys that are not retired, newest
-// first (NewestSigningKeyFirst).
-func (d *DB) ActiveSigningKeys(ctx context.Context) ([]SigningKey, error) {
+// ActiveSigningKeys returns the signing keys not retired at now (a key's
+// retirement may be scheduled ahead), newest first (NewestSigningKeyFirst).
+func (d *DB) ActiveSigningKeys(ctx context.Context, now time.Time) ([]SigningKey, error) {
 	var keys []SigningKey
-	if err := d.gorm.WithContext(ctx).Where("retired_at IS NULL").Find(&keys).Error; err != nil {
+	if err := d.gorm.WithContext(ctx).Where(activeSigningKey, now.UTC()).Find(&keys).Error; err != nil {
 		return nil, err
 	}
 	slices.SortFunc(keys, NewestSigningKeyFirst)
@@ -503,6 +503,9 @@ func NewestSigningKeyFirst(a, b SigningKey) int {
 	}
 	return cmp.Compare(b.Kid, a.Kid)
 }
+
+// activeSigningKey selects the signing keys not retired at a time.
+const activeSigningKey = "(retired_at IS NULL OR retired_at > ?)"
 
 // lockSigningKeys takes the signing-key lock for the rest of tx (Postgres;
 // on SQLite the transaction holds the only writer).
@@ -539,8 +542,10 @@ func (d *DB) AddFirstSigningKey(ctx context.Context, k SigningKey) (bool, error)
 
 // AddNewestSigningKey stores k as the newest signing key, the one that
 // signs from now on: created at k.CreatedAt, or just after the newest key
-// when the clock has not moved past it.
-func (d *DB) AddNewestSigningKey(ctx context.Context, k SigningKey) error {
+// when the clock has not moved past it. Unless retireOthersAt is zero,
+// every other key still active then is retired at retireOthersAt (a key
+// retired earlier keeps its time).
+func (d *DB) AddNewestSigningKey(ctx context.Context, k SigningKey, retireOthersAt time.Time) error {
 	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := d.lockSigningKeys(tx); err != nil {
 			return err
@@ -556,20 +561,28 @@ func (d *DB) AddNewestSigningKey(ctx context.Context, k SigningKey) error {
 			}
 		}
 		k.CreatedAt = created
-		return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&k).Error
+		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&k).Error; err != nil {
+			return err
+		}
+		if retireOthersAt.IsZero() {
+			return nil
+		}
+		at := retireOthersAt.UTC()
+		return tx.Model(&SigningKey{}).Where("kid <> ?", k.Kid).Where(activeSigningKey, at).Update("retired_at", at).Error
 	})
 }
 
-// RetireSigningKey stops the key kid from verifying, at now. The newest
-// active key signs and cannot be retired (ErrSigningKeyInUse); an unknown
-// kid is ErrNotFound; a retired one stays retired.
+// RetireSigningKey stops the key kid from verifying, at now (also one whose
+// retirement was scheduled later). The newest active key signs and cannot
+// be retired (ErrSigningKeyInUse); an unknown kid is ErrNotFound; a
+// retired one stays retired.
 func (d *DB) RetireSigningKey(ctx context.Context, kid string, now time.Time) error {
 	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := d.lockSigningKeys(tx); err != nil {
 			return err
 		}
 		var active []SigningKey
-		if err := tx.Where("retired_at IS NULL").Find(&active).Error; err != nil {
+		if err := tx.Where(activeSigningKey, now.UTC()).Find(&active).Error; err != nil {
 			return err
 		}
 		if !slices.ContainsFunc(active, func(k SigningKey) bool { return k.Kid == kid }) {
@@ -585,7 +598,7 @@ func (d *DB) RetireSigningKey(ctx context.Context, kid string, now time.Time) er
 		if slices.MinFunc(active, NewestSigningKeyFirst).Kid == kid {
 			return ErrSigningKeyInUse
 		}
-		return tx.Model(&SigningKey{}).Where("kid = ? AND retired_at IS NULL", kid).Update("retired_at", now.UTC()).Error
+		return tx.Model(&SigningKey{}).Where("kid = ?", kid).Where(activeSigningKey, now.UTC()).Update("retired_at", now.UTC()).Error
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
@@ -54,6 +55,9 @@ type Storage interface {
 	// when it is unknown, already taken or expired.
 	TakePending(ctx context.Context, stateHash string, now time.Time) (*models.PendingAuthorization, error)
 	PurgePending(ctx context.Context, cutoff time.Time) (int64, error)
+	// For Reseal: pages by state hash, and a compare-and-swap.
+	PendingAuthorizationsAfter(ctx context.Context, after string, n int) ([]models.PendingAuthorization, error)
+	ReplaceSealedVerifier(ctx context.Context, stateHash, old, new string) (bool, error)
 }
 
 // Store keeps pending authorizations: single use, expiring.
@@ -92,7 +96,7 @@ func (s *Store) Create(ctx context.Context, p Pending) (string, error) {
 	}
 	state := base64.RawURLEncoding.EncodeToString(b)
 	h := stateHash(state)
-	sealed, err := s.ring.Seal(p.Verifier, "pending_verifier|"+h)
+	sealed, err := s.ring.Seal(p.Verifier, verifierAD(h))
 	if err != nil {
 		return "", err
 	}
@@ -124,7 +128,7 @@ func (s *Store) Take(ctx context.Context, state string) (*Pending, error) {
 	if err != nil {
 		return nil, err
 	}
-	verifier, err := s.ring.Open(row.VerifierSealed, "pending_verifier|"+h)
+	verifier, err := s.ring.Open(row.VerifierSealed, verifierAD(h))
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +138,27 @@ func (s *Store) Take(ctx context.Context, state string) (*Pending, error) {
 		p.ConnectionID = *row.ConnectionID
 	}
 	return p, nil
+}
+
+func verifierAD(stateHash string) string { return "pending_verifier|" + stateHash }
+
+// Reseal moves the sealed verifier of every stored pending authorization
+// (taken and expired ones too, until housekeeping deletes them) to the
+// ring's active key, by compare-and-swap, so it runs safely next to the
+// servers. It returns how many it replaced and how many changed meanwhile.
+func (s *Store) Reseal(ctx context.Context) (replaced, missed int, err error) {
+	replaced, missed, err = s.ring.ResealAll(ctx, func(ctx context.Context, after string, n int) ([]seal.Stored, error) {
+		rows, err := s.db.PendingAuthorizationsAfter(ctx, after, n)
+		vals := make([]seal.Stored, len(rows))
+		for i, r := range rows {
+			vals[i] = seal.Stored{Key: r.StateHash, Sealed: r.VerifierSealed, AD: verifierAD(r.StateHash), Name: "a pending authorization"}
+		}
+		return vals, err
+	}, s.db.ReplaceSealedVerifier)
+	if err != nil {
+		err = fmt.Errorf("pkce: reseal: %w", err)
+	}
+	return replaced, missed, err
 }
 
 // Purge deletes pending authorizations that expired before cutoff.

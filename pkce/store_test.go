@@ -95,3 +95,37 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// A seal key rotation: Reseal moves every stored verifier to the new key,
+// so an authorization started before the old key is dropped completes
+// after it.
+func TestResealMovesPendingVerifiers(t *testing.T) {
+	for _, dialect := range []models.Dialect{models.SQLite, models.Postgres} {
+		t.Run(string(dialect), func(t *testing.T) {
+			ctx := context.Background()
+			clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			db := testkit.MigratedDB(t, dialect)
+			oldKey, _ := seal.GenerateKey("old")
+			newKey, _ := seal.GenerateKey("new")
+			oldRing, _ := seal.ParseRing(oldKey)
+			both, _ := seal.ParseRing(newKey + "," + oldKey)
+			onlyNew, _ := seal.ParseRing(newKey)
+			verifier := pkce.NewVerifier()
+			state, err := pkce.NewStore(db, oldRing, clk, 0).Create(ctx, pkce.Pending{Purpose: pkce.PurposeConnect, Verifier: verifier,
+				LoginURL: "https://login.salesforce.com", AppRedirectURI: "com.acme.app:/cb", AppChallenge: pkce.S256(pkce.NewVerifier())})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, missed, err := pkce.NewStore(db, both, clk, 0).Reseal(ctx); err != nil || n != 1 || missed != 0 {
+				t.Fatalf("Reseal = %d, %d, %v; want 1 replaced", n, missed, err)
+			}
+			if n, _, err := pkce.NewStore(db, both, clk, 0).Reseal(ctx); err != nil || n != 0 {
+				t.Fatalf("second Reseal = %d, %v", n, err)
+			}
+			got, err := pkce.NewStore(db, onlyNew, clk, 0).Take(ctx, state)
+			if err != nil || got.Verifier != verifier {
+				t.Fatalf("the authorization after the old key is dropped: %v", err)
+			}
+		})
+	}
+}

@@ -9,6 +9,7 @@
 package seal
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
@@ -218,6 +219,76 @@ func (r *Ring) Open(sealed string, ad string) (string, error) {
 		return "", ErrOpen
 	}
 	return string(pt), nil
+}
+
+// Reseal returns sealed re-encrypted under the active key, and true, when
+// it is sealed under another key of the ring; an empty value or one already
+// under the active key comes back as is, with false. A value under a key
+// the ring does not hold fails with ErrOpen.
+func (r *Ring) Reseal(sealed, ad string) (string, bool, error) {
+	if sealed == "" {
+		return "", false, nil
+	}
+	if kid, ok := KeyID(sealed); ok && kid == r.active {
+		return sealed, false, nil
+	}
+	plain, err := r.Open(sealed, ad)
+	if err != nil {
+		return "", false, err
+	}
+	out, err := r.Seal(plain, ad)
+	if err != nil {
+		return "", false, err
+	}
+	return out, true, nil
+}
+
+// Stored is one sealed value kept in a store, for ResealAll.
+type Stored struct {
+	// Key identifies the value in its store, and orders the pages.
+	Key    string
+	Sealed string
+	AD     string
+	// Name is what errors call the value (Key may be a secret's hash).
+	Name string
+}
+
+// ResealAll moves every value of a store to the active key. page returns
+// up to n values with a key after after, in key order; swap replaces the
+// value of key by new only if it still reads old (a compare-and-swap, so
+// a value its owner changed or erased meanwhile is left alone) and reports
+// whether it did. ResealAll returns how many values it replaced and how
+// many it missed because they changed meanwhile. Errors never carry a
+// value.
+func (r *Ring) ResealAll(ctx context.Context, page func(ctx context.Context, after string, n int) ([]Stored, error),
+	swap func(ctx context.Context, key, old, new string) (bool, error)) (replaced, missed int, err error) {
+	const batch = 200
+	after := ""
+	for {
+		vals, err := page(ctx, after, batch)
+		if err != nil || len(vals) == 0 {
+			return replaced, missed, err
+		}
+		after = vals[len(vals)-1].Key
+		for _, v := range vals {
+			out, changed, err := r.Reseal(v.Sealed, v.AD)
+			if err != nil {
+				return replaced, missed, fmt.Errorf("%s: %w", v.Name, err)
+			}
+			if !changed {
+				continue
+			}
+			ok, err := swap(ctx, v.Key, v.Sealed, out)
+			if err != nil {
+				return replaced, missed, fmt.Errorf("%s: %w", v.Name, err)
+			}
+			if ok {
+				replaced++
+			} else {
+				missed++
+			}
+		}
+	}
 }
 
 // KeyID returns the key ID a sealed value was sealed with.

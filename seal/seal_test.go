@@ -1,7 +1,9 @@
 package seal
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -158,5 +160,68 @@ func TestDeriveSeparatesPurposes(t *testing.T) {
 	}
 	if _, err := parent.Derive(""); err == nil {
 		t.Fatal("derived without a label")
+	}
+}
+
+// ResealAll moves every value not under the active key to it, page after
+// page, leaves the active key's values alone, and does not overwrite a
+// value its owner changed meanwhile (the swap misses).
+func TestResealAllMovesOldValuesBySwap(t *testing.T) {
+	k1, k2 := mustKey(t, "k1"), mustKey(t, "k2")
+	old, rotated := mustRing(t, k1), mustRing(t, k2, k1)
+	store := map[string]string{}
+	var keys []string
+	for i := range 450 {
+		key := fmt.Sprintf("%04d", i)
+		r := old
+		if i%3 == 0 {
+			r = rotated // already under the active key
+		}
+		s, err := r.Seal("secret "+key, "ad|"+key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store[key], keys = s, append(keys, key)
+	}
+	page := func(_ context.Context, after string, n int) ([]Stored, error) {
+		var out []Stored
+		for _, k := range keys {
+			if k > after && len(out) < n {
+				out = append(out, Stored{Key: k, Sealed: store[k], AD: "ad|" + k, Name: "value " + k})
+			}
+		}
+		return out, nil
+	}
+	swaps := 0
+	swap := func(_ context.Context, key, oldVal, newVal string) (bool, error) {
+		swaps++
+		if key == "0001" { // its owner rewrote it meanwhile
+			return false, nil
+		}
+		if store[key] != oldVal {
+			t.Fatalf("swap of %s from a value that is not stored", key)
+		}
+		store[key] = newVal
+		return true, nil
+	}
+	replaced, missed, err := rotated.ResealAll(context.Background(), page, swap)
+	if err != nil || replaced != 299 || missed != 1 || swaps != 300 {
+		t.Fatalf("ResealAll = %d replaced, %d missed, %v (%d swaps); want 299, 1", replaced, missed, err, swaps)
+	}
+	onlyNew := mustRing(t, k2)
+	for _, k := range keys {
+		if k == "0001" {
+			continue
+		}
+		if got, err := onlyNew.Open(store[k], "ad|"+k); err != nil || got != "secret "+k {
+			t.Fatalf("%s after ResealAll: %q %v", k, got, err)
+		}
+	}
+	// A value under a key the ring does not hold: an error naming the
+	// value, never its content.
+	store["0002"], _ = mustRing(t, mustKey(t, "gone")).Seal("secret 0002", "ad|0002")
+	_, _, err = rotated.ResealAll(context.Background(), page, swap)
+	if !errors.Is(err, ErrOpen) || !strings.Contains(err.Error(), "value 0002") || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("ResealAll over a value of an unknown key: %v", err)
 	}
 }

@@ -14,7 +14,6 @@ import (
 // servers refresh. It returns how many connections it rewrote.
 func Reseal(ctx context.Context, db Resealer, ring *seal.Ring, log *slog.Logger) (int, error) {
 	const batch = 200
-	active := ring.ActiveKeyID()
 	rewritten, after := 0, ""
 	for {
 		ids, err := db.ConnectionIDsAfter(ctx, after, batch)
@@ -27,7 +26,7 @@ func Reseal(ctx context.Context, db Resealer, ring *seal.Ring, log *slog.Logger)
 		after = ids[len(ids)-1]
 		for _, id := range ids {
 			changed, err := db.RewriteSealed(ctx, id, func(c *models.Connection) (map[string]any, error) {
-				return resealColumns(c, ring, active)
+				return resealColumns(c, ring)
 			})
 			if err != nil {
 				return rewritten, fmt.Errorf("connection %s: %w", id, err)
@@ -51,22 +50,18 @@ type Resealer interface {
 
 // resealColumns returns the sealed columns of c not sealed under the
 // active key, sealed under it.
-func resealColumns(c *models.Connection, ring *seal.Ring, active string) (map[string]any, error) {
+func resealColumns(c *models.Connection, ring *seal.Ring) (map[string]any, error) {
 	update := map[string]any{}
 	for col, f := range map[string]struct{ sealed, ad string }{
 		"refresh_token_sealed": {c.RefreshTokenSealed, adRefresh(c.ID)},
 		"access_token_sealed":  {c.AccessTokenSealed, adAccess(c.ID)},
 	} {
-		if kid, ok := seal.KeyID(f.sealed); !ok || kid == active {
+		resealed, changed, err := ring.Reseal(f.sealed, f.ad)
+		if err != nil {
+			return nil, err
+		}
+		if !changed {
 			continue
-		}
-		plain, err := ring.Open(f.sealed, f.ad)
-		if err != nil {
-			return nil, err
-		}
-		resealed, err := ring.Seal(plain, f.ad)
-		if err != nil {
-			return nil, err
 		}
 		update[col] = resealed
 	}

@@ -39,16 +39,16 @@ type Config struct {
 	ProxyURL        string
 	// CAFile is SALESFORCE_CA_FILE; CAPool is the system roots plus its
 	// certificates (nil: the system roots alone).
-	CAFile          string
-	CAPool          *x509.CertPool
-	SealKeys        string
-	LockTimeout     time.Duration
-	DBMaxConns      int
-	WarmInterval    time.Duration
-	WarmJitter      float64
-	WarmSchedule    string
-	WebhookURLs     []string
-	WebhookSecret   string
+	CAFile        string
+	CAPool        *x509.CertPool
+	SealKeys      string
+	LockTimeout   time.Duration
+	DBMaxConns    int
+	WarmInterval  time.Duration
+	WarmJitter    float64
+	WarmSchedule  string
+	WebhookURLs   []string
+	WebhookSecret string
 	// WebhookPreviousSecret also signs during a secret rotation.
 	WebhookPreviousSecret string
 	// WebhookLegacySignature: also send Tokenwarm-Signature.
@@ -68,6 +68,11 @@ type Config struct {
 	AppClients             handlers.AppClients
 	DeviceTokenTTL         time.Duration
 	DeviceIdleTTL          time.Duration
+	// ReauthLinkTTL and AdminSessionTTL are the lifetimes of the values
+	// sealed under the seal keys that are not stored (a reseal cannot move
+	// them).
+	ReauthLinkTTL   time.Duration
+	AdminSessionTTL time.Duration
 	// DeviceReuseInterval: 0 disables the device refresh reuse interval.
 	DeviceReuseInterval time.Duration
 	// Rate limits of each replica (0 RPS disables one) and the proxies
@@ -245,6 +250,10 @@ var settings = []setting{
 		}},
 	{env: "TOKENWARM_DEVICE_TOKEN_TTL", def: "15m", help: "lifetime of a device session JWT",
 		set: dur(func(c *Config) *time.Duration { return &c.DeviceTokenTTL })},
+	{env: "TOKENWARM_REAUTH_LINK_TTL", def: "168h", help: "how long a re-authorization link works (admin API and UI, 409 reauth_url); it opens only while the seal key that sealed it is in TOKENWARM_SEAL_KEYS",
+		set: dur(func(c *Config) *time.Duration { return &c.ReauthLinkTTL })},
+	{env: "TOKENWARM_ADMIN_SESSION_TTL", def: "8h", help: "how long an admin UI sign-in lasts; its cookie opens only while the seal key it was sealed under is in TOKENWARM_SEAL_KEYS",
+		set: dur(func(c *Config) *time.Duration { return &c.AdminSessionTTL })},
 	{env: "TOKENWARM_DEVICE_IDLE_TTL", def: "2160h", help: "a device refresh token unused this long expires (default 90 days)",
 		set: dur(func(c *Config) *time.Duration { return &c.DeviceIdleTTL })},
 	{env: "TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL", def: "30s", help: "a rotated device refresh token presented again this soon, while its successor is unused, gets that same successor (a retry whose answer was lost) instead of revoking the session; 0 disables, at most 5m",
@@ -481,8 +490,14 @@ Usage:
   tokenwarm [serve]    run the server (default); embedded, one per data directory
                        (it holds TOKENWARM_DATA_DIR/tokenwarm.lock)
   tokenwarm migrate    apply database migrations and exit
-  tokenwarm reseal     re-encrypt every sealed token under the active key
-                       (embedded: stop the server first)
+  tokenwarm reseal     re-encrypt everything stored sealed under the active (first)
+                       key; safe while Postgres servers run (embedded: stop the
+                       server first); prints when the old keys may be dropped
+  tokenwarm rotate-signing-key
+                       add a device JWT signing key that signs from now on; the
+                       older keys verify until their tokens expire, then retire
+  tokenwarm retire-signing-key KID
+                       retire a signing key now (a leaked key); its tokens are refused
   tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
@@ -490,7 +505,9 @@ Usage:
                        CONNECT through SALESFORCE_PROXY_URL and a TLS handshake with
                        the login host; prints the egress configuration to compare
                        with the org's Refresh Token IP Allowlist
-  tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS
+  tokenwarm keygen [KID]
+                       print a new random seal key for TOKENWARM_SEAL_KEYS (ID KID,
+                       default k<today's date>)
   tokenwarm webhook-secret
                        print a new whsec_ secret for TOKENWARM_WEBHOOK_SECRET
   tokenwarm admin-key create NAME | revoke NAME | list

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/adminkeys"
-	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/emulator"
 	"github.com/tokenwarm/tokenwarm/handlers"
 	"github.com/tokenwarm/tokenwarm/metrics"
@@ -55,8 +54,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		printConfig(stdout, getenv)
 		return nil
 	case "keygen":
-		key, err := seal.GenerateKey("k" + time.Now().UTC().Format("20060102"))
+		// The key ID names the key in sealed values and in reseal's report;
+		// the default (the date) repeats if two keys are made in one day.
+		kid := "k" + time.Now().UTC().Format("20060102")
+		if len(args) > 0 {
+			kid = args[0]
+		}
+		key, err := seal.GenerateKey(kid)
 		if err != nil {
+			return err
+		}
+		if _, err := seal.ParseRing(key); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, key)
@@ -68,7 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runEmulator(ctx, args, stdout)
 	case "egress":
 		return egressCommand(ctx, args, getenv, stdout)
-	case "serve", "migrate", "reseal", "admin-key", "purge":
+	case "serve", "migrate", "reseal", "rotate-signing-key", "retire-signing-key", "admin-key", "purge":
 	default:
 		printUsage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -115,12 +123,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if _, err := db.Migrate(ctx); err != nil {
 			return err
 		}
-		n, err := vault.Reseal(ctx, db, ring, log)
-		if err != nil {
+		return reseal(ctx, cfg, db, ring, log, stdout)
+	case "rotate-signing-key":
+		if _, err := db.Migrate(ctx); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "resealed %d connection(s) under key %q\n", n, ring.ActiveKeyID())
-		return nil
+		return rotateSigningKey(ctx, cfg, db, ring, stdout)
+	case "retire-signing-key":
+		if _, err := db.Migrate(ctx); err != nil {
+			return err
+		}
+		return retireSigningKey(ctx, cfg, db, ring, args, stdout)
 	case "admin-key":
 		if _, err := db.Migrate(ctx); err != nil {
 			return err
@@ -315,8 +328,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	v.SetPause(warm)
 	met.WatchWarmer(warm.Stats)
 	mountTestClock(mounts, clk, warm, log)
-	dev := devices.New(db, ring, clk, devices.Config{Issuer: cfg.PublicURL,
-		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL, RefreshReuseInterval: cfg.DeviceReuseInterval})
+	dev := deviceService(cfg, db, ring, clk)
 	if err := dev.EnsureSigningKey(ctx); err != nil {
 		return fmt.Errorf("device signing key: %w", err)
 	}
@@ -332,6 +344,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		return fmt.Errorf("admin session keys: %w", err)
 	}
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects, AppClients: cfg.AppClients,
+		ReauthLinkTTL: cfg.ReauthLinkTTL, AdminSessionTTL: cfg.AdminSessionTTL,
 		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, AdminStore: db, ValidateOrgIdleTTL: cfg.ValidateIdleTTL}, log, v, dev, pending, sf, ring, nil)
 
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts,

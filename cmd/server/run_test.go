@@ -206,7 +206,7 @@ func TestMigrateSubcommandOnSQLite(t *testing.T) {
 		t.Fatalf("second migrate: %q", out.String())
 	}
 	out.Reset()
-	if err := run(context.Background(), []string{"reseal"}, env, &out, io.Discard); err != nil || !strings.Contains(out.String(), "resealed 0 connection(s)") {
+	if err := run(context.Background(), []string{"reseal"}, env, &out, io.Discard); err != nil || !strings.Contains(out.String(), ": 0 connection(s), 0 signing key(s), 0 pending authorization(s)") {
 		t.Fatalf("reseal on an empty database: %v %q", err, out.String())
 	}
 }

@@ -150,6 +150,74 @@ func authorizeAsApp(t *testing.T, browser http.RoundTripper, base, appRedirect, 
 	return nil, ""
 }
 
+// appFlow is a connect flow started by an app: its PKCE verifier and the
+// next URL to visit (the authorize endpoint, or later Salesforce's).
+type appFlow struct {
+	base, verifier, next string
+}
+
+// deviceSession is the device token endpoint's answer.
+type deviceSession struct {
+	AccessToken   string   `json:"access_token"`
+	RefreshToken  string   `json:"refresh_token"`
+	ConnectionIDs []string `json:"connection_ids"`
+}
+
+var noFollow = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// startFlow starts the legacy connect flow of an app at base.
+func startFlow(t *testing.T, base, appRedirect, username string) appFlow {
+	t.Helper()
+	verifier := strings.Repeat("v", 43)
+	sum := sha256.Sum256([]byte(verifier))
+	q := url.Values{"app_redirect_uri": {appRedirect}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])},
+		"code_challenge_method": {"S256"}, "login_hint": {username}}
+	return appFlow{base: base, verifier: verifier, next: base + "/v1/oauth/authorize?" + q.Encode()}
+}
+
+// step follows one redirect of the flow.
+func (f *appFlow) step(t *testing.T) {
+	t.Helper()
+	resp, err := noFollow.Get(f.next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := resp.Location()
+	if err != nil {
+		t.Fatalf("%s: %d without a redirect", f.next, resp.StatusCode)
+	}
+	f.next = loc.String()
+}
+
+// finishFlow follows the flow's redirects (the emulator approves by
+// itself) to the app and trades the code for a device session.
+func finishFlow(t *testing.T, f appFlow, appRedirect string) deviceSession {
+	t.Helper()
+	var code string
+	for range 10 {
+		if strings.HasPrefix(f.next, appRedirect) {
+			u, _ := url.Parse(f.next)
+			code = u.Query().Get("code")
+			break
+		}
+		f.step(t)
+	}
+	if code == "" {
+		t.Fatal("the flow did not reach the app with a code")
+	}
+	resp, err := http.PostForm(f.base+"/v1/device/token", url.Values{"grant_type": {"handoff_code"}, "code": {code}, "code_verifier": {f.verifier}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sess deviceSession
+	if err := json.NewDecoder(resp.Body).Decode(&sess); err != nil || resp.StatusCode != 200 || len(sess.ConnectionIDs) != 1 {
+		t.Fatalf("device token: %d %v", resp.StatusCode, err)
+	}
+	return sess
+}
+
 // pull asks for a Salesforce access token, reporting rejected as refused.
 func pull(base, device, connID, rejected string) (int, string, error) {
 	return pullCtx(context.Background(), base, device, connID, rejected)
