@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/handlers"
+	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/warmer"
 )
@@ -37,6 +38,7 @@ type Config struct {
 	SealKeys        string
 	LockTimeout     time.Duration
 	DBMaxConns      int
+	DBPooler        models.Pooler
 	WarmInterval    time.Duration
 	WarmJitter      float64
 	WarmSchedule    string
@@ -72,6 +74,18 @@ type setting struct {
 	env, def, help string
 	secret         bool
 	set            func(c *Config, v string) error
+}
+
+// parsed sets a field to what parse makes of the value.
+func parsed[T any](parse func(string) (T, error), dst func(*Config) *T) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		x, err := parse(v)
+		if err != nil {
+			return err
+		}
+		*dst(c) = x
+		return nil
+	}
 }
 
 func str(dst func(*Config) *string) func(*Config, string) error {
@@ -187,6 +201,8 @@ var settings = []setting{
 			c.DBMaxConns = n
 			return nil
 		}},
+	{env: "TOKENWARM_DB_POOLER", def: "none", help: "what stands between tokenwarm and Postgres: none, session or transaction (PgBouncer's pool modes; statement is refused); see docs/POOLERS.md",
+		set: parsed(models.ParsePooler, func(c *Config) *models.Pooler { return &c.DBPooler })},
 	{env: "TOKENWARM_WARM_INTERVAL", def: "72h", help: "time between refreshes of an idle connection (Salesforce kills refresh tokens idle for 30 days)",
 		set: dur(func(c *Config) *time.Duration { return &c.WarmInterval })},
 	{env: "TOKENWARM_WARM_JITTER", def: "0.15", help: "spread of the warm interval, as a fraction (0.15 = ±15%)",
@@ -211,14 +227,7 @@ var settings = []setting{
 			return nil
 		}},
 	{env: "TOKENWARM_APP_CLIENTS", help: "app clients of the standard OAuth flow (public clients, RFC 8252): comma-separated client_id=redirect_uri pairs, a client with several redirect URIs once per URI, e.g. com.acme.app=com.acme.app:/oauth,com.acme.app=http://127.0.0.1/cb; exact match, except that a loopback IP redirect URI matches on any port",
-		set: func(c *Config, v string) error {
-			clients, err := handlers.ParseAppClients(v)
-			if err != nil {
-				return err
-			}
-			c.AppClients = clients
-			return nil
-		}},
+		set: parsed(handlers.ParseAppClients, func(c *Config) *handlers.AppClients { return &c.AppClients })},
 	{env: "TOKENWARM_DEVICE_TOKEN_TTL", def: "15m", help: "lifetime of a device session JWT",
 		set: dur(func(c *Config) *time.Duration { return &c.DeviceTokenTTL })},
 	{env: "TOKENWARM_DEVICE_IDLE_TTL", def: "2160h", help: "a device refresh token unused this long expires (default 90 days)",
