@@ -87,7 +87,7 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 			cancel()
 			if err != nil {
 				sqlDB.Close()
-				return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), err)
+				return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), poolerHint(err))
 			}
 		}
 		return d, nil

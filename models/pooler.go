@@ -104,9 +104,17 @@ func (d *DB) checkCommitDurability(ctx context.Context) error {
 
 // poolerHint explains an error of a pooler that refuses tokenwarm's start-up
 // parameter (PgBouncer: "unsupported startup parameter").
+// It also explains the statement cache meeting a transaction pooler (a
+// prepared statement another client left on the server connection, or
+// one missing from it).
 func poolerHint(err error) error {
-	if err != nil && strings.Contains(err.Error(), "unsupported startup parameter") {
+	switch {
+	case err == nil:
+		return nil
+	case strings.Contains(err.Error(), "unsupported startup parameter"):
 		return fmt.Errorf("%w (a pooler such as PgBouncer refuses start-up parameters: set TOKENWARM_DB_POOLER to session or transaction, see docs/POOLERS.md)", err)
+	case strings.Contains(err.Error(), `prepared statement "stmtcache_`):
+		return fmt.Errorf("%w (the statement cache meets a transaction pooler: set TOKENWARM_DB_POOLER=transaction, see docs/POOLERS.md)", err)
 	}
 	return err
 }

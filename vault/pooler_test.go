@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/tokenwarm/tokenwarm/internal/pgtest"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
-	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/vault"
 )
 
@@ -33,7 +30,7 @@ func TestRefreshesThroughAPoolerPoolSmallerThanTheDemand(t *testing.T) {
 }
 
 func smallPoolerPool(t *testing.T, slots int, allSucceed bool) {
-	e := newEnvOn(t, testkit.Backend{Dialect: models.Postgres, PoolerEnv: pgtest.EnvPgBouncerSmallURL})
+	e := newEnvOn(t, testkit.SmallPgBouncer)
 	cfg := vault.Config{LockTimeout: 2 * time.Second, MaxConcurrentRefreshes: slots}
 	replicas := []*vault.Vault{e.vault(cfg), e.vault(cfg)}
 
@@ -49,16 +46,13 @@ func smallPoolerPool(t *testing.T, slots int, allSucceed bool) {
 		id  string
 		err error
 	}
-	var mu sync.Mutex
-	var answers []answer
+	answers := make([]answer, conns*len(replicas)*2)
 	started := time.Now()
-	testkit.Concurrently(conns*len(replicas)*2, func(i int) {
+	testkit.Concurrently(len(answers), func(i int) {
 		id := ids[i%conns]
 		v := replicas[(i/conns)%len(replicas)]
 		_, err := v.GetAccessToken(context.Background(), id, 5*time.Minute)
-		mu.Lock()
-		answers = append(answers, answer{id, err})
-		mu.Unlock()
+		answers[i] = answer{id, err}
 	})
 	took := time.Since(started)
 	// Without the bound, the row locks wait for their markers until

@@ -190,6 +190,10 @@ type Backend struct {
 	PoolerEnv string
 }
 
+// SmallPgBouncer is Postgres behind the PgBouncer whose pool (3 server
+// connections per database) is smaller than two replicas' demand.
+var SmallPgBouncer = Backend{Dialect: models.Postgres, PoolerEnv: pgtest.EnvPgBouncerSmallURL}
+
 // Backends runs a test on embedded SQLite, on real Postgres, and on the
 // same Postgres through PgBouncer in transaction pooling mode (skipped
 // outside CI when scripts/test did not start one, failed in CI).
