@@ -44,6 +44,10 @@ type Options struct {
 	// transaction starts IMMEDIATE, so writers queue on SQLite's lock
 	// (busy_timeout) instead of failing on a read-to-write upgrade.
 	MaxOpenConns int
+	// Pooler is what stands between tokenwarm and Postgres (default
+	// PoolerNone): it decides the start-up parameters and the pgx query
+	// exec mode. See docs/POOLERS.md.
+	Pooler Pooler
 }
 
 const sqliteConns = 4
@@ -57,9 +61,13 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 	}
 	if databaseURL != "" {
-		g, err := gorm.Open(postgres.Open(withSynchronousCommit(databaseURL)), cfg)
+		dsn, err := postgresDSN(databaseURL, opt.Pooler)
 		if err != nil {
-			return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), scrub(err, databaseURL))
+			return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), err)
+		}
+		g, err := gorm.Open(postgres.Open(dsn), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), poolerHint(scrub(scrub(err, dsn), databaseURL)))
 		}
 		sqlDB, err := g.DB()
 		if err != nil {
@@ -72,7 +80,17 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 		sqlDB.SetMaxOpenConns(n)
 		sqlDB.SetMaxIdleConns(n)
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-		return &DB{gorm: g, Dialect: Postgres, Where: RedactURL(databaseURL), maxIdle: n}, nil
+		d := &DB{gorm: g, Dialect: Postgres, Where: RedactURL(databaseURL), maxIdle: n}
+		if opt.Pooler == PoolerSession || opt.Pooler == PoolerTransaction {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := d.checkCommitDurability(ctx)
+			cancel()
+			if err != nil {
+				sqlDB.Close()
+				return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), poolerHint(err))
+			}
+		}
+		return d, nil
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
@@ -100,19 +118,26 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 // default: a commit may store a rotated refresh token, a device session or
 // a handoff code, and losing one to a crash breaks a promise already made.
 // (The transactions that store refresh tokens also set it themselves, for
-// poolers that drop start-up parameters.) A URL that sets it keeps its own.
+// poolers that drop start-up parameters; behind a pooler Open sends none
+// and checks the server's default instead.) A URL that sets it keeps its
+// own.
 func withSynchronousCommit(databaseURL string) string {
 	if strings.Contains(databaseURL, "synchronous_commit") {
 		return databaseURL
 	}
+	return withParam(databaseURL, "synchronous_commit", "on")
+}
+
+// withParam adds key=value to a connection string, URL or key=value form.
+func withParam(databaseURL, key, value string) string {
 	if strings.HasPrefix(databaseURL, "postgres://") || strings.HasPrefix(databaseURL, "postgresql://") {
 		sep := "?"
 		if strings.Contains(databaseURL, "?") {
 			sep = "&"
 		}
-		return databaseURL + sep + "synchronous_commit=on"
+		return databaseURL + sep + key + "=" + value
 	}
-	return databaseURL + " synchronous_commit=on"
+	return databaseURL + " " + key + "=" + value
 }
 
 // Close closes the pool.

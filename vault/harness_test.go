@@ -24,6 +24,13 @@ func newEnv(t *testing.T, dialect models.Dialect) *env {
 	return newEnvAt(t, dialect, time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 }
 
+// newEnvOn is newEnv on a backend (Postgres behind PgBouncer among them).
+func newEnvOn(t *testing.T, b testkit.Backend) *env {
+	t.Helper()
+	w := testkit.NewWorldOn(t, b, time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC), slog.LevelDebug)
+	return &env{World: w, dbs: []*models.DB{w.DB}}
+}
+
 // newEnvAt starts the fake clock at start (tests with other processes that
 // use the real clock start it at the real time).
 func newEnvAt(t *testing.T, dialect models.Dialect, start time.Time) *env {
@@ -99,6 +106,10 @@ func eventKinds(evs []models.Event) []string {
 }
 
 func dialects(t *testing.T, fn func(t *testing.T, dialect models.Dialect)) { testkit.Dialects(t, fn) }
+
+// backends runs fn on SQLite, Postgres and Postgres behind PgBouncer in
+// transaction pooling mode.
+func backends(t *testing.T, fn func(t *testing.T, b testkit.Backend)) { testkit.Backends(t, fn) }
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()

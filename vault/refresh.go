@@ -144,7 +144,17 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	}
 
 	attemptID := newAttemptID()
-	switch err := v.store.ClaimAttempt(ctx, c, row.Prior, attemptID, v.cfg.Worker, v.cfg.AttemptLease); {
+	// The marker is claimed on a second connection while the row lock holds
+	// the first. Behind a pooler whose pool is smaller than the replicas'
+	// combined demand, every server connection may be held by a row lock
+	// waiting for its marker: the wait is bounded like a lock wait, and
+	// giving up (releasing the row) is safe, since nothing was presented. A
+	// marker that did commit unseen is settled by the next attempt, which
+	// introspects instead of presenting blind.
+	claimCtx, cancelClaim := context.WithTimeout(ctx, v.cfg.LockTimeout)
+	err = v.store.ClaimAttempt(claimCtx, c, row.Prior, attemptID, v.cfg.Worker, v.cfg.AttemptLease)
+	cancelClaim()
+	switch {
 	case errors.Is(err, models.ErrLostClaim):
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is refreshing this connection", RetryAfter: time.Second}
 	case err != nil:

@@ -19,10 +19,10 @@ import (
 // Acceptance a (Postgres: 3 independent pools × 100 callers) and h (SQLite:
 // one process × 300 callers): a herd needing a refresh causes exactly one.
 func TestHerdCollapsesToOneRefresh(t *testing.T) {
-	dialects(t, func(t *testing.T, dialect models.Dialect) {
-		e := newEnv(t, dialect)
+	backends(t, func(t *testing.T, b testkit.Backend) {
+		e := newEnvOn(t, b)
 		pools := 1
-		if dialect == models.Postgres {
+		if e.Dialect == models.Postgres {
 			pools = 3
 		}
 		var vaults []*vault.Vault
@@ -96,13 +96,13 @@ func TestHerdCollapsesToOneRefresh(t *testing.T) {
 // Acceptance b: 500 connections × 20 concurrent callers with access tokens
 // expiring at random: upstream refreshes equal the refreshes needed.
 func TestManyConnectionsRefreshExactlyWhatIsNeeded(t *testing.T) {
-	dialects(t, func(t *testing.T, dialect models.Dialect) {
-		e := newEnv(t, dialect)
+	backends(t, func(t *testing.T, b testkit.Backend) {
+		e := newEnvOn(t, b)
 		// Background revalidation off: this test counts exactly the
 		// refreshes that expiry makes necessary.
 		noSWR := vault.Config{RevalidateAfter: 1}
 		vaults := []*vault.Vault{e.vault(noSWR)}
-		if dialect == models.Postgres {
+		if e.Dialect == models.Postgres {
 			vaults = append(vaults, e.vault(noSWR))
 		}
 		const conns, callers = 500, 20
@@ -551,8 +551,8 @@ func TestEventsAreAnnouncedInTheStoringTransaction(t *testing.T) {
 // connection, the later ones as re-authorizations that hand back the token
 // they replaced so it can be revoked.
 func TestConcurrentFirstConnectsShareOneConnection(t *testing.T) {
-	dialects(t, func(t *testing.T, dialect models.Dialect) {
-		e := newEnv(t, dialect)
+	backends(t, func(t *testing.T, b testkit.Backend) {
+		e := newEnvOn(t, b)
 		const racers = 4
 		vaults := make([]*vault.Vault, racers)
 		for i := range vaults {

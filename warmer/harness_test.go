@@ -30,7 +30,13 @@ type env struct {
 
 func newEnv(t testing.TB, dialect models.Dialect) *env {
 	t.Helper()
-	w := testkit.NewWorld(t, dialect, start, slog.LevelInfo)
+	return newEnvOn(t, testkit.Backend{Dialect: dialect})
+}
+
+// newEnvOn is newEnv on a backend (Postgres behind PgBouncer among them).
+func newEnvOn(t testing.TB, b testkit.Backend) *env {
+	t.Helper()
+	w := testkit.NewWorldOn(t, b, start, slog.LevelInfo)
 	e := &env{World: w, db: w.DB}
 	e.setup = e.vaultOn(e.db, vault.Config{Worker: "setup"})
 	return e
@@ -185,3 +191,9 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	testkit.WaitFor(t, what, d, cond)
 }
+
+type backend = testkit.Backend
+
+// backends runs fn on SQLite, Postgres and Postgres behind PgBouncer in
+// transaction pooling mode.
+func backends(t *testing.T, fn func(t *testing.T, b backend)) { testkit.Backends(t, fn) }

@@ -55,11 +55,12 @@ func TestValidateConfig(t *testing.T) {
 	}
 }
 
-// A pass warms exactly the due connections, on both engines; a transient
+// A pass warms exactly the due connections, on both engines and through
+// PgBouncer in transaction pooling mode; a transient
 // failure comes due again after the retry delay, not after the claim lease.
 func TestRunOnceWarmsDueConnections(t *testing.T) {
-	dialects(t, func(t *testing.T, dialect models.Dialect) {
-		e := newEnv(t, dialect)
+	backends(t, func(t *testing.T, b backend) {
+		e := newEnvOn(t, b)
 		r := e.replica("w1", warmer.Config{})
 		cfg := r.warmer.Config()
 		ids := e.connectMany(20)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenwarm/tokenwarm/devices"
 	"github.com/tokenwarm/tokenwarm/handlers"
+	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/warmer"
 )
@@ -44,6 +45,7 @@ type Config struct {
 	SealKeys      string
 	LockTimeout   time.Duration
 	DBMaxConns    int
+	DBPooler      models.Pooler
 	WarmInterval  time.Duration
 	WarmJitter    float64
 	WarmSchedule  string
@@ -88,6 +90,18 @@ type setting struct {
 	env, def, help string
 	secret         bool
 	set            func(c *Config, v string) error
+}
+
+// parsed sets a field to what parse makes of the value.
+func parsed[T any](parse func(string) (T, error), dst func(*Config) *T) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		x, err := parse(v)
+		if err != nil {
+			return err
+		}
+		*dst(c) = x
+		return nil
+	}
 }
 
 func str(dst func(*Config) *string) func(*Config, string) error {
@@ -216,6 +230,8 @@ var settings = []setting{
 			c.DBMaxConns = n
 			return nil
 		}},
+	{env: "TOKENWARM_DB_POOLER", def: "none", help: "what stands between tokenwarm and Postgres: none, session or transaction (PgBouncer's pool modes; statement is refused); see docs/POOLERS.md",
+		set: parsed(models.ParsePooler, func(c *Config) *models.Pooler { return &c.DBPooler })},
 	{env: "TOKENWARM_WARM_INTERVAL", def: "72h", help: "time between refreshes of an idle connection (Salesforce kills refresh tokens idle for 30 days)",
 		set: dur(func(c *Config) *time.Duration { return &c.WarmInterval })},
 	{env: "TOKENWARM_WARM_JITTER", def: "0.15", help: "spread of the warm interval, as a fraction (0.15 = ±15%)",
@@ -240,14 +256,7 @@ var settings = []setting{
 			return nil
 		}},
 	{env: "TOKENWARM_APP_CLIENTS", help: "app clients of the standard OAuth flow (public clients, RFC 8252): comma-separated client_id=redirect_uri pairs, a client with several redirect URIs once per URI, e.g. com.acme.app=com.acme.app:/oauth,com.acme.app=http://127.0.0.1/cb; exact match, except that a loopback IP redirect URI matches on any port",
-		set: func(c *Config, v string) error {
-			clients, err := handlers.ParseAppClients(v)
-			if err != nil {
-				return err
-			}
-			c.AppClients = clients
-			return nil
-		}},
+		set: parsed(handlers.ParseAppClients, func(c *Config) *handlers.AppClients { return &c.AppClients })},
 	{env: "TOKENWARM_DEVICE_TOKEN_TTL", def: "15m", help: "lifetime of a device session JWT",
 		set: dur(func(c *Config) *time.Duration { return &c.DeviceTokenTTL })},
 	{env: "TOKENWARM_REAUTH_LINK_TTL", def: "168h", help: "how long a re-authorization link works (admin API and UI, 409 reauth_url); it opens only while the seal key that sealed it is in TOKENWARM_SEAL_KEYS",

@@ -236,7 +236,7 @@ func openStorage(cfg *Config, log *slog.Logger) (*models.DB, *seal.Ring, error) 
 	default:
 		return nil, nil, errors.New("TOKENWARM_SEAL_KEYS is required with DATABASE_URL (make one with: tokenwarm keygen)")
 	}
-	db, err := models.Open(cfg.DatabaseURL, cfg.DataDir, models.Options{MaxOpenConns: cfg.DBMaxConns})
+	db, err := models.Open(cfg.DatabaseURL, cfg.DataDir, models.Options{MaxOpenConns: cfg.DBMaxConns, Pooler: cfg.DBPooler})
 	if err != nil {
 		return nil, nil, err
 	}

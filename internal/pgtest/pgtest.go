@@ -24,6 +24,13 @@ const (
 	EnvPGDump = "TOKENWARM_TEST_PG_DUMP"
 	// EnvPGBin is the environment variable holding the server binaries dir.
 	EnvPGBin = "TOKENWARM_TEST_PG_BIN"
+	// EnvPgBouncerURL holds the URL of a PgBouncer in transaction pooling
+	// mode in front of the same server, with a roomy pool per database.
+	EnvPgBouncerURL = "TOKENWARM_TEST_PGBOUNCER_URL"
+	// EnvPgBouncerSmallURL holds the URL of a second such PgBouncer whose
+	// pool per database (3 server connections) is smaller than two
+	// replicas' combined demand.
+	EnvPgBouncerSmallURL = "TOKENWARM_TEST_PGBOUNCER_SMALL_URL"
 )
 
 // URL returns the base Postgres URL from TOKENWARM_TEST_POSTGRES_URL.
@@ -32,15 +39,47 @@ const (
 // message telling to run ./scripts/test.
 func URL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv(EnvURL)
+	return fromEnv(t, EnvURL, "a throwaway PostgreSQL")
+}
+
+func fromEnv(t testing.TB, env, what string) string {
+	t.Helper()
+	u := os.Getenv(env)
 	if u != "" {
 		return u
 	}
 	if os.Getenv("CI") != "" {
-		t.Fatalf("%s is not set but CI is: Postgres tests must not be skipped in CI; run the suite via ./scripts/test", EnvURL)
+		t.Fatalf("%s is not set but CI is: these tests must not be skipped in CI; run the suite via ./scripts/test", env)
 	}
-	t.Skipf("%s is not set; run ./scripts/test to start a throwaway PostgreSQL and run Postgres tests", EnvURL)
+	t.Skipf("%s is not set; run ./scripts/test to start %s and run these tests", env, what)
 	return ""
+}
+
+// NewDatabaseBehind creates a database like NewDatabase and returns its URL
+// through the PgBouncer named by env (EnvPgBouncerURL or
+// EnvPgBouncerSmallURL), which reaches every database of the server, and
+// its direct URL. The database gets synchronous_commit = on as its own
+// default, as docs/POOLERS.md asks (the test server's default is off, and
+// no start-up parameter passes the pooler). It skips or fails like URL
+// when env is unset.
+func NewDatabaseBehind(t testing.TB, env string) (pooled, direct string) {
+	t.Helper()
+	base := fromEnv(t, env, "PgBouncer in front of a throwaway PostgreSQL")
+	direct = NewDatabase(t)
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := u.Path[1:]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := exec1(ctx, URL(t), "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" SET synchronous_commit = on"); err != nil {
+		t.Fatalf("pgtest: set synchronous_commit of %s: %v", name, err)
+	}
+	if pooled, err = withDatabase(base, name); err != nil {
+		t.Fatalf("pgtest: parse %s: %v", env, err)
+	}
+	return pooled, direct
 }
 
 // NewDatabase creates a fresh, uniquely named empty database on the server

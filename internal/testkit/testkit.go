@@ -181,6 +181,30 @@ func Dialects(t *testing.T, fn func(t *testing.T, dialect models.Dialect)) {
 	t.Run("postgres", func(t *testing.T) { fn(t, models.Postgres) })
 }
 
+// Backend is where a test's data lives: a dialect and, for Postgres, the
+// PgBouncer in front of it (PoolerEnv names its URL's environment variable,
+// pgtest.EnvPgBouncerURL or pgtest.EnvPgBouncerSmallURL; empty = direct).
+// Behind PgBouncer the pools use models.PoolerTransaction.
+type Backend struct {
+	Dialect   models.Dialect
+	PoolerEnv string
+}
+
+// SmallPgBouncer is Postgres behind the PgBouncer whose pool (3 server
+// connections per database) is smaller than two replicas' demand.
+var SmallPgBouncer = Backend{Dialect: models.Postgres, PoolerEnv: pgtest.EnvPgBouncerSmallURL}
+
+// Backends runs a test on embedded SQLite, on real Postgres, and on the
+// same Postgres through PgBouncer in transaction pooling mode (skipped
+// outside CI when scripts/test did not start one, failed in CI).
+func Backends(t *testing.T, fn func(t *testing.T, b Backend)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, Backend{Dialect: models.SQLite}) })
+	t.Run("postgres", func(t *testing.T) { fn(t, Backend{Dialect: models.Postgres}) })
+	t.Run("pgbouncer", func(t *testing.T) {
+		fn(t, Backend{Dialect: models.Postgres, PoolerEnv: pgtest.EnvPgBouncerURL})
+	})
+}
+
 // WaitFor polls cond until it holds or the deadline passes.
 func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()

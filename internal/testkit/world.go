@@ -28,9 +28,14 @@ const (
 // I7: no token the emulator issued is in the logs or, unsealed, in the
 // database.
 type World struct {
-	T        testing.TB
-	Dialect  models.Dialect
-	PGURL    string // Postgres only
+	T       testing.TB
+	Dialect models.Dialect
+	PGURL   string // Postgres only: what the World's pools connect to
+	// DirectURL is the database itself, not through a pooler (Postgres
+	// only; equal to PGURL unless the World is behind PgBouncer).
+	DirectURL string
+	// Pooler is what the pools are told stands in between.
+	Pooler   models.Pooler
 	DataDir  string // SQLite only
 	Clock    *clock.Fake
 	Emu      *emulator.Server
@@ -47,10 +52,27 @@ type World struct {
 // records from level up.
 func NewWorld(t testing.TB, dialect models.Dialect, start time.Time, level slog.Level) *World {
 	t.Helper()
-	w := &World{T: t, Dialect: dialect, Clock: clock.NewFake(start), Logs: &SyncBuffer{}}
-	if dialect == models.Postgres {
+	return newWorld(t, dialect, "", start, level)
+}
+
+// NewWorldOn builds a World on backend b: b.Dialect, and behind PgBouncer
+// when b.PoolerEnv is set.
+func NewWorldOn(t testing.TB, b Backend, start time.Time, level slog.Level) *World {
+	t.Helper()
+	return newWorld(t, b.Dialect, b.PoolerEnv, start, level)
+}
+
+func newWorld(t testing.TB, dialect models.Dialect, poolerEnv string, start time.Time, level slog.Level) *World {
+	t.Helper()
+	w := &World{T: t, Dialect: dialect, Clock: clock.NewFake(start), Logs: &SyncBuffer{}, Pooler: models.PoolerNone}
+	switch {
+	case dialect == models.Postgres && poolerEnv != "":
+		w.PGURL, w.DirectURL = pgtest.NewDatabaseBehind(t, poolerEnv)
+		w.Pooler = models.PoolerTransaction
+	case dialect == models.Postgres:
 		w.PGURL = pgtest.NewDatabase(t)
-	} else {
+		w.DirectURL = w.PGURL
+	default:
 		w.DataDir = t.TempDir()
 	}
 	key, err := seal.GenerateKey("test1")
@@ -79,7 +101,7 @@ func NewWorld(t testing.TB, dialect models.Dialect, start time.Time, level slog.
 // pool on the one SQLite file.
 func (w *World) OpenDB() *models.DB {
 	w.T.Helper()
-	db, err := models.Open(w.PGURL, w.DataDir, models.Options{MaxOpenConns: 20})
+	db, err := models.Open(w.PGURL, w.DataDir, models.Options{MaxOpenConns: 20, Pooler: w.Pooler})
 	if err != nil {
 		w.T.Fatal(err)
 	}
@@ -100,6 +122,6 @@ func (w *World) checkNoTokenLeaks() {
 	}
 	AssertNoTokens(w.T, tokens, map[string]string{
 		"logs":          w.Logs.String(),
-		"database dump": DumpDatabase(w.T, w.DB, w.PGURL, w.DataDir),
+		"database dump": DumpDatabase(w.T, w.DB, w.DirectURL, w.DataDir),
 	})
 }

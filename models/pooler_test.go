@@ -1,0 +1,127 @@
+package models_test
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/models"
+)
+
+func TestParsePooler(t *testing.T) {
+	for in, want := range map[string]models.Pooler{"": models.PoolerNone, "none": models.PoolerNone,
+		"session": models.PoolerSession, " Transaction ": models.PoolerTransaction} {
+		if got, err := models.ParsePooler(in); err != nil || got != want {
+			t.Errorf("ParsePooler(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := models.ParsePooler("statement"); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Errorf("statement pooling: %v, want refused as not supported", err)
+	}
+	if _, err := models.ParsePooler("pgbouncer"); err == nil {
+		t.Error("an unknown pooler was accepted")
+	}
+}
+
+// What docs/POOLERS.md promises about PgBouncer in transaction mode.
+func TestOpenBehindPgBouncerInTransactionMode(t *testing.T) {
+	ctx := context.Background()
+
+	// Checked before anything else uses the database: PgBouncer keeps its
+	// server connections, which keep the default they started with.
+	t.Run("a database whose default synchronous_commit is off is refused", func(t *testing.T) {
+		pooled, direct := pgtest.NewDatabaseBehind(t, pgtest.EnvPgBouncerURL)
+		u, err := url.Parse(direct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimPrefix(u.Path, "/")
+		d, err := models.Open(direct, "", models.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		// The test server runs with synchronous_commit = off.
+		if _, err := d.SQL().ExecContext(ctx, `ALTER DATABASE "`+name+`" RESET synchronous_commit`); err != nil {
+			t.Fatal(err)
+		}
+		_, err = models.Open(pooled, "", models.Options{Pooler: models.PoolerTransaction})
+		var ae *models.AsyncCommitError
+		if !errors.As(err, &ae) || !strings.Contains(err.Error(), "ALTER DATABASE") {
+			t.Fatalf("open with synchronous_commit off by default: %v, want an AsyncCommitError naming the fix", err)
+		}
+	})
+
+	pooled, _ := pgtest.NewDatabaseBehind(t, pgtest.EnvPgBouncerURL)
+	t.Run("without the setting the start-up parameter is refused, with a hint", func(t *testing.T) {
+		_, err := models.Open(pooled, "", models.Options{})
+		if err == nil || !strings.Contains(err.Error(), "unsupported startup parameter") || !strings.Contains(err.Error(), "TOKENWARM_DB_POOLER") {
+			t.Fatalf("open without TOKENWARM_DB_POOLER: %v, want PgBouncer's refusal and the hint", err)
+		}
+	})
+	t.Run("session mode on a transaction pooler is explained", func(t *testing.T) {
+		// Two clients' statement caches prepare the start-up check on one
+		// server connection (PgBouncer reuses the last one used): the
+		// second meets the first one's statement.
+		var err error
+		for range 5 {
+			var d *models.DB
+			if d, err = models.Open(pooled, "", models.Options{Pooler: models.PoolerSession}); err != nil {
+				break
+			}
+			defer d.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), "TOKENWARM_DB_POOLER=transaction") {
+			t.Fatalf("two session-mode pools on a transaction pooler: %v, want the statement cache's failure and the hint", err)
+		}
+	})
+	t.Run("exec modes that need a server connection of their own are refused", func(t *testing.T) {
+		for _, mode := range []string{"cache_statement", "cache_describe", "describe_exec"} {
+			_, err := models.Open(pooled+"&default_query_exec_mode="+mode, "", models.Options{Pooler: models.PoolerTransaction})
+			var me *models.ExecModeError
+			if !errors.As(err, &me) {
+				t.Errorf("%s: %v, want an ExecModeError", mode, err)
+			}
+		}
+	})
+	t.Run("concurrent queries of two pools work in exec and simple_protocol modes", func(t *testing.T) {
+		for _, suffix := range []string{"", "&default_query_exec_mode=simple_protocol"} {
+			var pools []*models.DB
+			for range 2 {
+				d, err := models.Open(pooled+suffix, "", models.Options{MaxOpenConns: 8, Pooler: models.PoolerTransaction})
+				if err != nil {
+					t.Fatalf("open %q: %v", suffix, err)
+				}
+				defer d.Close()
+				pools = append(pools, d)
+			}
+			if _, err := pools[0].Migrate(ctx); err != nil {
+				t.Fatalf("migrate through PgBouncer: %v", err)
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 32)
+			for i := range 32 {
+				wg.Go(func() {
+					for range 20 {
+						// Parameters, so that the statement cache would
+						// be used if it were on.
+						if _, err := pools[i%2].Connection(ctx, "00000000-0000-0000-0000-00000000000"+strconv.Itoa(i%10)); !errors.Is(err, models.ErrNotFound) {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatalf("query through PgBouncer (%q): %v", suffix, err)
+			}
+		}
+	})
+}
