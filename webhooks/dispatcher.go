@@ -39,7 +39,20 @@ type Config struct {
 	// exceed the time a whole batch can take. Default Timeout times the
 	// number of rounds a batch needs at Concurrency, plus a minute.
 	Lease time.Duration
+	// Observe, when set, is told the outcome of each delivery attempt (for
+	// metrics): OutcomeDelivered, OutcomeFailed (to be retried),
+	// OutcomeGaveUp, or OutcomeDropped (its endpoint is no longer
+	// configured).
+	Observe func(outcome string)
 }
+
+// Outcomes of a delivery attempt, told to Config.Observe.
+const (
+	OutcomeDelivered = "delivered"
+	OutcomeFailed    = "failed"
+	OutcomeGaveUp    = "gave_up"
+	OutcomeDropped   = "dropped"
+)
 
 func (c *Config) defaults() {
 	def := func(d *time.Duration, val time.Duration) {
@@ -198,6 +211,7 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 
 	secret, ok := d.secrets[r.EndpointURL]
 	if !ok {
+		d.observe(OutcomeDropped)
 		log.Warn("webhook endpoint no longer configured; event dropped")
 		return false, d.db.MarkDeliveryFailed(rec, r.ID, lease, r.Attempts, "endpoint no longer configured")
 	}
@@ -205,6 +219,7 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 	now := d.clock.Now().UTC().Truncate(time.Microsecond)
 	attempts := r.Attempts + 1
 	if sendErr == nil {
+		d.observe(OutcomeDelivered)
 		log.Debug("webhook delivered", "attempts", attempts)
 		return true, d.db.MarkDelivered(rec, r.ID, now, attempts)
 	}
@@ -218,12 +233,20 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 	// the row and its outcome wins.
 	if attempts >= d.cfg.MaxAttempts {
 		msg = fmt.Sprintf("gave up after %d attempts: %s", attempts, msg)
+		d.observe(OutcomeGaveUp)
 		log.Error("webhook given up", "attempts", attempts, "err", msg)
 		return false, d.db.MarkDeliveryFailed(rec, r.ID, lease, attempts, msg)
 	}
 	next := now.Add(d.backoff(attempts))
+	d.observe(OutcomeFailed)
 	log.Warn("webhook delivery failed; will retry", "attempts", attempts, "err", msg, "next_attempt_at", next)
 	return false, d.db.RescheduleDelivery(rec, r.ID, lease, next, attempts, msg)
+}
+
+func (d *Dispatcher) observe(outcome string) {
+	if d.cfg.Observe != nil {
+		d.cfg.Observe(outcome)
+	}
 }
 
 // send POSTs r, signed with secret; nil means a 2xx answer.

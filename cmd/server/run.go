@@ -289,7 +289,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	// transaction.
 	db.SetAnnouncer(webhooks.Announcer(endpoints))
 	v := vault.New(db, ring, sf, clk, log, vault.Config{
-		Observe:     met.ObserveRefresh,
+		Observe: met.ObserveRefresh, Stored: met.EventStored,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		CommitRetryBudget: cfg.CommitRetry, AttemptLease: cfg.AttemptLease(),
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, IdleTTL: cfg.RefreshIdleTTL,
@@ -306,7 +306,8 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	met.WatchWarmer(warm.Stats)
 	mountTestClock(mounts, clk, warm, log)
 	dev := devices.New(db, ring, clk, devices.Config{Issuer: cfg.PublicURL,
-		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL, RefreshReuseInterval: cfg.DeviceReuseInterval})
+		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL, RefreshReuseInterval: cfg.DeviceReuseInterval,
+		OnReuse: met.DeviceReuse})
 	if err := dev.EnsureSigningKey(ctx); err != nil {
 		return fmt.Errorf("device signing key: %w", err)
 	}
@@ -324,13 +325,15 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects, AppClients: cfg.AppClients,
 		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, AdminStore: db, ValidateOrgIdleTTL: cfg.ValidateIdleTTL}, log, v, dev, pending, sf, ring, nil)
 
+	limits := cfg.RateLimits
+	limits.Limited = met.RateLimited
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts,
-		RateLimits: cfg.RateLimits, TrustedProxies: cfg.TrustedProxies})
+		RateLimits: limits, TrustedProxies: cfg.TrustedProxies})
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry})
+	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry, Observe: met.WebhookAttempt})
 	stopJobs, err := startJobs(ctx, log,
 		job{name: "webhooks", spec: "@every 1s", run: dispatcher.Pass},
 		job{name: "housekeeping", spec: housekeepEvery, run: housekeepJob(cfg, db, log)})
