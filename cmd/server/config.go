@@ -420,6 +420,9 @@ Usage:
   tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
+  tokenwarm healthcheck [-path /readyz|/healthz] [-timeout 3s]
+                       GET /readyz of the server at TOKENWARM_ADDR; exit 0 on 200,
+                       else 1 (the container image's HEALTHCHECK)
   tokenwarm keygen     print a new random seal key for TOKENWARM_SEAL_KEYS
   tokenwarm admin-key create NAME | revoke NAME | list
                        manage admin API keys (create prints the key once)

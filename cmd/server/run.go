@@ -62,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "emulator":
 		return runEmulator(ctx, args, stdout)
+	case "healthcheck":
+		return healthcheck(ctx, args, getenv, stdout)
 	case "serve", "migrate", "reseal", "admin-key", "purge":
 	default:
 		printUsage(stderr)
