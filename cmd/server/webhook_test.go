@@ -83,17 +83,7 @@ func TestWebhookSurvivesServerRestart(t *testing.T) {
 	admin := func(method, path string) map[string]any {
 		req, _ := http.NewRequest(method, base+path, nil)
 		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var v map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&v)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, v)
-		}
-		return v
+		return doJSON(t, req, 200)
 	}
 	list := admin(http.MethodGet, "/admin/v1/connections")
 	items, _ := list["connections"].([]any)
