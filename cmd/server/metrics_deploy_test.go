@@ -3,9 +3,9 @@ package main
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -181,14 +181,16 @@ func TestMetricsOfRulesAndDashboardExist(t *testing.T) {
 		webhookHits.Add(1)
 		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
 	})
-	hook := startHTTP(t, receiver)
+	// Closed after the server stops (cleanups run last first).
+	hook := httptest.NewServer(receiver)
+	t.Cleanup(hook.Close)
 	const client, redirect = "com.example.metrics", "http://127.0.0.1/cb"
 	base, _ := startDemo(t, map[string]string{
 		"TOKENWARM_APP_CLIENTS":                   client + "=" + redirect,
 		"TOKENWARM_DEVICE_REFRESH_REUSE_INTERVAL": "0",
 		"TOKENWARM_RATE_LIMIT_SESSION_RPS":        "0.001",
 		"TOKENWARM_RATE_LIMIT_SESSION_BURST":      "10",
-		"TOKENWARM_WEBHOOK_URLS":                  hook,
+		"TOKENWARM_WEBHOOK_URLS":                  hook.URL,
 		"TOKENWARM_WEBHOOK_SECRET":                "metrics-test-secret-0123",
 		"TOKENWARM_WEBHOOK_RETRY_BASE":            "1s",
 	})
@@ -337,19 +339,6 @@ func doJSON(t *testing.T, req *http.Request, want int) map[string]any {
 	return v
 }
 
-// startHTTP serves h on a loopback port until the test ends.
-func startHTTP(t *testing.T, h http.Handler) string {
-	t.Helper()
-	srv := &http.Server{Handler: h}
-	ln, err := netListenLoopback()
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String()
-}
-
 // standardConnect runs an app's authorization request through tokenwarm
 // and the built-in emulator's consent page (as username) up to the
 // redirect to the app, and returns the code and the app's verifier.
@@ -396,5 +385,3 @@ func standardConnect(t *testing.T, base, client, redirect, username string) (cod
 	t.Fatal("the authorization did not reach the app")
 	return "", ""
 }
-
-func netListenLoopback() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
