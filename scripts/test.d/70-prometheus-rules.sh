@@ -29,8 +29,11 @@ find_promtool() {
 	command -v apt-get >/dev/null 2>&1 || die "promtool not found and no apt-get to fetch Debian's prometheus package"
 	local tmp
 	tmp=$(mktemp -d)
-	# The download runs as the _apt user when it can: let it write here.
+	# As root, apt downloads as the _apt user: let it write here.
 	chmod 755 "$tmp"
+	if [[ $(id -u) -eq 0 ]] && id -u _apt >/dev/null 2>&1; then
+		chown _apt "$tmp"
+	fi
 	if ! (cd "$tmp" && apt-get download -q prometheus >&2); then
 		echo "fetching the package lists (apt-get update)" >&2
 		local sudo=()
