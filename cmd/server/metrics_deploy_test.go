@@ -17,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenwarm/tokenwarm/handlers"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
+	"github.com/tokenwarm/tokenwarm/metrics"
 	"github.com/tokenwarm/tokenwarm/pkce"
+	"github.com/tokenwarm/tokenwarm/webhooks"
 )
 
 // promqlMetricNames lists the metric names a PromQL expression selects:
@@ -384,4 +387,15 @@ func standardConnect(t *testing.T, base, client, redirect, username string) (cod
 	}
 	t.Fatal("the authorization did not reach the app")
 	return "", ""
+}
+
+// The metrics' fixed label sets are the values the packages report:
+// nothing they report falls into "other".
+func TestMetricLabelSetsMatchTheReporters(t *testing.T) {
+	if want := []string{webhooks.OutcomeDelivered, webhooks.OutcomeFailed, webhooks.OutcomeGaveUp, webhooks.OutcomeDropped}; !slices.Equal(metrics.WebhookOutcomes, want) {
+		t.Errorf("metrics.WebhookOutcomes %v, webhooks reports %v", metrics.WebhookOutcomes, want)
+	}
+	if want := []string{handlers.LimitSession, handlers.LimitIP}; !slices.Equal(metrics.RateLimits, want) {
+		t.Errorf("metrics.RateLimits %v, handlers reports %v", metrics.RateLimits, want)
+	}
 }
