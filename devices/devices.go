@@ -54,6 +54,10 @@ type Config struct {
 	// presentation of a rotated token is reuse. The server's default is
 	// 30s; at most MaxRefreshReuseInterval.
 	RefreshReuseInterval time.Duration
+	// OnReuse, when set, is told of each presentation of a rotated refresh
+	// token that revoked its session (for metrics), after the revocation
+	// committed.
+	OnReuse func()
 }
 
 // MaxRefreshReuseInterval bounds Config.RefreshReuseInterval: the window in

@@ -93,6 +93,9 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Tokens, er
 	case errors.Is(err, models.ErrNotFound):
 		return nil, newErr(ErrInvalidGrant, "unknown refresh token")
 	case errors.Is(err, models.ErrDeviceTokenReuse):
+		if s.cfg.OnReuse != nil {
+			s.cfg.OnReuse()
+		}
 		return nil, newErr(ErrRefreshReuse, "session revoked")
 	case errors.Is(err, models.ErrDeviceSessionRevoked):
 		return nil, newErr(ErrInvalidGrant, "session revoked")

@@ -40,7 +40,16 @@ type RateLimits struct {
 	// burst. Now is the limits' clock (default time.Now).
 	MaxKeys int
 	Now     func() time.Time
+	// Limited, when set, is told of each refused request (for metrics):
+	// LimitSession or LimitIP.
+	Limited func(limit string)
 }
+
+// The limits a refused request is counted under (RateLimits.Limited).
+const (
+	LimitSession = "session"
+	LimitIP      = "ip"
+)
 
 // DefaultRateLimits are the server's defaults (its TOKENWARM_RATE_LIMIT_*
 // settings): far above what an app following mobile-sdk-spec sends.
@@ -69,6 +78,9 @@ type limiter struct {
 	burst   float64
 	maxKeys int
 	now     func() time.Time
+	// name and limited: what a refusal is counted as, and whom to tell.
+	name    string
+	limited func(string)
 
 	mu        sync.Mutex
 	buckets   map[string]*bucket
@@ -86,7 +98,8 @@ func newLimiter(rps float64, burst int, l RateLimits) *limiter {
 	if l.Now == nil {
 		l.Now = time.Now
 	}
-	return &limiter{rps: rps, burst: float64(max(burst, 1)), maxKeys: l.MaxKeys, now: l.Now, buckets: make(map[string]*bucket)}
+	return &limiter{rps: rps, burst: float64(max(burst, 1)), maxKeys: l.MaxKeys, now: l.Now, buckets: make(map[string]*bucket),
+		limited: l.Limited}
 }
 
 // refillTime is how long an empty bucket takes to fill: after it, an idle
@@ -149,7 +162,14 @@ type rateLimits struct {
 }
 
 func newRateLimits(l RateLimits) *rateLimits {
-	return &rateLimits{session: newLimiter(l.SessionRPS, l.SessionBurst, l), ip: newLimiter(l.IPRPS, l.IPBurst, l)}
+	r := &rateLimits{session: newLimiter(l.SessionRPS, l.SessionBurst, l), ip: newLimiter(l.IPRPS, l.IPBurst, l)}
+	if r.session != nil {
+		r.session.name = LimitSession
+	}
+	if r.ip != nil {
+		r.ip.name = LimitIP
+	}
+	return r
 }
 
 // limitBy limits l's keys: key names a request's key ("" passes
@@ -163,6 +183,9 @@ func limitBy(l *limiter, key func(echo.Context) string, oauth bool, per string) 
 		return func(c echo.Context) error {
 			if k := key(c); k != "" {
 				if ok, wait := l.allow(k); !ok {
+					if l.limited != nil {
+						l.limited(l.name)
+					}
 					return rateLimited(c, wait, oauth, per)
 				}
 			}

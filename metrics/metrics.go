@@ -22,8 +22,29 @@ type Metrics struct {
 	Registry      *prometheus.Registry
 	refreshes     *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
+	events        *prometheus.CounterVec
+	deviceReuse   prometheus.Counter
+	webhooks      *prometheus.CounterVec
+	rateLimited   *prometheus.CounterVec
 	scrapeTimeout time.Duration
 }
+
+// EventKinds are the refresh-path events counted by
+// tokenwarm_refresh_events_total; any other kind counts as "other".
+var EventKinds = []string{
+	models.EventRefreshed, models.EventTransientFailure, models.EventConfigError, models.EventRestricted,
+	models.EventUnrecognized, models.EventNeedsReauth, models.EventConcurrentPresentation,
+	models.EventUnknownOutcome, models.EventRotationLost, models.EventIntrospectionFailed,
+	models.EventAttemptUnresolved,
+}
+
+// WebhookOutcomes label tokenwarm_webhook_deliveries_total (the outcomes
+// of webhooks.Config.Observe); RateLimits label tokenwarm_rate_limited_total
+// (handlers.LimitSession, handlers.LimitIP).
+var (
+	WebhookOutcomes = []string{"delivered", "failed", "gave_up", "dropped"}
+	RateLimits      = []string{"session", "ip"}
+)
 
 // Fleet is what the gauges read at scrape time; *models.DB implements it.
 type Fleet interface {
@@ -54,12 +75,35 @@ func New(db Fleet, idleTTL time.Duration, clk clock.Clock, log *slog.Logger) *Me
 			Help:    "Duration of Salesforce refresh calls, by outcome class.",
 			Buckets: []float64{.025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10, 15},
 		}, []string{"outcome"}),
+		events: counterVec("tokenwarm_refresh_events_total",
+			"Events the refresh path of this replica stored, by kind (rotation_lost, unknown_outcome, concurrent_presentation, needs_reauth, ...), counted after their transaction committed.",
+			"kind", append(EventKinds, "other")),
+		deviceReuse: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenwarm_device_refresh_reuse_total",
+			Help: "Presentations of an already rotated device refresh token (outside the reuse interval) that revoked the device session.",
+		}),
+		webhooks: counterVec("tokenwarm_webhook_deliveries_total",
+			"Webhook delivery attempts of this replica by outcome: delivered, failed (will be retried), gave_up (after the last attempt), dropped (endpoint no longer configured).",
+			"outcome", WebhookOutcomes),
+		rateLimited: counterVec("tokenwarm_rate_limited_total",
+			"Requests this replica answered 429, by limit (session: per device session or presented grant; ip: per client IP).",
+			"limit", RateLimits),
 		scrapeTimeout: 3 * time.Second,
 	}
-	reg.MustRegister(m.refreshes, m.latency,
+	reg.MustRegister(m.refreshes, m.latency, m.events, m.deviceReuse, m.webhooks, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&dbCollector{db: db, idleTTL: idleTTL, clock: clk, log: log, timeout: m.scrapeTimeout})
 	return m
+}
+
+// counterVec is a counter with one label whose every value exists from the
+// start at 0, so that the first event shows as an increase.
+func counterVec(name, help, label string, values []string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+	for _, v := range values {
+		c.WithLabelValues(v)
+	}
+	return c
 }
 
 // WatchWarmer exports a warmer's counters and last-pass gauges.
@@ -87,6 +131,36 @@ func (m *Metrics) WatchWarmer(stats func() warmer.Stats) {
 func (m *Metrics) ObserveRefresh(cause, outcome string, upstream time.Duration) {
 	m.refreshes.WithLabelValues(cause, outcome).Inc()
 	m.latency.WithLabelValues(outcome).Observe(upstream.Seconds())
+}
+
+// EventStored counts one stored refresh-path event (vault.Config.Stored).
+func (m *Metrics) EventStored(kind string) {
+	m.events.WithLabelValues(oneOf(kind, EventKinds)).Inc()
+}
+
+// DeviceReuse counts one device refresh token reuse (devices.Config.OnReuse).
+func (m *Metrics) DeviceReuse() { m.deviceReuse.Inc() }
+
+// WebhookAttempt counts one webhook delivery attempt by outcome
+// (webhooks.Config.Observe).
+func (m *Metrics) WebhookAttempt(outcome string) {
+	m.webhooks.WithLabelValues(oneOf(outcome, WebhookOutcomes)).Inc()
+}
+
+// RateLimited counts one request refused by a rate limit
+// (handlers.RateLimits.Limited).
+func (m *Metrics) RateLimited(limit string) {
+	m.rateLimited.WithLabelValues(oneOf(limit, RateLimits)).Inc()
+}
+
+// oneOf keeps label values to a fixed set: v if known, else "other".
+func oneOf(v string, known []string) string {
+	for _, k := range known {
+		if v == k {
+			return v
+		}
+	}
+	return "other"
 }
 
 // Handler serves /metrics.

@@ -99,3 +99,54 @@ func TestMinIdleBudgetUsesEachOrgsTTL(t *testing.T) {
 		t.Fatalf("org TTL:\n%s", out)
 	}
 }
+
+// The event, reuse, webhook and rate-limit counters exist at 0 from the
+// start (so a first event is an increase), count what they are told, and
+// keep their labels to fixed sets: an unknown value counts as "other".
+func TestEventCountersHaveFixedLabels(t *testing.T) {
+	m := metrics.New(testkit.MigratedDB(t, models.SQLite), 30*24*time.Hour, nil, slog.New(slog.DiscardHandler))
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	contains(t, scrape(),
+		`tokenwarm_refresh_events_total{kind="rotation_lost"} 0`,
+		`tokenwarm_refresh_events_total{kind="unknown_outcome"} 0`,
+		`tokenwarm_refresh_events_total{kind="concurrent_presentation"} 0`,
+		`tokenwarm_device_refresh_reuse_total 0`,
+		`tokenwarm_webhook_deliveries_total{outcome="failed"} 0`,
+		`tokenwarm_webhook_deliveries_total{outcome="gave_up"} 0`,
+		`tokenwarm_rate_limited_total{limit="ip"} 0`)
+	m.EventStored(models.EventRotationLost)
+	m.EventStored("twr_not_a_kind_but_a_token")
+	m.DeviceReuse()
+	m.WebhookAttempt("failed")
+	m.WebhookAttempt("https://hooks.example.com/secret-path")
+	m.RateLimited("session")
+	m.RateLimited("203.0.113.7")
+	out := scrape()
+	contains(t, out,
+		`tokenwarm_refresh_events_total{kind="rotation_lost"} 1`,
+		`tokenwarm_refresh_events_total{kind="other"} 1`,
+		`tokenwarm_device_refresh_reuse_total 1`,
+		`tokenwarm_webhook_deliveries_total{outcome="failed"} 1`,
+		`tokenwarm_webhook_deliveries_total{outcome="other"} 1`,
+		`tokenwarm_rate_limited_total{limit="session"} 1`,
+		`tokenwarm_rate_limited_total{limit="other"} 1`)
+	for _, leak := range []string{"twr_", "hooks.example.com", "203.0.113.7"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("a label carries %q", leak)
+		}
+	}
+}
+
+// contains fails t for each of wants that out lacks.
+func contains(t *testing.T, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

@@ -360,7 +360,21 @@ func (v *Vault) persist(ctx context.Context, row *models.RefreshLock, attemptID 
 	if res.unresolved {
 		op = models.UnresolveOwnMarker
 	}
-	return row.Store(ctx, v.write(row, models.RefreshWrite{Marker: op, AttemptID: attemptID, Update: res.update, Events: res.events, Deadline: deadline}))
+	return v.storeWrite(ctx, row, models.RefreshWrite{Marker: op, AttemptID: attemptID, Update: res.update, Events: res.events, Deadline: deadline})
+}
+
+// storeWrite stores w through row (models.RefreshLock.Store, completed by
+// write) and, once it committed, tells Config.Stored of its events.
+func (v *Vault) storeWrite(ctx context.Context, row *models.RefreshLock, w models.RefreshWrite) error {
+	if err := row.Store(ctx, v.write(row, w)); err != nil {
+		return err
+	}
+	if v.cfg.Stored != nil {
+		for _, ev := range w.Events {
+			v.cfg.Stored(ev.Kind)
+		}
+	}
+	return nil
 }
 
 // write completes a RefreshWrite with the vault's retry event, logging and

@@ -50,8 +50,8 @@ func (v *Vault) resolve(ctx context.Context, row *models.RefreshLock, req Reques
 			v.event(c.ID, models.EventRotationLost, req.Cause, 200, models.ReasonRotationLost, attempt+"; introspection: the stored token is inactive"),
 			v.event(c.ID, models.EventNeedsReauth, req.Cause, 0, models.ReasonRotationLost, "the stored refresh token was rotated by a lost presentation"),
 		}
-		err := row.Store(ctx, v.write(row, models.RefreshWrite{Marker: models.RemovePriorMarker, AttemptID: prior.AttemptID,
-			Update: update, Events: events, Deadline: time.Now().Add(v.cfg.CommitRetryBudget)}))
+		err := v.storeWrite(ctx, row, models.RefreshWrite{Marker: models.RemovePriorMarker, AttemptID: prior.AttemptID,
+			Update: update, Events: events, Deadline: time.Now().Add(v.cfg.CommitRetryBudget)})
 		if err != nil {
 			return nil, v.storeError(err)
 		}
@@ -83,8 +83,8 @@ func (v *Vault) resolve(ctx context.Context, row *models.RefreshLock, req Reques
 			"held back by an unresolved refresh attempt since "+prior.StartedAt.UTC().Format(time.RFC3339)))
 	}
 	// Nothing is lost if this bookkeeping fails: no retries.
-	if serr := row.Store(ctx, v.write(row, models.RefreshWrite{Marker: models.KeepPriorMarker, AttemptID: prior.AttemptID, AlertPrior: alert,
-		Update: update, Events: events})); serr != nil {
+	if serr := v.storeWrite(ctx, row, models.RefreshWrite{Marker: models.KeepPriorMarker, AttemptID: prior.AttemptID, AlertPrior: alert,
+		Update: update, Events: events}); serr != nil {
 		v.log.Warn("could not record a failed introspection", "connection_id", c.ID, "err", serr)
 	}
 	if alert {

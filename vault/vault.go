@@ -110,6 +110,9 @@ type Config struct {
 	// Observe, when set, is told of every refresh that reached Salesforce:
 	// its cause, outcome class and upstream duration (for metrics).
 	Observe func(cause, outcome string, upstream time.Duration)
+	// Stored, when set, is told the kind of every event the refresh path
+	// stored, once its transaction committed (for metrics).
+	Stored func(kind string)
 	// Worker names this replica on events. Default host-pid.
 	Worker string
 	// IdleTTL is the refresh tokens' idle expiry (an org admin may set

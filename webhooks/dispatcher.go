@@ -44,7 +44,20 @@ type Config struct {
 	// next to the Standard Webhooks headers (sent by default during the
 	// transition).
 	NoLegacySignature bool
+	// Observe, when set, is told the outcome of each delivery attempt (for
+	// metrics): OutcomeDelivered, OutcomeFailed (to be retried),
+	// OutcomeGaveUp, or OutcomeDropped (its endpoint is no longer
+	// configured).
+	Observe func(outcome string)
 }
+
+// Outcomes of a delivery attempt, told to Config.Observe.
+const (
+	OutcomeDelivered = "delivered"
+	OutcomeFailed    = "failed"
+	OutcomeGaveUp    = "gave_up"
+	OutcomeDropped   = "dropped"
+)
 
 func (c *Config) defaults() {
 	def := func(d *time.Duration, val time.Duration) {
@@ -203,6 +216,7 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 
 	sg, ok := d.signers[r.EndpointURL]
 	if !ok {
+		d.observe(OutcomeDropped)
 		log.Warn("webhook endpoint no longer configured; event dropped")
 		return false, d.db.MarkDeliveryFailed(rec, r.ID, lease, r.Attempts, "endpoint no longer configured")
 	}
@@ -210,6 +224,7 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 	now := d.clock.Now().UTC().Truncate(time.Microsecond)
 	attempts := r.Attempts + 1
 	if sendErr == nil {
+		d.observe(OutcomeDelivered)
 		log.Debug("webhook delivered", "attempts", attempts)
 		return true, d.db.MarkDelivered(rec, r.ID, now, attempts)
 	}
@@ -223,12 +238,20 @@ func (d *Dispatcher) deliverOne(ctx context.Context, r models.WebhookDelivery, l
 	// the row and its outcome wins.
 	if attempts >= d.cfg.MaxAttempts {
 		msg = fmt.Sprintf("gave up after %d attempts: %s", attempts, msg)
+		d.observe(OutcomeGaveUp)
 		log.Error("webhook given up", "attempts", attempts, "err", msg)
 		return false, d.db.MarkDeliveryFailed(rec, r.ID, lease, attempts, msg)
 	}
 	next := now.Add(d.backoff(attempts))
+	d.observe(OutcomeFailed)
 	log.Warn("webhook delivery failed; will retry", "attempts", attempts, "err", msg, "next_attempt_at", next)
 	return false, d.db.RescheduleDelivery(rec, r.ID, lease, next, attempts, msg)
+}
+
+func (d *Dispatcher) observe(outcome string) {
+	if d.cfg.Observe != nil {
+		d.cfg.Observe(outcome)
+	}
 }
 
 // signer signs the deliveries to one endpoint with each of its secrets.

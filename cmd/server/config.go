@@ -510,6 +510,9 @@ Usage:
   tokenwarm purge      delete finished rows now (the server does it hourly)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
+  tokenwarm healthcheck [-path /readyz|/healthz] [-timeout 3s]
+                       GET /readyz of the server at TOKENWARM_ADDR; exit 0 on 200,
+                       else 1 (the container image's HEALTHCHECK)
   tokenwarm egress check [-login-url URL] [-direct]
                        CONNECT through SALESFORCE_PROXY_URL and a TLS handshake with
                        the login host; prints the egress configuration to compare

@@ -20,9 +20,10 @@ import (
 // Key rotation (docs/RUNBOOK-KEY-ROTATION.md).
 
 // deviceService is the device-session service of cfg.
-func deviceService(cfg *Config, db *models.DB, ring *seal.Ring, clk clock.Clock) *devices.Service {
+func deviceService(cfg *Config, db *models.DB, ring *seal.Ring, clk clock.Clock, onReuse func()) *devices.Service {
 	return devices.New(db, ring, clk, devices.Config{Issuer: cfg.PublicURL,
-		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL, RefreshReuseInterval: cfg.DeviceReuseInterval})
+		AccessTTL: cfg.DeviceTokenTTL, RefreshIdleTTL: cfg.DeviceIdleTTL, RefreshReuseInterval: cfg.DeviceReuseInterval,
+		OnReuse: onReuse})
 }
 
 // resealPasses bounds the passes of reseal: one rewrites, the next one
@@ -35,7 +36,7 @@ const resealPasses = 5
 // sessions, re-authorization links) cannot be moved and open only while
 // their key is in the ring.
 func reseal(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log *slog.Logger, stdout io.Writer) error {
-	dev := deviceService(cfg, db, ring, clock.System{})
+	dev := deviceService(cfg, db, ring, clock.System{}, nil)
 	pending := pkce.NewStore(db, ring, nil, 0)
 	var conns, verifiers int
 	var dv devices.Resealed
@@ -93,7 +94,7 @@ func quoteAll(ids []string) string {
 // the older keys keep verifying until the tokens they signed have expired
 // and then retire by themselves.
 func rotateSigningKey(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, stdout io.Writer) error {
-	dev := deviceService(cfg, db, ring, clock.System{})
+	dev := deviceService(cfg, db, ring, clock.System{}, nil)
 	before, err := dev.JWKS(ctx)
 	if err != nil {
 		return err
@@ -121,7 +122,7 @@ func retireSigningKey(ctx context.Context, cfg *Config, db *models.DB, ring *sea
 	if len(args) != 1 {
 		return errors.New("usage: tokenwarm retire-signing-key KID")
 	}
-	if err := deviceService(cfg, db, ring, clock.System{}).RetireSigningKey(ctx, args[0]); err != nil {
+	if err := deviceService(cfg, db, ring, clock.System{}, nil).RetireSigningKey(ctx, args[0]); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "signing key %q retired: its tokens are refused on every replica within a minute\n", args[0])

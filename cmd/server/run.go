@@ -74,6 +74,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "emulator":
 		return runEmulator(ctx, args, stdout)
+	case "healthcheck":
+		return healthcheck(ctx, args, getenv, stdout)
 	case "egress":
 		return egressCommand(ctx, args, getenv, stdout)
 	case "serve", "migrate", "reseal", "rotate-signing-key", "retire-signing-key", "admin-key", "purge":
@@ -312,7 +314,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	// transaction.
 	db.SetAnnouncer(webhooks.Announcer(endpoints))
 	v := vault.New(db, ring, sf, clk, log, vault.Config{
-		Observe:     met.ObserveRefresh,
+		Observe: met.ObserveRefresh, Stored: met.EventStored,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
 		CommitRetryBudget: cfg.CommitRetry, AttemptLease: cfg.AttemptLease(),
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, IdleTTL: cfg.RefreshIdleTTL,
@@ -328,7 +330,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	v.SetPause(warm)
 	met.WatchWarmer(warm.Stats)
 	mountTestClock(mounts, clk, warm, log)
-	dev := deviceService(cfg, db, ring, clk)
+	dev := deviceService(cfg, db, ring, clk, met.DeviceReuse)
 	if err := dev.EnsureSigningKey(ctx); err != nil {
 		return fmt.Errorf("device signing key: %w", err)
 	}
@@ -347,13 +349,16 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		ReauthLinkTTL: cfg.ReauthLinkTTL, AdminSessionTTL: cfg.AdminSessionTTL,
 		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, AdminStore: db, ValidateOrgIdleTTL: cfg.ValidateIdleTTL}, log, v, dev, pending, sf, ring, nil)
 
+	limits := cfg.RateLimits
+	limits.Limited = met.RateLimited
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts,
-		RateLimits: cfg.RateLimits, TrustedProxies: cfg.TrustedProxies})
+		RateLimits: limits, TrustedProxies: cfg.TrustedProxies})
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry, NoLegacySignature: !cfg.WebhookLegacySignature})
+	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry, NoLegacySignature: !cfg.WebhookLegacySignature,
+		Observe: met.WebhookAttempt})
 	stopJobs, err := startJobs(ctx, log,
 		job{name: "webhooks", spec: "@every 1s", run: dispatcher.Pass},
 		job{name: "housekeeping", spec: housekeepEvery, run: housekeepJob(cfg, db, log)})
