@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -183,6 +184,58 @@ type dbCollector struct {
 	clock   clock.Clock
 	log     *slog.Logger
 	timeout time.Duration
+
+	// The counts by status need a scan of every connection: at a million
+	// connections it takes most of a second, longer than a scrape should.
+	// They are kept for statusCountsMaxAge and then renewed in the
+	// background while scrapes get the kept ones, so no scrape after the
+	// first waits for the scan whatever the number of connections.
+	mu         sync.Mutex
+	counts     map[string]int64
+	countedAt  time.Time
+	recounting bool
+}
+
+// statusCountsMaxAge is how long the counts by status are served before a
+// scrape starts renewing them.
+var statusCountsMaxAge = 30 * time.Second
+
+// statusCountsTimeout bounds a renewal in the background.
+const statusCountsTimeout = time.Minute
+
+// statusCounts returns the counts by status: the kept ones while they are
+// fresh; stale ones while a renewal runs in the background; read now only
+// when there are none yet.
+func (c *dbCollector) statusCounts(ctx context.Context) (map[string]int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts != nil {
+		if time.Since(c.countedAt) >= statusCountsMaxAge && !c.recounting {
+			c.recounting = true
+			go c.recount()
+		}
+		return c.counts, nil
+	}
+	counts, err := c.db.ConnectionCountsByStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.counts, c.countedAt = counts, time.Now()
+	return counts, nil
+}
+
+func (c *dbCollector) recount() {
+	ctx, cancel := context.WithTimeout(context.Background(), statusCountsTimeout)
+	defer cancel()
+	counts, err := c.db.ConnectionCountsByStatus(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recounting = false
+	if err != nil {
+		c.log.Warn("metrics: cannot read connection counts", "err", err)
+		return
+	}
+	c.counts, c.countedAt = counts, time.Now()
 }
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -194,7 +247,7 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	byStatus, err := c.db.ConnectionCountsByStatus(ctx)
+	byStatus, err := c.statusCounts(ctx)
 	if err != nil {
 		c.log.Warn("metrics: cannot read connection counts", "err", err)
 		return
