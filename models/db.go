@@ -34,7 +34,9 @@ type DB struct {
 	Where string
 
 	announce Announcer
-	maxIdle  int
+	// announcePeople: events handed to announce carry their Person.
+	announcePeople bool
+	maxIdle        int
 }
 
 // Options tunes Open.

@@ -54,11 +54,14 @@ const (
 	TypeRevoked        = "connection.revoked"
 	TypeIdleExpiryRisk = "connection.idle_expiry_risk"
 	TypeConfigError    = "app.config_error"
+	// TypeReauthSoon: the connection reaches the org's refresh-token
+	// maximum age soon; ask the user to re-authorize.
+	TypeReauthSoon = "connection.reauth_soon"
 )
 
 var knownTypes = map[string]bool{
 	TypeNeedsReauth: true, TypeReauthorized: true, TypeRevoked: true,
-	TypeIdleExpiryRisk: true, TypeConfigError: true,
+	TypeIdleExpiryRisk: true, TypeConfigError: true, TypeReauthSoon: true,
 }
 
 // Event is something administrators are told about.

@@ -288,6 +288,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	// Every event stored with a webhook type goes to the outbox in the same
 	// transaction.
 	db.SetAnnouncer(webhooks.Announcer(endpoints))
+	db.AnnouncePeople(cfg.WebhookIdentity)
 	v := vault.New(db, ring, sf, clk, log, vault.Config{
 		Observe:     met.ObserveRefresh,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
@@ -297,9 +298,10 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		// Half the pool: each refresh briefly holds two connections. Warm
 		// concurrency is capped below this so pulls always find slots.
 		MaxConcurrentRefreshes: cfg.DBMaxConns / 2,
+		SkipIdentity:           !cfg.CaptureIdentity,
 	})
 	warm := warmer.New(v, db, clk, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
-		RiskThreshold: cfg.IdleRiskBefore})
+		RiskThreshold: cfg.IdleRiskBefore, RefreshMaxAge: cfg.RefreshMaxAge, ReauthSoon: cfg.ReauthSoon})
 	// Pulls respect the app-wide pause, and their configuration errors
 	// raise it: one alert, no flood of refused refreshes.
 	v.SetPause(warm)
@@ -322,7 +324,8 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		return fmt.Errorf("admin session keys: %w", err)
 	}
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects, AppClients: cfg.AppClients,
-		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, AdminStore: db, ValidateOrgIdleTTL: cfg.ValidateIdleTTL}, log, v, dev, pending, sf, ring, nil)
+		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, AdminStore: db, ValidateOrgIdleTTL: cfg.ValidateIdleTTL,
+		RefreshMaxAge: cfg.RefreshMaxAge, ReauthSoon: cfg.ReauthSoon}, log, v, dev, pending, sf, ring, nil)
 
 	router := handlers.New(handlers.Deps{Log: log, Ready: readiness{db}, API: api, Metrics: met.Handler(), Mount: mounts,
 		RateLimits: cfg.RateLimits, TrustedProxies: cfg.TrustedProxies})
