@@ -259,7 +259,8 @@ func (s *Server) orgName() string {
 func DisplayName(username string) string {
 	words := strings.FieldsFunc(nickname(username), func(r rune) bool { return r == '.' || r == '_' || r == '-' || r == '+' })
 	for i, w := range words {
-		words[i] = strings.ToUpper(w[:1]) + w[1:]
+		r := []rune(w)
+		words[i] = strings.ToUpper(string(r[:1])) + string(r[1:])
 	}
 	return strings.Join(words, " ")
 }
