@@ -19,7 +19,13 @@
 //
 //	{"id":"evt_3f0c...","type":"connection.needs_reauth",
 //	 "created_at":"2026-01-01T00:00:00Z",
-//	 "data":{"connection_id":"...","org_id":"...","user_id":"...","reason":"invalid_grant"}}
+//	 "data":{"connection_id":"...","org_id":"...","user_id":"...","reason":"invalid_grant",
+//	         "user_name":"Ada Lovelace","username":"ada@acme.example","email":"ada@acme.example","org_name":"Acme"}}
+//
+// The person fields (org_id, user_id, user_name, username, email,
+// org_name) come from the connection when the event is stored, with
+// models.DB.AnnouncePeople (TOKENWARM_WEBHOOK_IDENTITY); empty ones are
+// left out.
 //
 // Any 2xx answer means delivered; anything else, a network error or no
 // answer within the timeout means the delivery is retried later. Payloads
