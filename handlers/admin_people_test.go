@@ -62,7 +62,7 @@ func TestAdminPeople(t *testing.T) {
 		t.Run(string(dialect), func(t *testing.T) {
 			w := adminWorldOf(t, newWorld(t, dialect))
 			w.db.SetAnnouncer(webhooks.Announcer([]webhooks.Endpoint{{URL: "https://hooks.example.com/in", Secret: "0123456789abcdef"}}))
-			w.db.AnnouncePeople(true)
+			w.db.AnnouncePeople(webhooks.Announces)
 			ada := w.connect("ada.lovelace@example.com")
 			grace := w.connect("grace_hopper@example.com")
 

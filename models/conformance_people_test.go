@@ -150,7 +150,7 @@ func init() {
 				t.Fatalf("after re-authorization: %+v", again)
 			}
 		}},
-		storageCase{"with AnnouncePeople the announcer gets each event's Person from its connection; without, none", func(t *testing.T, db *models.DB) {
+		storageCase{"with AnnouncePeople the announcer gets the Person of each event of an announced kind from its connection; otherwise none", func(t *testing.T, db *models.DB) {
 			ctx := context.Background()
 			at := time.Now().UTC().Add(-time.Hour).Truncate(time.Microsecond)
 			ada := person(t, db, "Ada Lovelace", "ada.l", "Analytical Engines", at)
@@ -166,12 +166,13 @@ func init() {
 			if err := db.RecordEvents(ctx, []models.Event{ev}); err != nil {
 				t.Fatal(err)
 			}
-			db.AnnouncePeople(true)
-			if err := db.RecordEvents(ctx, []models.Event{ev, {Kind: "config_error_app_paused", CreatedAt: time.Now().UTC()}}); err != nil {
+			db.AnnouncePeople(func(kind string) bool { return kind == "revoked" })
+			refreshed := models.Event{ConnectionID: &id, Kind: "refreshed", CreatedAt: time.Now().UTC()}
+			if err := db.RecordEvents(ctx, []models.Event{ev, {Kind: "config_error_app_paused", CreatedAt: time.Now().UTC()}, refreshed}); err != nil {
 				t.Fatal(err)
 			}
 			b, _ := json.Marshal(got)
-			if len(got) != 3 || got[0] != nil || got[1] == nil || got[2] != nil {
+			if len(got) != 4 || got[0] != nil || got[1] == nil || got[2] != nil || got[3] != nil {
 				t.Fatalf("persons %s", b)
 			}
 			if p := got[1]; p.Name != "Ada Lovelace" || p.Username != "ada.l" || p.Email != "ada.l@mail.example" || p.OrgName != "Analytical Engines" ||
@@ -180,7 +181,7 @@ func init() {
 			}
 			var stored []models.Event
 			rawdb.Gorm(db).Where("connection_id = ?", ada.ID).Find(&stored)
-			if len(stored) != 2 {
+			if len(stored) != 3 {
 				t.Fatalf("events stored: %d", len(stored))
 			}
 		}},

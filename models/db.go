@@ -34,8 +34,9 @@ type DB struct {
 	Where string
 
 	announce Announcer
-	// announcePeople: events handed to announce carry their Person.
-	announcePeople bool
+	// announcePeople: events of these kinds handed to announce carry their
+	// Person.
+	announcePeople func(kind string) bool
 	maxIdle        int
 }
 

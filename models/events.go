@@ -35,10 +35,11 @@ type Announcer func(events []Event) ([]WebhookDelivery, error)
 // webhook deliveries, in the same transaction. Call it once, at wiring.
 func (d *DB) SetAnnouncer(a Announcer) { d.announce = a }
 
-// AnnouncePeople makes the events handed to the announcer carry their
-// connection's Person (read in the storing transaction), so webhook
-// payloads can name the user. Call it once, at wiring.
-func (d *DB) AnnouncePeople(on bool) { d.announcePeople = on }
+// AnnouncePeople makes the events of the kinds of announces handed to the
+// announcer carry their connection's Person (read in the storing
+// transaction), so webhook payloads can name the user; nil turns it off.
+// Other events (a refresh's) cost no read. Call it once, at wiring.
+func (d *DB) AnnouncePeople(announces func(kind string) bool) { d.announcePeople = announces }
 
 // Person is who a connection belongs to, as far as tokenwarm knows:
 // personal data, never a token. Only the announcer sees it.
@@ -51,11 +52,12 @@ type Person struct {
 	OrgName  string
 }
 
-// people reads the Person of every connection of events, in tx.
-func people(tx *gorm.DB, events []Event) (map[string]*Person, error) {
+// people reads the Person of the connection of every event of a kind
+// wanted, in tx.
+func people(tx *gorm.DB, events []Event, wanted func(kind string) bool) (map[string]*Person, error) {
 	var ids []string
 	for _, ev := range events {
-		if ev.ConnectionID != nil {
+		if ev.ConnectionID != nil && wanted(ev.Kind) {
 			ids = append(ids, *ev.ConnectionID)
 		}
 	}
@@ -92,14 +94,14 @@ func (d *DB) insertEvents(tx *gorm.DB, events []Event) ([]Event, error) {
 		return rows, nil
 	}
 	announced := rows
-	if d.announcePeople {
-		who, err := people(tx, rows)
+	if d.announcePeople != nil {
+		who, err := people(tx, rows, d.announcePeople)
 		if err != nil {
 			return nil, err
 		}
 		announced = make([]Event, len(rows))
 		for i, ev := range rows {
-			if ev.ConnectionID != nil {
+			if ev.ConnectionID != nil && d.announcePeople(ev.Kind) {
 				ev.Person = who[*ev.ConnectionID]
 			}
 			announced[i] = ev

@@ -16,6 +16,13 @@ var eventTypes = map[string]string{
 	models.EventReauthSoon:    TypeReauthSoon,
 }
 
+// Announces reports whether events of an audit-event kind are announced
+// (models.DB.AnnouncePeople reads the person of those only).
+func Announces(kind string) bool {
+	_, ok := eventTypes[kind]
+	return ok
+}
+
 // Announcer returns the models.Announcer that turns stored audit events
 // into outbox deliveries to endpoints (models.DB.SetAnnouncer). It writes
 // nothing itself. The idempotency ID derives from the event row, so it is

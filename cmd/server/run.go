@@ -288,7 +288,9 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	// Every event stored with a webhook type goes to the outbox in the same
 	// transaction.
 	db.SetAnnouncer(webhooks.Announcer(endpoints))
-	db.AnnouncePeople(cfg.WebhookIdentity)
+	if cfg.WebhookIdentity && len(endpoints) > 0 {
+		db.AnnouncePeople(webhooks.Announces)
+	}
 	v := vault.New(db, ring, sf, clk, log, vault.Config{
 		Observe:     met.ObserveRefresh,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
