@@ -165,6 +165,8 @@ func TestAdminUIPeople(t *testing.T) {
 	// Ada authorized 85 days ago: her grant ends in 5 days.
 	rawdb.Gorm(w.db).Model(&models.Connection{}).Where("id = ?", ada).Update("authorized_at", w.sfClock.Now().Add(-85*24*time.Hour))
 
+	w.db.SetAnnouncer(webhooks.Announcer([]webhooks.Endpoint{{URL: "https://hooks.example.com/in", Secret: "0123456789abcdef"}}))
+	w.db.AnnouncePeople(webhooks.Announces)
 	wm := warmer.New(w.vault, w.db, w.sfClock, nil, warmer.Config{RefreshMaxAge: maxAge, ReauthSoon: soon})
 	for range 2 {
 		if _, err := wm.RunOnce(context.Background()); err != nil {
@@ -175,6 +177,11 @@ func TestAdminUIPeople(t *testing.T) {
 	rawdb.Gorm(w.db).Where("kind = ?", models.EventReauthSoon).Find(&evs)
 	if len(evs) != 1 || *evs[0].ConnectionID != ada || !strings.Contains(evs[0].Detail, "re-authorize") {
 		t.Fatalf("reauth_soon events after two passes: %+v", evs)
+	}
+	var hooks []models.WebhookDelivery
+	rawdb.Gorm(w.db).Where("event_type = ?", webhooks.TypeReauthSoon).Find(&hooks)
+	if len(hooks) != 1 || !strings.Contains(hooks[0].Payload, `"user_name":"Ada Lovelace"`) || !strings.Contains(hooks[0].Payload, `"connection_id":"`+ada+`"`) {
+		t.Fatalf("reauth_soon webhooks: %+v", hooks)
 	}
 	soonList := w.search(t, url.Values{"reauth_soon": {"true"}})
 	if len(soonList) != 1 || soonList[0].ID != ada || !soonList[0].ReauthSoon || soonList[0].ReauthDueAt == nil {
