@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 const (
 	EventRefresh    = "admin_refresh"
 	EventReauthLink = "admin_reauth_link"
+	// EventIdentityErased: an admin erased the user's personal data.
+	EventIdentityErased = models.EventIdentityErased
 )
 
 // revokeTimeout bounds a revocation, which runs detached from its caller.
@@ -106,6 +109,31 @@ func (s *Service) Revoke(ctx context.Context, id, keyName string) (*Connection, 
 		if err != nil {
 			return nil, err
 		}
+	}
+	v := s.view(s.ttls(ctx), cn)
+	return &v, nil
+}
+
+// EraseIdentity erases the personal data tokenwarm holds about the
+// connection's user (name, username, email; the org's name is not
+// personal and stays) and audits it, naming the key. The connection keeps
+// working; a later re-authorization captures them again unless capture is
+// off (TOKENWARM_CAPTURE_IDENTITY=false). Webhook deliveries already
+// queued keep what they carry.
+func (s *Service) EraseIdentity(ctx context.Context, id, keyName string) (*Connection, error) {
+	cn, err := s.lookup(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	cid := cn.ID
+	ev := models.Event{ConnectionID: &cid, Kind: EventIdentityErased, Cause: vault.CauseAdmin, Worker: s.cfg.Worker,
+		Detail: fmt.Sprintf("personal data of the user erased by admin key %q", keyName), CreatedAt: s.cfg.Now().UTC()}
+	cn, err = s.d.Eraser.EraseIdentity(ctx, cid, ev)
+	if errors.Is(err, models.ErrNotFound) {
+		return nil, &vault.Error{Code: vault.CodeNotFound, Message: "no such connection"}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("admin: erase identity: %w", err)
 	}
 	v := s.view(s.ttls(ctx), cn)
 	return &v, nil

@@ -59,6 +59,12 @@ type Config struct {
 	ValidateIdleTTL func(time.Duration) error
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// RefreshMaxAge is the org's "expire refresh token after N" policy
+	// (SALESFORCE_REFRESH_MAX_AGE; 0: none). With it, views show when each
+	// grant ends and the overview lists those ending within ReauthSoon.
+	RefreshMaxAge time.Duration
+	// ReauthSoon is how far ahead (default 7 days).
+	ReauthSoon time.Duration
 }
 
 // Orgs holds the per-org settings (implemented by *models.DB).
@@ -69,6 +75,12 @@ type Orgs interface {
 	CountActiveRefreshedBefore(ctx context.Context, scope models.OrgScope, before time.Time) (int64, error)
 }
 
+// Eraser erases a user's personal data with its audit event (implemented
+// by *models.DB).
+type Eraser interface {
+	EraseIdentity(ctx context.Context, id string, ev models.Event) (*models.Connection, error)
+}
+
 // Deps are what the service acts through.
 type Deps struct {
 	Store   Store
@@ -77,6 +89,7 @@ type Deps struct {
 	Vault   Vault
 	Revoker Revoker
 	Links   ReauthLinks
+	Eraser  Eraser
 }
 
 // Service is the operators' view of the fleet and their actions on it.
@@ -92,6 +105,9 @@ func New(d Deps, cfg Config) *Service {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ReauthSoon <= 0 {
+		cfg.ReauthSoon = 7 * 24 * time.Hour
 	}
 	return &Service{d: d, cfg: cfg}
 }
@@ -135,13 +151,24 @@ const (
 	StatusRule         = "must be active, needs_reauth or revoked"
 	IdleBudgetDaysRule = "must be an integer number of days from 0 to 3650"
 	CursorRule         = "is not a cursor from a previous page"
+	SearchRule         = "must be at most 100 characters"
+	ReauthSoonRule     = "must be true or false; true needs SALESFORCE_REFRESH_MAX_AGE"
 )
 
-// Connection is a connection as operators see it: never a token.
+// MaxSearch bounds a search string.
+const MaxSearch = 100
+
+// Connection is a connection as operators see it: never a token. The
+// user's name, username and email and the org's name are empty when
+// unknown (capture off or failed, or erased).
 type Connection struct {
 	ID                  string    `json:"id"`
 	OrgID               string    `json:"org_id"`
+	OrgName             string    `json:"org_name"`
 	UserID              string    `json:"user_id"`
+	UserName            string    `json:"user_name"`
+	Username            string    `json:"username"`
+	Email               string    `json:"email"`
 	Owner               string    `json:"owner"`
 	LoginURL            string    `json:"login_url"`
 	InstanceURL         string    `json:"instance_url"`
@@ -154,6 +181,33 @@ type Connection struct {
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	LastErrorCode       string    `json:"last_error_code,omitempty"`
 	CreatedAt           time.Time `json:"created_at"`
+	// AuthorizedAt is the last connect or re-authorization.
+	AuthorizedAt time.Time `json:"authorized_at"`
+	// ReauthDueAt is when the org's refresh-token maximum age ends the
+	// grant (only with SALESFORCE_REFRESH_MAX_AGE); ReauthSoon says it is
+	// within TOKENWARM_REAUTH_SOON_DAYS of now.
+	ReauthDueAt *time.Time `json:"reauth_due_at,omitempty"`
+	ReauthSoon  bool       `json:"reauth_soon"`
+}
+
+// Label is how a person names the connection: the user's name, else the
+// username, else the owner.
+func (c Connection) Label() string {
+	switch {
+	case c.UserName != "":
+		return c.UserName
+	case c.Username != "":
+		return c.Username
+	}
+	return c.Owner
+}
+
+// Org is the org's name, else its ID.
+func (c Connection) Org() string {
+	if c.OrgName != "" {
+		return c.OrgName
+	}
+	return c.OrgID
 }
 
 // Event is one line of an audit trail. ConnectionID is set only where
@@ -172,11 +226,27 @@ type Event struct {
 func (s *Service) view(ttls models.IdleTTLs, cn *models.Connection) Connection {
 	ttl := ttls.For(cn.OrgID)
 	idleExpires := cn.LastRefreshedAt.Add(ttl).UTC()
-	return Connection{ID: cn.ID, OrgID: cn.OrgID, UserID: cn.UserID, Owner: cn.Owner, LoginURL: cn.LoginURL,
+	v := Connection{ID: cn.ID, OrgID: cn.OrgID, OrgName: cn.OrgName, UserID: cn.UserID, UserName: cn.UserName,
+		Username: cn.UserUsername, Email: cn.UserEmail, Owner: cn.Owner, LoginURL: cn.LoginURL,
 		InstanceURL: cn.InstanceURL, Status: cn.Status, ReauthReason: cn.ReauthReason, LastRefreshedAt: cn.LastRefreshedAt.UTC(),
 		IdleExpiresAt: idleExpires, IdleBudgetSeconds: max(0, int64(idleExpires.Sub(s.cfg.Now()).Seconds())),
 		NextWarmAt: cn.NextWarmAt.UTC(), ConsecutiveFailures: cn.ConsecutiveFailures, LastErrorCode: cn.LastErrorCode,
-		CreatedAt: cn.CreatedAt.UTC()}
+		CreatedAt: cn.CreatedAt.UTC(), AuthorizedAt: authorizedAt(cn)}
+	if s.cfg.RefreshMaxAge > 0 {
+		due := v.AuthorizedAt.Add(s.cfg.RefreshMaxAge)
+		v.ReauthDueAt = &due
+		v.ReauthSoon = cn.Status == StatusActive && due.Before(s.cfg.Now().Add(s.cfg.ReauthSoon))
+	}
+	return v
+}
+
+// authorizedAt is the last authorization; rows that predate its column
+// count from their creation.
+func authorizedAt(cn *models.Connection) time.Time {
+	if cn.AuthorizedAt != nil {
+		return cn.AuthorizedAt.UTC()
+	}
+	return cn.CreatedAt.UTC()
 }
 
 func (s *Service) views(ttls models.IdleTTLs, conns []models.Connection) []Connection {

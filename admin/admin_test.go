@@ -148,13 +148,13 @@ func TestAdminParametersAreChecked(t *testing.T) {
 	ctx := context.Background()
 	neg, big := -1, admin.MaxIdleBudgetDays+1
 	for _, q := range []admin.ListQuery{{Limit: -1}, {Limit: admin.MaxPageSize + 1}, {Status: "dead"}, {Cursor: "bm9wZQ"},
-		{IdleBudgetBelowDays: &neg}, {IdleBudgetBelowDays: &big}} {
+		{IdleBudgetBelowDays: &neg}, {IdleBudgetBelowDays: &big}, {Search: strings.Repeat("x", admin.MaxSearch+1)}, {ReauthSoon: true}} {
 		var ie *admin.InvalidError
 		if _, err := s.ListConnections(ctx, q); !errors.As(err, &ie) {
 			t.Fatalf("%+v: %v", q, err)
 		}
 	}
-	if _, err := s.TableByIdleBudget(ctx, "", "bogus"); err == nil {
+	if _, err := s.TableByIdleBudget(ctx, "", "", "bogus"); err == nil {
 		t.Fatal("a bogus table position was accepted")
 	}
 	for _, bad := range []string{"not-a-uuid", id + "x", ""} {

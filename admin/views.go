@@ -22,6 +22,13 @@ type ListQuery struct {
 	// IdleBudgetBelowDays keeps connections with less idle budget than
 	// that many days (0 to MaxIdleBudgetDays).
 	IdleBudgetBelowDays *int
+	// Search keeps connections whose user's name, username or email, or
+	// org's name, contains it (case-insensitive; at most MaxSearch
+	// characters).
+	Search string
+	// ReauthSoon keeps active connections that reach the refresh-token
+	// maximum age within the warning window (needs the policy).
+	ReauthSoon bool
 	// Cursor is the NextCursor of the previous page.
 	Cursor string
 	// Limit is the page size (1 to MaxPageSize; DefaultPageSize if 0).
@@ -50,6 +57,15 @@ func (s *Service) ListConnections(ctx context.Context, q ListQuery) (*Page, erro
 		return nil, &InvalidError{Field: "status", Message: StatusRule}
 	}
 	f := models.ConnectionFilter{Status: q.Status, OrgID: q.OrgID, Owner: q.Owner}
+	if err := s.search(&f, q.Search); err != nil {
+		return nil, err
+	}
+	if q.ReauthSoon {
+		if s.cfg.RefreshMaxAge <= 0 {
+			return nil, &InvalidError{Field: "reauth_soon", Message: ReauthSoonRule}
+		}
+		s.reauthSoon(&f)
+	}
 	if n := q.IdleBudgetBelowDays; n != nil {
 		if *n < 0 || *n > MaxIdleBudgetDays {
 			return nil, &InvalidError{Field: "idle_budget_below_days", Message: IdleBudgetDaysRule}
@@ -91,9 +107,13 @@ type Table struct {
 // all) by (last_refreshed_at, id), TablePageSize at a time, after the
 // position after ("" for the first page). A connection refreshed while
 // someone pages moves to the end: it may show twice, never not at all.
-func (s *Service) TableByIdleBudget(ctx context.Context, status, after string) (*Table, error) {
+func (s *Service) TableByIdleBudget(ctx context.Context, status, search, after string) (*Table, error) {
 	if status != "" && !validStatus(status) {
 		return nil, &InvalidError{Field: "status", Message: StatusRule}
+	}
+	f := models.ConnectionFilter{Status: status}
+	if err := s.search(&f, search); err != nil {
+		return nil, err
 	}
 	var pos *models.Position
 	if after != "" {
@@ -103,7 +123,7 @@ func (s *Service) TableByIdleBudget(ctx context.Context, status, after string) (
 		}
 		pos = &p
 	}
-	conns, err := s.d.Store.PageConnections(ctx, models.ConnectionFilter{Status: status}, models.ByLastRefreshed, pos, TablePageSize+1)
+	conns, err := s.d.Store.PageConnections(ctx, f, models.ByLastRefreshed, pos, TablePageSize+1)
 	if err != nil {
 		return nil, fmt.Errorf("admin: connections table: %w", err)
 	}
@@ -227,13 +247,36 @@ func (s *Service) staleBefore(ctx context.Context, now time.Time, budget time.Du
 	return out
 }
 
+// search adds a search string to f.
+func (s *Service) search(f *models.ConnectionFilter, q string) error {
+	q = strings.TrimSpace(q)
+	if len([]rune(q)) > MaxSearch {
+		return &InvalidError{Field: "q", Message: SearchRule}
+	}
+	f.Search = q
+	return nil
+}
+
+// reauthSoon narrows f to the active connections that reach the
+// refresh-token maximum age within the warning window.
+func (s *Service) reauthSoon(f *models.ConnectionFilter) {
+	before := s.cfg.Now().UTC().Add(-s.cfg.RefreshMaxAge + s.cfg.ReauthSoon)
+	f.Status, f.AuthorizedBefore = StatusActive, &before
+}
+
 // Overview is the fleet at a glance: the summary, the active connections
-// at risk and those that need re-authorization (least idle budget first,
+// at risk, those whose refresh-token maximum age ends soon (with the
+// policy), and those that need re-authorization (least idle budget first,
 // TablePageSize at most).
 type Overview struct {
 	Summary     Summary
 	AtRisk      []Connection
 	NeedsReauth []Connection
+	// MaxAge reports the refresh-token maximum age policy; ReauthSoon
+	// lists the connections it ends within ReauthSoonDays.
+	MaxAge         bool
+	ReauthSoon     []Connection
+	ReauthSoonDays int
 }
 
 // Overview returns the fleet at a glance.
@@ -252,7 +295,17 @@ func (s *Service) Overview(ctx context.Context) (*Overview, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin: connections needing re-authorization: %w", err)
 	}
-	return &Overview{Summary: *sum, AtRisk: s.views(s.ttls(ctx), risk), NeedsReauth: s.views(s.ttls(ctx), dead)}, nil
+	o := &Overview{Summary: *sum, AtRisk: s.views(s.ttls(ctx), risk), NeedsReauth: s.views(s.ttls(ctx), dead)}
+	if s.cfg.RefreshMaxAge > 0 {
+		f := models.ConnectionFilter{}
+		s.reauthSoon(&f)
+		soon, err := s.d.Store.PageConnections(ctx, f, models.ByCreated, nil, TablePageSize)
+		if err != nil {
+			return nil, fmt.Errorf("admin: connections due for re-authorization: %w", err)
+		}
+		o.MaxAge, o.ReauthSoon, o.ReauthSoonDays = true, s.views(s.ttls(ctx), soon), int(s.cfg.ReauthSoon/(24*time.Hour))
+	}
+	return o, nil
 }
 
 // A position reads base64url("<RFC 3339 time>|<id>").

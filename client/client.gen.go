@@ -626,11 +626,22 @@ type AccessToken struct {
 	TokenType TokenType `json:"token_type"`
 }
 
-// AdminConnection A connection as operators see it. Never contains a token.
+// AdminConnection A connection as operators see it. Never contains a token. The
+// user's name, username and email and the org's name are personal
+// data captured from Salesforce at connect and re-authorization
+// (`TOKENWARM_CAPTURE_IDENTITY`); each is empty when unknown (capture
+// off or failed, the scope did not allow it, or erased).
 type AdminConnection struct {
-	ConsecutiveFailures int                `json:"consecutive_failures"`
-	CreatedAt           time.Time          `json:"created_at"`
-	Id                  openapi_types.UUID `json:"id"`
+	// AuthorizedAt The last connect or re-authorization (for connections older than this field, their creation).
+	AuthorizedAt        time.Time `json:"authorized_at"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	CreatedAt           time.Time `json:"created_at"`
+
+	// Email The Salesforce user's email, empty when unknown.
+	//
+	// Example: ada@acme.example
+	Email string             `json:"email"`
+	Id    openapi_types.UUID `json:"id"`
 
 	// IdleBudgetSeconds Seconds until `idle_expires_at` (0 when past).
 	IdleBudgetSeconds int64 `json:"idle_budget_seconds"`
@@ -654,14 +665,27 @@ type AdminConnection struct {
 	// OrgId Example: 00D5g000004Xyz1EAC
 	OrgId string `json:"org_id"`
 
+	// OrgName The org's name (`SELECT Name FROM Organization`), empty when unknown.
+	//
+	// Example: Acme Corporation
+	OrgName string `json:"org_name"`
+
 	// Owner The device user the connection belongs to.
 	Owner string `json:"owner"`
+
+	// ReauthDueAt Only with `SALESFORCE_REFRESH_MAX_AGE`: when the orgs'
+	// "expire refresh token after N" policy ends this grant
+	// (`authorized_at` + the maximum age), whatever its use.
+	ReauthDueAt *time.Time `json:"reauth_due_at,omitempty"`
 
 	// ReauthReason Why the connection needs re-authorization (with `needs_reauth`):
 	// Salesforce's error code and description, `refresh token used
 	// elsewhere (…)`, or `rotation_lost: …` (a refresh answered by
 	// Salesforce whose answer was lost).
 	ReauthReason *string `json:"reauth_reason,omitempty"`
+
+	// ReauthSoon An active connection whose `reauth_due_at` is within `TOKENWARM_REAUTH_SOON_DAYS`; ask its user to re-authorize.
+	ReauthSoon bool `json:"reauth_soon"`
 
 	// Status `active`: tokens are available. `needs_reauth`: Salesforce rejected
 	// the grant, the user must sign in again (see `reauth_reason`,
@@ -671,11 +695,25 @@ type AdminConnection struct {
 
 	// UserId Example: 0055g00000AbcDeAAJ
 	UserId string `json:"user_id"`
+
+	// UserName The Salesforce user's display name, empty when unknown.
+	//
+	// Example: Ada Lovelace
+	UserName string `json:"user_name"`
+
+	// Username The Salesforce username, empty when unknown.
+	//
+	// Example: ada@acme.example
+	Username string `json:"username"`
 }
 
 // AdminConnectionDetail defines model for AdminConnectionDetail.
 type AdminConnectionDetail struct {
-	// Connection A connection as operators see it. Never contains a token.
+	// Connection A connection as operators see it. Never contains a token. The
+	// user's name, username and email and the org's name are personal
+	// data captured from Salesforce at connect and re-authorization
+	// (`TOKENWARM_CAPTURE_IDENTITY`); each is empty when unknown (capture
+	// off or failed, the scope did not allow it, or erased).
 	Connection AdminConnection `json:"connection"`
 
 	// Events The 50 most recent events, newest first.
@@ -1756,6 +1794,17 @@ type AdminListConnectionsParams struct {
 	// IdleBudgetBelowDays Only connections whose idle budget (time left before Salesforce's 30-day idle TTL) is below this many days.
 	IdleBudgetBelowDays *int `form:"idle_budget_below_days,omitempty" json:"idle_budget_below_days,omitempty"`
 
+	// Q Only connections whose user's name, username or email, or whose
+	// org's name, contains this text (case-insensitive; on embedded
+	// SQLite only ASCII letters fold case).
+	Q *string `form:"q,omitempty" json:"q,omitempty"`
+
+	// ReauthSoon `true`: only active connections that reach the orgs'
+	// refresh-token maximum age (`SALESFORCE_REFRESH_MAX_AGE`) within
+	// `TOKENWARM_REAUTH_SOON_DAYS`. Refused (400) when no maximum age
+	// is configured.
+	ReauthSoon *bool `form:"reauth_soon,omitempty" json:"reauth_soon,omitempty"`
+
 	// Limit Page size.
 	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
 
@@ -1978,6 +2027,19 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /admin/v1/connections/{id} (the `AdminGetConnection` operationId).
 	AdminGetConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminEraseIdentity Erase the user's personal data (admin)
+	//
+	// Erases what tokenwarm holds about the connection's Salesforce user:
+	// name, username and email (the org's name is not personal and
+	// stays). The connection keeps working. A later re-authorization
+	// captures them again unless `TOKENWARM_CAPTURE_IDENTITY=false`.
+	// Webhook deliveries already queued keep what they carry (finished
+	// ones are deleted after `TOKENWARM_RETENTION`). Recorded as an
+	// `identity_erased` event naming the admin key.
+	//
+	// Corresponds with DELETE /admin/v1/connections/{id}/identity (the `AdminEraseIdentity` operationId).
+	AdminEraseIdentity(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AdminCreateReauthLink Make a re-authorization link (admin)
 	//
@@ -2389,6 +2451,29 @@ func (c *Client) AdminListConnections(ctx context.Context, params *AdminListConn
 // Corresponds with GET /admin/v1/connections/{id} (the `AdminGetConnection` operationId).
 func (c *Client) AdminGetConnection(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminGetConnectionRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminEraseIdentity Erase the user's personal data (admin)
+//
+// Erases what tokenwarm holds about the connection's Salesforce user:
+// name, username and email (the org's name is not personal and
+// stays). The connection keeps working. A later re-authorization
+// captures them again unless `TOKENWARM_CAPTURE_IDENTITY=false`.
+// Webhook deliveries already queued keep what they carry (finished
+// ones are deleted after `TOKENWARM_RETENTION`). Recorded as an
+// `identity_erased` event naming the admin key.
+//
+// Corresponds with DELETE /admin/v1/connections/{id}/identity (the `AdminEraseIdentity` operationId).
+func (c *Client) AdminEraseIdentity(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminEraseIdentityRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -3058,6 +3143,30 @@ func NewAdminListConnectionsRequest(server string, params *AdminListConnectionsP
 
 		}
 
+		if params.Q != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "q", *params.Q, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.ReauthSoon != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "reauth_soon", *params.ReauthSoon, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.Limit != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: ""}); err != nil {
@@ -3123,6 +3232,40 @@ func NewAdminGetConnectionRequest(server string, id ConnectionId) (*http.Request
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewAdminEraseIdentityRequest constructs an http.Request for the AdminEraseIdentity method
+func NewAdminEraseIdentityRequest(server string, id ConnectionId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: "uuid"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/v1/connections/%s/identity", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -3996,6 +4139,21 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /admin/v1/connections/{id} (the `AdminGetConnection` operationId).
 	AdminGetConnectionWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminGetConnectionResponse, error)
 
+	// AdminEraseIdentityWithResponse Erase the user's personal data (admin)
+	//
+	// Erases what tokenwarm holds about the connection's Salesforce user:
+	// name, username and email (the org's name is not personal and
+	// stays). The connection keeps working. A later re-authorization
+	// captures them again unless `TOKENWARM_CAPTURE_IDENTITY=false`.
+	// Webhook deliveries already queued keep what they carry (finished
+	// ones are deleted after `TOKENWARM_RETENTION`). Recorded as an
+	// `identity_erased` event naming the admin key.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /admin/v1/connections/{id}/identity (the `AdminEraseIdentity` operationId).
+	AdminEraseIdentityWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminEraseIdentityResponse, error)
+
 	// AdminCreateReauthLinkWithResponse Make a re-authorization link (admin)
 	//
 	// A signed, expiring link that re-authorizes the connection in a
@@ -4646,6 +4804,89 @@ func (r AdminGetConnectionResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminGetConnectionResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminEraseIdentityResponse401Headers the declared response headers of an HTTP 401 response for AdminEraseIdentity
+type AdminEraseIdentityResponse401Headers struct {
+	WWWAuthenticate string
+}
+
+// AdminEraseIdentityResponse503Headers the declared response headers of an HTTP 503 response for AdminEraseIdentity
+type AdminEraseIdentityResponse503Headers struct {
+	RetryAfter int
+}
+
+type AdminEraseIdentityResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *AdminConnection
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *AdminUnauthorized
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *AdminNotFound
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *AdminServiceUnavailable
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *Problem
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminEraseIdentityResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminEraseIdentityResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminEraseIdentityResponse) GetJSON200() *AdminConnection {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminEraseIdentityResponse) GetApplicationproblemJSON401() *AdminUnauthorized {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r AdminEraseIdentityResponse) GetApplicationproblemJSON404() *AdminNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminEraseIdentityResponse) GetApplicationproblemJSON503() *AdminServiceUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r AdminEraseIdentityResponse) GetApplicationproblemJSONDefault() *Problem {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminEraseIdentityResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminEraseIdentityResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminEraseIdentityResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminEraseIdentityResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -6031,6 +6272,27 @@ func (c *ClientWithResponses) AdminGetConnectionWithResponse(ctx context.Context
 	return ParseAdminGetConnectionResponse(rsp)
 }
 
+// AdminEraseIdentityWithResponse Erase the user's personal data (admin)
+//
+// Erases what tokenwarm holds about the connection's Salesforce user:
+// name, username and email (the org's name is not personal and
+// stays). The connection keeps working. A later re-authorization
+// captures them again unless `TOKENWARM_CAPTURE_IDENTITY=false`.
+// Webhook deliveries already queued keep what they carry (finished
+// ones are deleted after `TOKENWARM_RETENTION`). Recorded as an
+// `identity_erased` event naming the admin key.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /admin/v1/connections/{id}/identity (the `AdminEraseIdentity` operationId).
+func (c *ClientWithResponses) AdminEraseIdentityWithResponse(ctx context.Context, id ConnectionId, reqEditors ...RequestEditorFn) (*AdminEraseIdentityResponse, error) {
+	rsp, err := c.AdminEraseIdentity(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminEraseIdentityResponse(rsp)
+}
+
 // AdminCreateReauthLinkWithResponse Make a re-authorization link (admin)
 //
 // A signed, expiring link that re-authorizes the connection in a
@@ -6760,6 +7022,83 @@ func ParseAdminGetConnectionResponse(rsp *http.Response) (*AdminGetConnectionRes
 		response.Headers401 = &headers
 	case rsp.StatusCode == 503:
 		var headers AdminGetConnectionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminEraseIdentityResponse parses an HTTP response from a AdminEraseIdentityWithResponse call
+func ParseAdminEraseIdentityResponse(rsp *http.Response) (*AdminEraseIdentityResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminEraseIdentityResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest AdminConnection
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest AdminUnauthorized
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest AdminNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest AdminServiceUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 401:
+		var headers AdminEraseIdentityResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminEraseIdentityResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {

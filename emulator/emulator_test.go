@@ -1044,3 +1044,55 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// The identity service, userinfo and the REST API tell who a token speaks
+// for, with a live bearer token only: the user's display name, username
+// and email, and the org's name.
+func TestIdentityAndOrgName(t *testing.T) {
+	h := newHarness(t)
+	a := h.login()
+	at := a.str("access_token")
+	_, user := userOf(t, a.str("id"))
+	id := h.get(a.str("id"), at)
+	if id.status != http.StatusOK || id.str("display_name") != "Demo" || id.str("username") != defaultUsername || id.str("email") != defaultUsername {
+		t.Errorf("identity: %d %v", id.status, id.body)
+	}
+	if info := h.get(h.base+"/services/oauth2/userinfo", at); info.str("name") != "Demo" {
+		t.Errorf("userinfo: %v", info.body)
+	}
+	query := func(soql, tok string) answer {
+		return h.get(h.base+"/services/data/v62.0/query?q="+url.QueryEscape(soql), tok)
+	}
+	records := func(a answer) []map[string]any {
+		var out []map[string]any
+		rs, _ := a.body["records"].([]any)
+		for _, r := range rs {
+			m, _ := r.(map[string]any)
+			out = append(out, m)
+		}
+		return out
+	}
+	if r := records(query("SELECT Name FROM Organization", at)); len(r) != 1 || r[0]["Name"] != "Emulated Org" {
+		t.Errorf("organization: %v", r)
+	}
+	if r := records(query("SELECT Name, Username, Email FROM User WHERE Id = '"+user+"'", at)); len(r) != 1 || r[0]["Username"] != defaultUsername || r[0]["Name"] != "Demo" {
+		t.Errorf("own user record: %v", r)
+	}
+	if r := records(query("SELECT Name FROM User WHERE Id = '005000000000000AAA'", at)); len(r) != 0 {
+		t.Errorf("another user's record: %v", r)
+	}
+	for _, tok := range []string{"", "00Dbogus!token"} {
+		for _, u := range []string{a.str("id"), h.base + "/services/oauth2/userinfo", h.base + "/services/data/v62.0/query?q=" + url.QueryEscape("SELECT Name FROM Organization")} {
+			if got := h.get(u, tok); got.status != http.StatusUnauthorized {
+				t.Errorf("%s with token %q: %d", u, tok, got.status)
+			}
+		}
+	}
+	if DisplayName("ada.lovelace@example.com") != "Ada Lovelace" || DisplayName("grace_hopper-x@example.com") != "Grace Hopper X" {
+		t.Errorf("display names: %q %q", DisplayName("ada.lovelace@example.com"), DisplayName("grace_hopper-x@example.com"))
+	}
+	named := New(Config{OrgName: "Acme Corporation"})
+	if named.orgName() != "Acme Corporation" {
+		t.Errorf("OrgName is not used")
+	}
+}

@@ -159,6 +159,7 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) {
 		"organization_id":    s.cfg.DefaultOrgID,
 		"preferred_username": p.username,
 		"nickname":           nickname(p.username),
+		"name":               DisplayName(p.username),
 		"email":              p.username,
 		"active":             p.active,
 		"user_type":          "STANDARD",
@@ -183,6 +184,8 @@ func (s *Server) identity(w http.ResponseWriter, r *http.Request) {
 		"user_id":         p.userID,
 		"organization_id": s.cfg.DefaultOrgID,
 		"username":        p.username,
+		"display_name":    DisplayName(p.username),
+		"nick_name":       nickname(p.username),
 		"email":           p.username,
 		"active":          p.active,
 		"user_type":       "STANDARD",
@@ -219,17 +222,53 @@ func (s *Server) apiRoot(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"query": apiPath + "query"})
 }
 
-// query serves SOQL queries with an empty result: enough for a client to
-// prove its access token works.
+// query serves SOQL queries. It knows two: the org's name (SELECT ...
+// FROM Organization) and the authenticated user's own record (SELECT ...
+// FROM User WHERE Id = '<their ID>'); every other query, or a User query
+// for someone else, has an empty result: enough for a client to prove its
+// access token works.
 func (s *Server) query(w http.ResponseWriter, r *http.Request) {
-	if !s.apiAuthenticated(w, r) {
+	p, ok := s.authenticate(r)
+	if !ok {
+		writeJSON(w, http.StatusUnauthorized, []restError{{"Session expired or invalid", "INVALID_SESSION_ID"}})
 		return
 	}
-	if r.URL.Query().Get("q") == "" {
+	q := strings.Join(strings.Fields(r.URL.Query().Get("q")), " ")
+	if q == "" {
 		writeJSON(w, http.StatusBadRequest, []restError{{"missing query parameter q", "MALFORMED_QUERY"}})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"totalSize": 0, "done": true, "records": []any{}})
+	records := []any{}
+	lq := strings.ToLower(q)
+	switch {
+	case strings.HasSuffix(lq, " from organization"):
+		records = append(records, map[string]any{"attributes": map[string]string{"type": "Organization"},
+			"Id": s.cfg.DefaultOrgID, "Name": s.orgName()})
+	case strings.HasSuffix(lq, " from user where id = '"+strings.ToLower(p.userID)+"'"):
+		records = append(records, map[string]any{"attributes": map[string]string{"type": "User"},
+			"Id": p.userID, "Name": DisplayName(p.username), "Username": p.username, "Email": p.username})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"totalSize": len(records), "done": true, "records": records})
+}
+
+// orgName is the emulated org's name.
+func (s *Server) orgName() string {
+	if s.cfg.OrgName == "" {
+		return "Emulated Org"
+	}
+	return s.cfg.OrgName
+}
+
+// DisplayName is the full name the emulator gives a username: its local
+// part split at dots, underscores and dashes, each word capitalised
+// ("ada.lovelace@example.com" is "Ada Lovelace").
+func DisplayName(username string) string {
+	words := strings.FieldsFunc(nickname(username), func(r rune) bool { return r == '.' || r == '_' || r == '-' || r == '+' })
+	for i, w := range words {
+		r := []rune(w)
+		words[i] = strings.ToUpper(string(r[:1])) + string(r[1:])
+	}
+	return strings.Join(words, " ")
 }
 
 func nickname(username string) string {

@@ -57,6 +57,9 @@ type Config struct {
 	AutoApprove bool
 	// DefaultOrgID is the org every user belongs to; generated when empty.
 	DefaultOrgID string
+	// OrgName is that org's name (SELECT Name FROM Organization); "Emulated
+	// Org" when empty.
+	OrgName string
 }
 
 // Server is the emulator. It is an http.Handler and may be mounted under a

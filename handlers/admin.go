@@ -38,6 +38,7 @@ type AdminStore interface {
 	admin.Store
 	admin.Orgs
 	admin.Auditor
+	admin.Eraser
 	adminkeys.Storage
 }
 
@@ -45,8 +46,9 @@ type AdminStore interface {
 // Salesforce client and re-auth links.
 func newAdminService(a *API) *admin.Service {
 	db := a.cfg.AdminStore
-	return admin.New(admin.Deps{Store: db, Orgs: db, Auditor: db, Vault: a.vault, Revoker: a.sf, Links: reauthLinks{a}},
-		admin.Config{Worker: a.vault.Config().Worker, IdleTTL: a.vault.Config().IdleTTL, ValidateIdleTTL: a.cfg.ValidateOrgIdleTTL, Now: a.now})
+	return admin.New(admin.Deps{Store: db, Orgs: db, Auditor: db, Vault: a.vault, Revoker: a.sf, Links: reauthLinks{a}, Eraser: db},
+		admin.Config{Worker: a.vault.Config().Worker, IdleTTL: a.vault.Config().IdleTTL, ValidateIdleTTL: a.cfg.ValidateOrgIdleTTL, Now: a.now,
+			RefreshMaxAge: a.cfg.RefreshMaxAge, ReauthSoon: a.cfg.ReauthSoon})
 }
 
 // reauthLinks makes the admin service's re-authorization links.
@@ -99,7 +101,14 @@ func adminProblem(err error) error {
 
 func (ad *adminAPI) listConnections(c echo.Context) error {
 	q := c.QueryParams()
-	lq := admin.ListQuery{Status: q.Get("status"), OrgID: q.Get("org_id"), Owner: q.Get("owner"), Cursor: q.Get("cursor")}
+	lq := admin.ListQuery{Status: q.Get("status"), OrgID: q.Get("org_id"), Owner: q.Get("owner"), Search: q.Get("q"), Cursor: q.Get("cursor")}
+	switch q.Get("reauth_soon") {
+	case "", "false":
+	case "true":
+		lq.ReauthSoon = true
+	default:
+		return newFieldProblem("invalid_parameter", "reauth_soon", admin.ReauthSoonRule)
+	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -158,6 +167,15 @@ func (ad *adminAPI) reauthLink(c echo.Context) error {
 // revoking a revoked connection does nothing.
 func (ad *adminAPI) revoke(c echo.Context) error {
 	cn, err := ad.svc.Revoke(c.Request().Context(), c.Param("id"), adminKeyName(c))
+	if err != nil {
+		return adminProblem(err)
+	}
+	return c.JSON(http.StatusOK, cn)
+}
+
+// eraseIdentity erases the personal data of the connection's user.
+func (ad *adminAPI) eraseIdentity(c echo.Context) error {
+	cn, err := ad.svc.EraseIdentity(c.Request().Context(), c.Param("id"), adminKeyName(c))
 	if err != nil {
 		return adminProblem(err)
 	}

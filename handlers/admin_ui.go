@@ -301,6 +301,7 @@ func (ui *adminUI) overview(c echo.Context) error {
 
 type uiConnections struct {
 	Status      string
+	Search      string
 	Statuses    []string
 	Connections []admin.Connection
 	PageSize    int
@@ -311,12 +312,12 @@ type uiConnections struct {
 
 // connections shows the table by idle budget, least first.
 func (ui *adminUI) connections(c echo.Context) error {
-	d := uiConnections{Status: c.QueryParam("status"), Statuses: admin.Statuses(), PageSize: admin.TablePageSize}
+	d := uiConnections{Status: c.QueryParam("status"), Search: c.QueryParam("q"), Statuses: admin.Statuses(), PageSize: admin.TablePageSize}
 	if s := c.QueryParam("sort"); s != "" && s != "idle_budget" {
 		return ui.errorPage(c, http.StatusBadRequest, "sort must be idle_budget")
 	}
 	after := c.QueryParam("after")
-	t, err := ui.svc.TableByIdleBudget(c.Request().Context(), d.Status, after)
+	t, err := ui.svc.TableByIdleBudget(c.Request().Context(), d.Status, d.Search, after)
 	var ie *admin.InvalidError
 	if errors.As(err, &ie) {
 		return ui.errorPage(c, http.StatusBadRequest, ie.Error())
@@ -329,6 +330,9 @@ func (ui *adminUI) connections(c echo.Context) error {
 		next := url.Values{"sort": {"idle_budget"}, "after": {t.After}}
 		if d.Status != "" {
 			next.Set("status", d.Status)
+		}
+		if d.Search != "" {
+			next.Set("q", d.Search)
 		}
 		d.Next = "/admin/connections?" + next.Encode()
 	}

@@ -53,6 +53,11 @@ type APIConfig struct {
 	// ValidateOrgIdleTTL refuses an org's refresh-token idle TTL that the
 	// warm schedule cannot keep inside; nil accepts any.
 	ValidateOrgIdleTTL func(time.Duration) error
+	// RefreshMaxAge is the orgs' "expire refresh token after N" policy
+	// (SALESFORCE_REFRESH_MAX_AGE; 0: none) and ReauthSoon how far ahead
+	// operators see the connections it ends (TOKENWARM_REAUTH_SOON_DAYS).
+	RefreshMaxAge time.Duration
+	ReauthSoon    time.Duration
 }
 
 // Lifetimes of the values sealed under the seal keys that are not stored

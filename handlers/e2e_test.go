@@ -71,6 +71,12 @@ func newWorld(t testing.TB, dialect models.Dialect) *world {
 // instead, e.g. through a proxy the test can cut.
 func newWorldVia(t testing.TB, dialect models.Dialect, via func(pgURL string) string) *world {
 	t.Helper()
+	return newWorldWith(t, dialect, via, nil)
+}
+
+// newWorldWith is newWorldVia whose API configuration mod changes first.
+func newWorldWith(t testing.TB, dialect models.Dialect, via func(pgURL string) string, mod func(*handlers.APIConfig)) *world {
+	t.Helper()
 	w := &world{t: t, sfClock: clock.NewFake(time.Now().UTC()), devClock: clock.NewFake(time.Now().UTC())}
 	pgURL := ""
 	if dialect == models.Postgres {
@@ -120,8 +126,12 @@ func newWorldVia(t testing.TB, dialect models.Dialect, via func(pgURL string) st
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.api = handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect}, AppClients: testAppClients(t),
-		AllowAnyLoginHost: true, AdminSessions: sessions}, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
+	apiCfg := handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect}, AppClients: testAppClients(t),
+		AllowAnyLoginHost: true, AdminSessions: sessions}
+	if mod != nil {
+		mod(&apiCfg)
+	}
+	w.api = handlers.NewAPI(apiCfg, log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)
 	w.router = handlers.New(handlers.Deps{Log: log, Ready: readyAlways{}, API: w.api, Metrics: http.NotFoundHandler()})
 	strict := handlers.NewAPI(handlers.APIConfig{PublicURL: w.srv.URL, LoginURL: w.emuSrv.URL, ClientID: "cid", AdminStore: w.db, AppRedirectURIs: []string{appRedirect}, AppClients: testAppClients(t)},
 		log, w.vault, dev, pkce.NewStore(db, ring, w.sfClock, 0), sf, ring, w.sfClock.Now)

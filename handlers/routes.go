@@ -77,6 +77,7 @@ func New(d Deps) *echo.Echo {
 			adm.POST("/connections/:id/refresh", ad.refresh)
 			adm.POST("/connections/:id/reauth-link", ad.reauthLink)
 			adm.POST("/connections/:id/revoke", ad.revoke)
+			adm.DELETE("/connections/:id/identity", ad.eraseIdentity)
 			adm.GET("/summary", ad.summary)
 			adm.GET("/orgs", ad.listOrgs)
 			adm.PUT("/orgs/:org_id/refresh-idle-ttl", ad.setOrgIdleTTL)

@@ -2,7 +2,10 @@ package models
 
 import (
 	"context"
+	"strings"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // The operators' queries (package admin): listings, a connection's recent
@@ -17,7 +20,15 @@ type ConnectionFilter struct {
 	// bound: for each group of orgs of one idle TTL, those last refreshed
 	// before its cutoff.
 	Stale []StaleCutoff
+	// Search keeps connections whose user's name, username or email, or
+	// whose org's name, contains it (case-insensitive).
+	Search string
+	// AuthorizedBefore keeps connections last authorized before it.
+	AuthorizedBefore *time.Time
 }
+
+// likeEscaper makes a search string a literal LIKE pattern (ESCAPE '\').
+var likeEscaper = strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 
 // StaleCutoff is the refresh time before which a connection of Scope has
 // less idle budget than asked.
@@ -75,6 +86,14 @@ func (d *DB) PageConnections(ctx context.Context, f ConnectionFilter, order Conn
 				}
 			}
 			q = q.Where(stale)
+		}
+		if f.Search != "" {
+			pat := "%" + likeEscaper.Replace(strings.ToLower(f.Search)) + "%"
+			q = q.Where(`LOWER(user_name) LIKE ? ESCAPE '\' OR LOWER(user_username) LIKE ? ESCAPE '\' OR LOWER(user_email) LIKE ? ESCAPE '\' OR LOWER(org_name) LIKE ? ESCAPE '\'`,
+				pat, pat, pat, pat)
+		}
+		if f.AuthorizedBefore != nil {
+			q = q.Where("authorized_at < ?", f.AuthorizedBefore.UTC())
 		}
 		if after != nil {
 			q = q.Where(col+" > ? OR ("+col+" = ? AND id > ?)", after.At.UTC(), after.At.UTC(), after.ID)
@@ -161,4 +180,31 @@ func (d *DB) AdminSummary(ctx context.Context, q SummaryQuery) (*Summary, error)
 // webhook deliveries, in one transaction (RecordEvents).
 func (d *DB) RecordAdminEvent(ctx context.Context, ev Event) error {
 	return d.RecordEvents(ctx, []Event{ev})
+}
+
+// EraseIdentity erases the personal data of a connection's user (name,
+// username, email) and stores ev, its audit event, in one transaction.
+// The org's name is not personal and stays. ErrNotFound when there is no
+// such connection.
+func (d *DB) EraseIdentity(ctx context.Context, id string, ev Event) (*Connection, error) {
+	var c Connection
+	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res := tx.Model(&Connection{}).Where("id = ?", id).
+			Updates(map[string]any{"user_name": "", "user_username": "", "user_email": "", "updated_at": ev.CreatedAt.UTC()})
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return ErrNotFound
+		}
+		if err := tx.Where("id = ?", id).Take(&c).Error; err != nil {
+			return err
+		}
+		_, err := d.insertEvents(tx, []Event{ev})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
 }

@@ -34,7 +34,10 @@ type DB struct {
 	Where string
 
 	announce Announcer
-	maxIdle  int
+	// announcePeople: events of these kinds handed to announce carry their
+	// Person.
+	announcePeople func(kind string) bool
+	maxIdle        int
 }
 
 // Options tunes Open.

@@ -35,6 +35,47 @@ type Announcer func(events []Event) ([]WebhookDelivery, error)
 // webhook deliveries, in the same transaction. Call it once, at wiring.
 func (d *DB) SetAnnouncer(a Announcer) { d.announce = a }
 
+// AnnouncePeople makes the events of the kinds of announces handed to the
+// announcer carry their connection's Person (read in the storing
+// transaction), so webhook payloads can name the user; nil turns it off.
+// Other events (a refresh's) cost no read. Call it once, at wiring.
+func (d *DB) AnnouncePeople(announces func(kind string) bool) { d.announcePeople = announces }
+
+// Person is who a connection belongs to, as far as tokenwarm knows:
+// personal data, never a token. Only the announcer sees it.
+type Person struct {
+	OrgID    string
+	UserID   string
+	Name     string
+	Username string
+	Email    string
+	OrgName  string
+}
+
+// people reads the Person of the connection of every event of a kind
+// wanted, in tx.
+func people(tx *gorm.DB, events []Event, wanted func(kind string) bool) (map[string]*Person, error) {
+	var ids []string
+	for _, ev := range events {
+		if ev.ConnectionID != nil && wanted(ev.Kind) {
+			ids = append(ids, *ev.ConnectionID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var rows []Connection
+	if err := tx.Select("id", "org_id", "user_id", "user_name", "user_username", "user_email", "org_name").
+		Where("id IN ?", ids).Find(&rows).Error; err != nil {
+		return nil, err
+	}
+	out := make(map[string]*Person, len(rows))
+	for _, c := range rows {
+		out[c.ID] = &Person{OrgID: c.OrgID, UserID: c.UserID, Name: c.UserName, Username: c.UserUsername, Email: c.UserEmail, OrgName: c.OrgName}
+	}
+	return out, nil
+}
+
 // insertEvents writes events as fresh rows (IDs a rolled-back try filled in
 // are never reused) and their webhook deliveries, in tx.
 func (d *DB) insertEvents(tx *gorm.DB, events []Event) ([]Event, error) {
@@ -52,7 +93,21 @@ func (d *DB) insertEvents(tx *gorm.DB, events []Event) ([]Event, error) {
 	if d.announce == nil {
 		return rows, nil
 	}
-	deliveries, err := d.announce(rows)
+	announced := rows
+	if d.announcePeople != nil {
+		who, err := people(tx, rows, d.announcePeople)
+		if err != nil {
+			return nil, err
+		}
+		announced = make([]Event, len(rows))
+		for i, ev := range rows {
+			if ev.ConnectionID != nil && d.announcePeople(ev.Kind) {
+				ev.Person = who[*ev.ConnectionID]
+			}
+			announced[i] = ev
+		}
+	}
+	deliveries, err := d.announce(announced)
 	if err != nil || len(deliveries) == 0 {
 		return rows, err
 	}

@@ -39,8 +39,17 @@ type Connection struct {
 	LastErrorCode string
 	LastErrorAt   *time.Time
 	ReauthReason  string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// Who the grant belongs to, for operators (personal data; empty when
+	// capture is off, failed, or was erased). Never a token.
+	UserName     string
+	UserUsername string
+	UserEmail    string
+	OrgName      string
+	// AuthorizedAt is the last connect or re-authorization: an org's
+	// "expire refresh token after N" policy counts from it.
+	AuthorizedAt *time.Time
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 // TableName pins the table name.
@@ -77,6 +86,12 @@ const (
 	// EventUnrecognized: an answer tokenwarm has no rule for; the
 	// connection is backed off, never marked dead.
 	EventUnrecognized = "unrecognized_error"
+	// EventReauthSoon: the connection's grant reaches the org's refresh
+	// token maximum age soon (SALESFORCE_REFRESH_MAX_AGE); the user should
+	// re-authorize before it does. Once per authorization.
+	EventReauthSoon = "reauth_soon"
+	// EventIdentityErased: an admin erased the user's personal data.
+	EventIdentityErased = "identity_erased"
 )
 
 // ReasonRotationLost prefixes the re-auth reason of a connection whose
@@ -94,6 +109,9 @@ type Event struct {
 	ErrorCode    string
 	Detail       string
 	CreatedAt    time.Time
+	// Person is not stored: with AnnouncePeople, the announcer gets the
+	// event's connection's Person in it.
+	Person *Person `gorm:"-"`
 }
 
 // TableName pins the table name.

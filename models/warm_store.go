@@ -15,6 +15,8 @@ import (
 const (
 	pauseLockKey = 7216000101
 	riskLockKey  = 7216000102
+	// reauthSoonLockKey: one replica at a time records reauth_soon events.
+	reauthSoonLockKey = 7216000103
 )
 
 // Claimed is a connection a warmer holds under a lease.
@@ -167,26 +169,71 @@ type IdleRisk struct {
 // one transaction. On Postgres one replica sweeps at a time; the others
 // find nothing.
 func (d *DB) RecordIdleRisks(ctx context.Context, scope OrgScope, cutoff time.Time, kind string, n int, event func(IdleRisk) Event) ([]IdleRisk, error) {
+	rows, err := d.recordOnce(ctx, scope, "last_refreshed_at", cutoff, kind, n, riskLockKey, func(c Connection) Event {
+		return event(IdleRisk{ID: c.ID, LastRefreshedAt: c.LastRefreshedAt})
+	})
 	var found []IdleRisk
+	for _, r := range rows {
+		found = append(found, IdleRisk{ID: r.ID, LastRefreshedAt: r.LastRefreshedAt})
+	}
+	return found, err
+}
+
+// ReauthDue is an active connection whose last authorization is old enough
+// to reach the org's refresh-token maximum age soon.
+type ReauthDue struct {
+	ID           string
+	AuthorizedAt time.Time
+}
+
+// RecordReauthSoon finds up to n active connections last authorized before
+// cutoff that have no event of kind since that authorization, oldest
+// first, and stores event(c) for each (with webhook deliveries) in one
+// transaction: one event per authorization. On Postgres one replica sweeps
+// at a time; the others find nothing.
+func (d *DB) RecordReauthSoon(ctx context.Context, cutoff time.Time, kind string, n int, event func(ReauthDue) Event) ([]ReauthDue, error) {
+	rows, err := d.recordOnce(ctx, OrgScope{}, "authorized_at", cutoff, kind, n, reauthSoonLockKey, func(c Connection) Event {
+		return event(reauthDue(c))
+	})
+	var found []ReauthDue
+	for _, r := range rows {
+		found = append(found, reauthDue(r))
+	}
+	return found, err
+}
+
+func reauthDue(c Connection) ReauthDue {
+	d := ReauthDue{ID: c.ID}
+	if c.AuthorizedAt != nil {
+		d.AuthorizedAt = *c.AuthorizedAt
+	}
+	return d
+}
+
+// recordOnce stores event(c) for up to n active connections of scope whose
+// time column col is before cutoff and that have no event of kind since
+// that time, oldest first, under the advisory lock lockKey on Postgres
+// (held by another replica: nothing is found).
+func (d *DB) recordOnce(ctx context.Context, scope OrgScope, col string, cutoff time.Time, kind string, n int, lockKey int64, event func(Connection) Event) ([]Connection, error) {
+	var rows []Connection
 	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		rows = nil
 		if d.Dialect == Postgres {
 			var got bool
-			if err := tx.Raw("SELECT pg_try_advisory_xact_lock(?)", riskLockKey).Scan(&got).Error; err != nil || !got {
+			if err := tx.Raw("SELECT pg_try_advisory_xact_lock(?)", lockKey).Scan(&got).Error; err != nil || !got {
 				return err
 			}
 		}
-		var rows []Connection
-		err := scope.apply(tx.Model(&Connection{}), "org_id").Select("id", "last_refreshed_at").
-			Where("status = 'active' AND last_refreshed_at < ?", cutoff.UTC()).
-			Where("NOT EXISTS (SELECT 1 FROM events e WHERE e.connection_id = connections.id AND e.kind = ? AND e.created_at >= connections.last_refreshed_at)", kind).
-			Order("last_refreshed_at").Limit(n).Find(&rows).Error
+		err := scope.apply(tx.Model(&Connection{}), "org_id").Select("id", col).
+			Where("status = 'active' AND "+col+" < ?", cutoff.UTC()).
+			Where("NOT EXISTS (SELECT 1 FROM events e WHERE e.connection_id = connections.id AND e.kind = ? AND e.created_at >= connections."+col+")", kind).
+			Order(col).Limit(n).Find(&rows).Error
 		if err != nil || len(rows) == 0 {
 			return err
 		}
 		evs := make([]Event, len(rows))
 		for i, r := range rows {
-			found = append(found, IdleRisk{ID: r.ID, LastRefreshedAt: r.LastRefreshedAt})
-			evs[i] = event(found[i])
+			evs[i] = event(r)
 		}
 		_, err = d.insertEvents(tx, evs)
 		return err
@@ -194,7 +241,7 @@ func (d *DB) RecordIdleRisks(ctx context.Context, scope OrgScope, cutoff time.Ti
 	if err != nil {
 		return nil, err
 	}
-	return found, nil
+	return rows, nil
 }
 
 // WarmBacklog counts the active connections due at now.

@@ -308,14 +308,7 @@ func (c *Client) post(ctx context.Context, op, loginURL, path string, form url.V
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	hc := http.Client{}
-	if c.HTTP != nil {
-		hc = *c.HTTP
-	}
-	// Never follow a redirect: it would re-send the form, refresh token and
-	// client secret included, to wherever Location points.
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	resp, err := hc.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
 		return 0, nil, transportError(op, err, wrote.Load(), secrets)
 	}
@@ -330,6 +323,18 @@ func (c *Client) post(ctx context.Context, op, loginURL, path string, form url.V
 		return resp.StatusCode, body, e
 	}
 	return resp.StatusCode, body, nil
+}
+
+// do sends req and never follows a redirect: it would re-send the form
+// (refresh token and client secret included) or the bearer access token
+// to wherever Location points.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	hc := http.Client{}
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return hc.Do(req)
 }
 
 func (c *Client) answerError(op string, status int, body []byte, secrets []string) *Error {

@@ -42,11 +42,12 @@ func (v *Vault) Connect(ctx context.Context, loginURL, owner string, tok *salesf
 			return nil, newErr(CodeWrongUser, "signed in as a different Salesforce user than the one of this connection")
 		}
 	}
-	out, err := v.connect(ctx, loginURL, owner, tok)
+	who := v.identify(ctx, loginURL, tok)
+	out, err := v.connect(ctx, loginURL, owner, tok, who)
 	if err != nil && models.IsUniqueViolation(err) {
 		// Another first-time connect of the same (org, user) inserted the
 		// row between our look and our insert: ours is a re-authorization.
-		out, err = v.connect(ctx, loginURL, owner, tok)
+		out, err = v.connect(ctx, loginURL, owner, tok, who)
 	}
 	if err != nil {
 		v.revokeQuietly(loginURL, tok.RefreshToken)
@@ -68,7 +69,50 @@ func (v *Vault) revokeQuietly(loginURL, token string) {
 	}
 }
 
-func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesforce.Token) (*Connected, error) {
+// Identifier learns who a fresh grant belongs to (*salesforce.Client).
+type Identifier interface {
+	Identity(ctx context.Context, loginURL string, tok *salesforce.Token) (*salesforce.Identity, error)
+}
+
+// identify asks Salesforce who a fresh grant belongs to, unless capture is
+// off or the client cannot. It never fails a connect: what it learned is
+// returned (nil if nothing), a failure is logged without tokens.
+func (v *Vault) identify(ctx context.Context, loginURL string, tok *salesforce.Token) *salesforce.Identity {
+	f, ok := v.sf.(Identifier)
+	if v.cfg.SkipIdentity || !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.UpstreamTimeout)
+	defer cancel()
+	who, err := f.Identity(ctx, loginURL, tok)
+	if err != nil {
+		v.log.Warn("could not learn all of who a new grant belongs to; connecting with what is known",
+			"org_id", tok.OrgID, "user_id", tok.UserID, "err", err)
+	}
+	return who
+}
+
+// withIdentity sets who c belongs to: what who learned, else what existing
+// had (a failed capture at re-authorization keeps the earlier values).
+func withIdentity(c *models.Connection, who *salesforce.Identity, existing *models.Connection) {
+	if existing != nil {
+		c.UserName, c.UserUsername, c.UserEmail, c.OrgName = existing.UserName, existing.UserUsername, existing.UserEmail, existing.OrgName
+	}
+	if who == nil {
+		return
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&c.UserName, who.Name)
+	set(&c.UserUsername, who.Username)
+	set(&c.UserEmail, who.Email)
+	set(&c.OrgName, who.OrgName)
+}
+
+func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesforce.Token, who *salesforce.Identity) (*Connected, error) {
 	now := v.clock.Now().UTC()
 	var out Connected
 	stored, _, err := v.store.UpsertGrant(ctx, models.Grant{OrgID: tok.OrgID, UserID: tok.UserID,
@@ -95,7 +139,9 @@ func (v *Vault) connect(ctx context.Context, loginURL, owner string, tok *salesf
 				Status: models.StatusActive, RefreshTokenSealed: sealedRefresh, AccessTokenSealed: sealedAccess,
 				AccessTokenIssuedAt: &issued, AccessTokenExpiresAt: &expires,
 				LastRefreshedAt: now, NextWarmAt: v.NextWarm(now), CreatedAt: now, UpdatedAt: now,
+				AuthorizedAt: &now,
 			}
+			withIdentity(&c, who, existing)
 			kind := models.EventConnected
 			if existing != nil {
 				kind = models.EventReauthorized

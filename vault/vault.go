@@ -118,6 +118,10 @@ type Config struct {
 	// IdleTTL is the refresh tokens' idle expiry (an org admin may set
 	// another than Salesforce's default). Default 30 days.
 	IdleTTL time.Duration
+	// SkipIdentity turns off learning who a grant belongs to (the user's
+	// name, username and email, the org's name) at connect and
+	// re-authorization (TOKENWARM_CAPTURE_IDENTITY=false).
+	SkipIdentity bool
 }
 
 func (c *Config) defaults() {

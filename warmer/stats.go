@@ -50,6 +50,8 @@ type Stats struct {
 	Outcomes       Outcomes
 	Probes         int64
 	IdleRiskEvents int64
+	// ReauthSoonEvents counts reauth_soon events this warmer recorded.
+	ReauthSoonEvents int64
 	// Paused is the app-wide pause after a configuration error, as of now.
 	Paused bool
 

@@ -50,6 +50,14 @@ type Config struct {
 	// minus the time since its last refresh) raises an idle_expiry_risk
 	// event. Default 7 days.
 	RiskThreshold time.Duration
+	// RefreshMaxAge is the org's "expire refresh token after N" policy
+	// (SALESFORCE_REFRESH_MAX_AGE): Salesforce ends a grant that long after
+	// the user authorized, however it is used. 0 (the default) is no policy.
+	RefreshMaxAge time.Duration
+	// ReauthSoon: with RefreshMaxAge set, a connection that reaches it in
+	// less than this raises one reauth_soon event (and webhook) per
+	// authorization. Default 7 days.
+	ReauthSoon time.Duration
 	// ProbeInterval is how often a paused warmer tries one connection to
 	// learn whether the configuration error is gone. Default 1m.
 	ProbeInterval time.Duration
@@ -72,6 +80,7 @@ func (c *Config) defaults(v *vault.Vault) {
 	def(&c.Lease, 10*time.Minute)
 	def(&c.RetryDelay, time.Minute)
 	def(&c.RiskThreshold, 7*24*time.Hour)
+	def(&c.ReauthSoon, 7*24*time.Hour)
 	def(&c.ProbeInterval, time.Minute)
 	if c.Worker == "" {
 		c.Worker = v.Config().Worker
@@ -229,6 +238,9 @@ func (w *Warmer) run(ctx context.Context, p *pass) error {
 		return ctx.Err()
 	}
 	if err := w.sweepIdleRisk(ctx, p); err != nil {
+		return err
+	}
+	if err := w.sweepReauthSoon(ctx); err != nil {
 		return err
 	}
 	return w.measure(ctx)

@@ -13,6 +13,14 @@ var eventTypes = map[string]string{
 	models.EventRevoked:       TypeRevoked,
 	"idle_expiry_risk":        TypeIdleExpiryRisk,
 	"config_error_app_paused": TypeConfigError,
+	models.EventReauthSoon:    TypeReauthSoon,
+}
+
+// Announces reports whether events of an audit-event kind are announced
+// (models.DB.AnnouncePeople reads the person of those only).
+func Announces(kind string) bool {
+	_, ok := eventTypes[kind]
+	return ok
 }
 
 // Announcer returns the models.Announcer that turns stored audit events
@@ -40,6 +48,7 @@ func Announcer(endpoints []Endpoint) models.Announcer {
 			if ev.Cause != "" {
 				data["cause"] = ev.Cause
 			}
+			addPerson(data, ev.Person)
 			we := Event{ID: fmt.Sprintf("evt_%d_%s", ev.ID, typ), Type: typ, CreatedAt: ev.CreatedAt, Data: data}
 			if ev.ConnectionID != nil {
 				we.ConnectionID = *ev.ConnectionID
@@ -51,5 +60,21 @@ func Announcer(endpoints []Endpoint) models.Announcer {
 			out = append(out, ds...)
 		}
 		return out, nil
+	}
+}
+
+// addPerson puts who the connection belongs to into data, the fields
+// tokenwarm knows (models.DB.AnnouncePeople; none when it is off):
+// org_id, user_id, and, when captured, user_name, username, email and
+// org_name. Personal data, never a token.
+func addPerson(data map[string]any, p *models.Person) {
+	if p == nil {
+		return
+	}
+	for k, v := range map[string]string{"org_id": p.OrgID, "user_id": p.UserID, "user_name": p.Name,
+		"username": p.Username, "email": p.Email, "org_name": p.OrgName} {
+		if v != "" {
+			data[k] = v
+		}
 	}
 }

@@ -22,7 +22,13 @@
 //
 //	{"id":"evt_3f0c...","type":"connection.needs_reauth",
 //	 "created_at":"2026-01-01T00:00:00Z","timestamp":"2026-01-01T00:00:00Z",
-//	 "data":{"connection_id":"...","error_code":"invalid_grant","reason":"...","cause":"warm"}}
+//	 "data":{"connection_id":"...","org_id":"...","user_id":"...","error_code":"invalid_grant","reason":"...","cause":"warm",
+//	         "user_name":"Ada Lovelace","username":"ada@acme.example","email":"ada@acme.example","org_name":"Acme"}}
+//
+// The person fields (org_id, user_id, user_name, username, email,
+// org_name) come from the connection when the event is stored, with
+// models.DB.AnnouncePeople (TOKENWARM_WEBHOOK_IDENTITY); empty ones are
+// left out.
 //
 // Any 2xx answer means delivered; anything else, a network error or no
 // answer within the timeout means the delivery is retried later. Payloads
@@ -67,11 +73,14 @@ const (
 	TypeRevoked        = "connection.revoked"
 	TypeIdleExpiryRisk = "connection.idle_expiry_risk"
 	TypeConfigError    = "app.config_error"
+	// TypeReauthSoon: the connection reaches the org's refresh-token
+	// maximum age soon; ask the user to re-authorize.
+	TypeReauthSoon = "connection.reauth_soon"
 )
 
 var knownTypes = map[string]bool{
 	TypeNeedsReauth: true, TypeReauthorized: true, TypeRevoked: true,
-	TypeIdleExpiryRisk: true, TypeConfigError: true,
+	TypeIdleExpiryRisk: true, TypeConfigError: true, TypeReauthSoon: true,
 }
 
 // Event is something administrators are told about.

@@ -60,16 +60,24 @@ type Config struct {
 	WarmBatch              int
 	WarmRetryBudget        time.Duration
 	IdleRiskBefore         time.Duration
-	ShutdownTimeout        time.Duration
-	CommitRetry            time.Duration
-	BackoffBase            time.Duration
-	BackoffMax             time.Duration
-	Retention              time.Duration
-	EventRetention         time.Duration
-	AppRedirectURIs        []string
-	AppClients             handlers.AppClients
-	DeviceTokenTTL         time.Duration
-	DeviceIdleTTL          time.Duration
+	// RefreshMaxAge is the orgs' "expire refresh token after N" (0: none);
+	// ReauthSoon how far ahead connections reaching it are flagged.
+	RefreshMaxAge time.Duration
+	ReauthSoon    time.Duration
+	// CaptureIdentity: learn the user's name, username, email and the
+	// org's name at connect; WebhookIdentity: put them in webhooks.
+	CaptureIdentity bool
+	WebhookIdentity bool
+	ShutdownTimeout time.Duration
+	CommitRetry     time.Duration
+	BackoffBase     time.Duration
+	BackoffMax      time.Duration
+	Retention       time.Duration
+	EventRetention  time.Duration
+	AppRedirectURIs []string
+	AppClients      handlers.AppClients
+	DeviceTokenTTL  time.Duration
+	DeviceIdleTTL   time.Duration
 	// ReauthLinkTTL and AdminSessionTTL are the lifetimes of the values
 	// sealed under the seal keys that are not stored (a reseal cannot move
 	// them).
@@ -197,6 +205,27 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.SessionTimeout })},
 	{env: "SALESFORCE_INTROSPECT", def: "false", help: "learn each access token's real expiry from the introspection endpoint",
 		set: boolean(func(c *Config) *bool { return &c.Introspect })},
+	{env: "SALESFORCE_REFRESH_MAX_AGE", def: "0", help: "the connected app's \"expire refresh token after N\" policy, if an org set one (e.g. 2160h): Salesforce ends a grant that long after the user authorized, however it is used; connections approaching it raise a reauth_soon event and webhook and show on the admin overview. 0 = no such policy",
+		set: func(c *Config, v string) error {
+			if v == "0" {
+				c.RefreshMaxAge = 0
+				return nil
+			}
+			return dur(func(c *Config) *time.Duration { return &c.RefreshMaxAge })(c, v)
+		}},
+	{env: "TOKENWARM_REAUTH_SOON_DAYS", def: "7", help: "with SALESFORCE_REFRESH_MAX_AGE: how many days before a grant reaches it the connection raises reauth_soon and shows on the admin overview",
+		set: func(c *Config, v string) error {
+			var days int
+			if err := posInt(1, func(*Config) *int { return &days })(c, v); err != nil {
+				return err
+			}
+			c.ReauthSoon = time.Duration(days) * 24 * time.Hour
+			return nil
+		}},
+	{env: "TOKENWARM_CAPTURE_IDENTITY", def: "true", help: "learn the Salesforce user's name, username and email and the org's name at connect and re-authorization (personal data, stored in plaintext for operators to see and search; DELETE /admin/v1/connections/{id}/identity erases a user's); false = capture nothing new",
+		set: boolean(func(c *Config) *bool { return &c.CaptureIdentity })},
+	{env: "TOKENWARM_WEBHOOK_IDENTITY", def: "true", help: "put the connection's org_id, user_id and, when captured, user_name, username, email and org_name into webhook payloads, so the receiver can notify the user; false = connection_id only",
+		set: boolean(func(c *Config) *bool { return &c.WebhookIdentity })},
 	{env: "SALESFORCE_TIMEOUT", def: "15s", help: "timeout of one call to Salesforce; must stay well under TOKENWARM_LOCK_TIMEOUT",
 		set: dur(func(c *Config) *time.Duration { return &c.UpstreamTimeout })},
 	{env: "SALESFORCE_PROXY_URL", help: "egress proxy for calls to Salesforce (the fixed IPs of the refresh-token IP allowlist); empty = direct", secret: true,
@@ -307,7 +336,7 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.WarmRetryBudget })},
 	{env: "TOKENWARM_IDLE_RISK_THRESHOLD", def: "168h", help: "an active connection with less idle budget than this raises an idle_expiry_risk event",
 		set: dur(func(c *Config) *time.Duration { return &c.IdleRiskBefore })},
-	{env: "TOKENWARM_WEBHOOK_URLS", help: "comma-separated https URLs that receive connection.needs_reauth, connection.reauthorized, connection.revoked, connection.idle_expiry_risk and app.config_error events",
+	{env: "TOKENWARM_WEBHOOK_URLS", help: "comma-separated https URLs that receive connection.needs_reauth, connection.reauthorized, connection.revoked, connection.idle_expiry_risk, connection.reauth_soon and app.config_error events",
 		set: func(c *Config, v string) error {
 			for _, u := range strings.Split(v, ",") {
 				u = strings.TrimSpace(u)
@@ -442,6 +471,12 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	}
 	if err := warmer.ValidateConfig(c.WarmInterval, c.WarmJitter, c.WarmRetryBudget, c.RefreshIdleTTL); err != nil {
 		errs = append(errs, fmt.Errorf("TOKENWARM_WARM_INTERVAL, TOKENWARM_WARM_JITTER, TOKENWARM_WARM_RETRY_BUDGET, SALESFORCE_REFRESH_IDLE_TTL: %w", err))
+	}
+	if c.RefreshMaxAge > 0 && c.ReauthSoon >= c.RefreshMaxAge {
+		errs = append(errs, errors.New("TOKENWARM_REAUTH_SOON_DAYS must be shorter than SALESFORCE_REFRESH_MAX_AGE"))
+	}
+	if c.RefreshMaxAge > 0 && c.EventRetention <= c.ReauthSoon {
+		errs = append(errs, errors.New("TOKENWARM_EVENT_RETENTION must exceed TOKENWARM_REAUTH_SOON_DAYS: reauth_soon is raised once, by its event"))
 	}
 	if c.WarmConcurrency > c.DBMaxConns/2-4 {
 		errs = append(errs, errors.New("TOKENWARM_WARM_CONCURRENCY must leave refresh slots for mobile pulls: at most TOKENWARM_DB_MAX_CONNS/2 - 4 (each refresh briefly holds two connections)"))

@@ -313,6 +313,9 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	// Every event stored with a webhook type goes to the outbox in the same
 	// transaction.
 	db.SetAnnouncer(webhooks.Announcer(endpoints))
+	if cfg.WebhookIdentity && len(endpoints) > 0 {
+		db.AnnouncePeople(webhooks.Announces)
+	}
 	v := vault.New(db, ring, sf, clk, log, vault.Config{
 		Observe: met.ObserveRefresh, Stored: met.EventStored,
 		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
@@ -322,9 +325,10 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		// Half the pool: each refresh briefly holds two connections. Warm
 		// concurrency is capped below this so pulls always find slots.
 		MaxConcurrentRefreshes: cfg.DBMaxConns / 2,
+		SkipIdentity:           !cfg.CaptureIdentity,
 	})
 	warm := warmer.New(v, db, clk, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
-		RiskThreshold: cfg.IdleRiskBefore})
+		RiskThreshold: cfg.IdleRiskBefore, RefreshMaxAge: cfg.RefreshMaxAge, ReauthSoon: cfg.ReauthSoon})
 	// Pulls respect the app-wide pause, and their configuration errors
 	// raise it: one alert, no flood of refused refreshes.
 	v.SetPause(warm)
@@ -347,7 +351,8 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	}
 	api := handlers.NewAPI(handlers.APIConfig{PublicURL: cfg.PublicURL, LoginURL: loginURL, ClientID: clientID, AppRedirectURIs: redirects, AppClients: cfg.AppClients,
 		ReauthLinkTTL: cfg.ReauthLinkTTL, AdminSessionTTL: cfg.AdminSessionTTL,
-		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, AdminStore: db, ValidateOrgIdleTTL: cfg.ValidateIdleTTL}, log, v, dev, pending, sf, ring, nil)
+		AllowAnyLoginHost: cfg.Demo(), Demo: cfg.Demo(), AdminSessions: sessions, AdminStore: db, ValidateOrgIdleTTL: cfg.ValidateIdleTTL,
+		RefreshMaxAge: cfg.RefreshMaxAge, ReauthSoon: cfg.ReauthSoon}, log, v, dev, pending, sf, ring, nil)
 
 	limits := cfg.RateLimits
 	limits.Limited = met.RateLimited
