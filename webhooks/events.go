@@ -8,11 +8,12 @@ import (
 
 // eventTypes maps audit-event kinds to the webhook types they announce.
 var eventTypes = map[string]string{
-	models.EventNeedsReauth:   TypeNeedsReauth,
-	models.EventReauthorized:  TypeReauthorized,
-	models.EventRevoked:       TypeRevoked,
-	"idle_expiry_risk":        TypeIdleExpiryRisk,
-	"config_error_app_paused": TypeConfigError,
+	models.EventNeedsReauth:     TypeNeedsReauth,
+	models.EventReauthorized:    TypeReauthorized,
+	models.EventRevoked:         TypeRevoked,
+	"idle_expiry_risk":          TypeIdleExpiryRisk,
+	"config_error_app_paused":   TypeConfigError,
+	models.EventRestoreDetected: TypeRestoreDetected,
 }
 
 // Announcer returns the models.Announcer that turns stored audit events

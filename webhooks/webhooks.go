@@ -54,11 +54,14 @@ const (
 	TypeRevoked        = "connection.revoked"
 	TypeIdleExpiryRisk = "connection.idle_expiry_risk"
 	TypeConfigError    = "app.config_error"
+	// TypeRestoreDetected: the database was restored from a backup;
+	// refreshes are held app-wide until `tokenwarm restore` ran.
+	TypeRestoreDetected = "app.restore_detected"
 )
 
 var knownTypes = map[string]bool{
 	TypeNeedsReauth: true, TypeReauthorized: true, TypeRevoked: true,
-	TypeIdleExpiryRisk: true, TypeConfigError: true,
+	TypeIdleExpiryRisk: true, TypeConfigError: true, TypeRestoreDetected: true,
 }
 
 // Event is something administrators are told about.
