@@ -16,6 +16,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/salesforce"
 	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/vault"
+	"github.com/tokenwarm/tokenwarm/webhooks"
 )
 
 // restoreCommand runs `tokenwarm restore`: the procedure after a restore
@@ -36,6 +37,8 @@ func restoreCommand(ctx context.Context, cfg *Config, db *models.DB, ring *seal.
 	if _, err := db.Migrate(ctx); err != nil {
 		return err
 	}
+	// Its events (needs_reauth above all) are announced like the server's.
+	db.SetAnnouncer(webhooks.Announcer(webhookEndpoints(cfg)))
 	clk := clock.Clock(clock.System{})
 	v := vault.New(db, ring, salesforceClient(cfg, cfg.ClientID, cfg.ClientSecret, clk), clk, log, vaultConfig(cfg, nil))
 	rep, err := restore.Run(ctx, db, v, restore.Options{Concurrency: *concurrency, Worker: v.Config().Worker, Clock: clk, Log: log})
@@ -81,4 +84,13 @@ func vaultConfig(cfg *Config, observe func(cause, outcome string, upstream time.
 		// concurrency is capped below this so pulls always find slots.
 		MaxConcurrentRefreshes: cfg.DBMaxConns / 2,
 	}
+}
+
+// webhookEndpoints are the configured webhook receivers.
+func webhookEndpoints(cfg *Config) []webhooks.Endpoint {
+	var endpoints []webhooks.Endpoint
+	for _, u := range cfg.WebhookURLs {
+		endpoints = append(endpoints, webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret})
+	}
+	return endpoints
 }

@@ -277,10 +277,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 	sf := salesforceClient(cfg, clientID, clientSecret, clk)
 	met := metrics.New(db, cfg.RefreshIdleTTL, clk, log)
-	var endpoints []webhooks.Endpoint
-	for _, u := range cfg.WebhookURLs {
-		endpoints = append(endpoints, webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret})
-	}
+	endpoints := webhookEndpoints(cfg)
 	// Every event stored with a webhook type goes to the outbox in the same
 	// transaction.
 	db.SetAnnouncer(webhooks.Announcer(endpoints))
