@@ -144,6 +144,9 @@ func TestRestoreFromAnOlderBackupPresentsNoStaleToken(t *testing.T) {
 		t.Fatalf("while held: %d token calls, %d introspections; want none", st.TokenCalls, st.Introspections)
 	}
 	waitUntil(t, "the app.restore_detected webhook", func() bool { return hookCount("app.restore_detected") == 1 })
+	if m := metricsText(t, srv.base); !strings.Contains(m, "tokenwarm_restore_hold 1") {
+		t.Fatal("the metrics do not show the restore hold")
+	}
 
 	// 6. tokenwarm restore, next to the running server.
 	out := runSubcommand(t, env, "restore")
@@ -177,6 +180,9 @@ func TestRestoreFromAnOlderBackupPresentsNoStaleToken(t *testing.T) {
 	}
 	if n := queryInt(t, dbURL, "SELECT count(*) FROM connections WHERE status = 'needs_reauth' AND reauth_reason LIKE 'rotation_lost%'"); n != 3 {
 		t.Fatalf("%d connections rotation_lost, want 3", n)
+	}
+	if m := metricsText(t, srv.base); !strings.Contains(m, "tokenwarm_restore_hold 0") {
+		t.Fatal("the metrics still show the restore hold")
 	}
 	if !strings.Contains(srv.logs.String(), "refreshes resume") {
 		t.Fatalf("the server did not resume:\n%s", srv.logs.String())
@@ -292,4 +298,15 @@ func useAtSalesforce(t *testing.T, emuURL, token string) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the pulled access token does not work at Salesforce: %d", resp.StatusCode)
 	}
+}
+
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -289,6 +289,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		log.Error("could not check the database's history; refreshes are held until a check succeeds", "err", err)
 	}
 	v.SetHold(guard)
+	met.WatchHold(v.Held)
 	warm := warmer.New(v, db, clk, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
 		RiskThreshold: cfg.IdleRiskBefore})
 	// Pulls respect the app-wide pause, and their configuration errors
