@@ -39,6 +39,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
@@ -66,10 +67,13 @@ type Guard struct {
 	log    *slog.Logger
 	worker string
 
-	mu   sync.Mutex
-	seen map[string]seenMark
-	// reason is why refreshes are held ("" = not held).
-	reason    string
+	// reason is why refreshes are held ("" = not held). Every refresh
+	// reads it, so it is read without the lock a slow check may hold.
+	reason atomic.Pointer[string]
+
+	// mu serialises checks and guards what follows.
+	mu        sync.Mutex
+	seen      map[string]seenMark
 	fileWarn  bool
 	lastState string
 }
@@ -98,8 +102,8 @@ func NewGuard(store GuardStore, dataDir string, clk clock.Clock, log *slog.Logge
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Guard{store: store, clock: clk, log: log.With("component", "restore-guard"), worker: worker,
-		seen: map[string]seenMark{}, reason: "the database's history has not been checked yet"}
+	g := &Guard{store: store, clock: clk, log: log.With("component", "restore-guard"), worker: worker, seen: map[string]seenMark{}}
+	g.hold("the database's history has not been checked yet")
 	if dataDir != "" {
 		g.path = filepath.Join(dataDir, StateFile)
 		g.load()
@@ -108,11 +112,9 @@ func NewGuard(store GuardStore, dataDir string, clk clock.Clock, log *slog.Logge
 }
 
 // HoldReason is empty when refreshes may run (vault.Hold).
-func (g *Guard) HoldReason() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.reason
-}
+func (g *Guard) HoldReason() string { return *g.reason.Load() }
+
+func (g *Guard) hold(reason string) { g.reason.Store(&reason) }
 
 // Check compares the database with what this replica saw of it, advances
 // its generation when it is not behind, and holds refreshes when it is (or
@@ -169,7 +171,7 @@ func (g *Guard) detectLocked(ctx context.Context, cur *models.Incarnation, seen 
 	recorded, marked, err := g.store.HoldForRestore(ctx, seen.Mark, detail, ev)
 	if err != nil {
 		// Hold anyway: this replica knows enough not to present.
-		g.reason = "the database was restored from a backup (run `tokenwarm restore`)"
+		g.hold("the database was restored from a backup (run `tokenwarm restore`)")
 		return fmt.Errorf("record the restore hold: %w", err)
 	}
 	if recorded {
@@ -180,7 +182,7 @@ func (g *Guard) detectLocked(ctx context.Context, cur *models.Incarnation, seen 
 	}
 	now, err := g.store.ReadIncarnation(ctx)
 	if err != nil {
-		g.reason = "the database was restored from a backup (run `tokenwarm restore`)"
+		g.hold("the database was restored from a backup (run `tokenwarm restore`)")
 		return err
 	}
 	if now.RestoreState != models.RestoreNone {
@@ -189,7 +191,7 @@ func (g *Guard) detectLocked(ctx context.Context, cur *models.Incarnation, seen 
 	}
 	// Not held, yet behind: someone lifted the hold meanwhile. Judge it
 	// at the next check; hold until then.
-	g.reason = "the database was restored from a backup (run `tokenwarm restore`)"
+	g.hold("the database was restored from a backup (run `tokenwarm restore`)")
 	return nil
 }
 
@@ -202,7 +204,7 @@ func (g *Guard) holdLocked(cur *models.Incarnation) {
 		g.log.Error("ALERT: refreshes are held for the whole app: "+reason, "restore_state", cur.RestoreState, "detail", cur.RestoreDetail)
 	}
 	g.lastState = cur.RestoreState
-	g.reason = reason
+	g.hold(reason)
 }
 
 func (g *Guard) releaseLocked(cur *models.Incarnation) {
@@ -210,7 +212,7 @@ func (g *Guard) releaseLocked(cur *models.Incarnation) {
 		g.log.Info("refreshes resume: the restore procedure finished", "epoch", cur.Epoch)
 	}
 	g.lastState = ""
-	g.reason = ""
+	g.hold("")
 }
 
 func (g *Guard) rememberLocked(m models.Mark) {

@@ -56,7 +56,9 @@ func restoreCommand(ctx context.Context, cfg *Config, db *models.DB, ring *seal.
 // guardJob runs the restore guard's periodic check.
 func guardJob(g *restore.Guard, log *slog.Logger) func(ctx context.Context) {
 	return func(ctx context.Context) {
-		if err := g.Check(ctx); err != nil && ctx.Err() == nil {
+		checkCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := g.Check(checkCtx); err != nil && ctx.Err() == nil {
 			log.Warn("could not check the database's history; the hold stays as it was", "err", err)
 		}
 	}
