@@ -297,7 +297,14 @@ var settings = []setting{
 	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "60s", help: "how long shutdown waits for in-flight requests and refreshes; at least 2×SALESFORCE_TIMEOUT + TOKENWARM_COMMIT_RETRY_BUDGET + 5s, so no refresh that presented a token is abandoned",
 		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 	{env: "TOKENWARM_RESTORE_CHECK_INTERVAL", def: "10s", help: "how often each replica compares the database's history with what it saw of it (remembered in TOKENWARM_DATA_DIR/incarnation.json): a database that went back was restored from a backup, and refreshes are held app-wide until `tokenwarm restore` ran",
-		set: dur(func(c *Config) *time.Duration { return &c.RestoreCheckInterval })},
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second || d > time.Hour {
+				return fmt.Errorf("want a duration from 1s to 1h such as 10s")
+			}
+			c.RestoreCheckInterval = d
+			return nil
+		}},
 	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			switch v {
