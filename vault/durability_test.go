@@ -2,10 +2,8 @@ package vault_test
 
 import (
 	"context"
-	"errors"
 	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/emulator"
 	"github.com/tokenwarm/tokenwarm/internal/pgcluster"
+	"github.com/tokenwarm/tokenwarm/internal/pgtest"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/seal"
@@ -27,22 +26,12 @@ import (
 // an ordinary write made just after it is lost (which shows the crash
 // really drops unflushed commits).
 func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
-	if _, err := pgcluster.FindBin(); errors.Is(err, pgcluster.ErrNoBinaries) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set but %v", err)
-		}
-		t.Skip(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{
+	cluster := pgtest.Cluster(t, pgcluster.Options{Settings: map[string]string{
 		// The WAL writer flushes asynchronous commits only every 10 s.
 		"synchronous_commit": "off", "wal_writer_delay": "10000ms", "fsync": "off",
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	if err := cluster.CreateDatabase(ctx, "durability"); err != nil {
 		t.Fatal(err)
 	}

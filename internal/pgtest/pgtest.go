@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tokenwarm/tokenwarm/internal/pgcluster"
 )
 
 const (
@@ -113,4 +116,25 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatalf("pgtest: random name: %v", err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// Cluster starts a throwaway PostgreSQL cluster of its own (for tests that
+// restart, crash or restore the server), stopped when the test ends. With
+// no server binaries it fails under CI and skips otherwise.
+func Cluster(t testing.TB, o pgcluster.Options) *pgcluster.Cluster {
+	t.Helper()
+	if _, err := pgcluster.FindBin(); errors.Is(err, pgcluster.ErrNoBinaries) {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but %v", err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
 }
