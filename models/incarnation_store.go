@@ -101,6 +101,22 @@ func (d *DB) nextGeneration() any {
 	return gorm.Expr("MAX(generation + 1, ?)", time.Now().UnixMicro())
 }
 
+// durably is a transaction whose commit is durable whatever the server's
+// default (synchronous_commit = on, as for a stored rotation): a replica
+// remembers the generation it wrote once it is acknowledged, so a crash of
+// a server with asynchronous commits must not lose it, or the database
+// would look restored.
+func (d *DB) durably(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if d.Dialect == Postgres {
+			if err := tx.Exec("SELECT set_config('synchronous_commit', 'on', true)").Error; err != nil {
+				return err
+			}
+		}
+		return fn(tx)
+	})
+}
+
 // notBehind is the condition "the row is at or past seen".
 func notBehind(q *gorm.DB, seen Mark) *gorm.DB {
 	return q.Where("incarnation_id = ? AND (epoch > ? OR (epoch = ? AND generation >= ?))", seen.Incarnation, seen.Epoch, seen.Epoch, seen.Generation)
@@ -114,7 +130,7 @@ func notBehind(q *gorm.DB, seen Mark) *gorm.DB {
 func (d *DB) AdvanceGeneration(ctx context.Context, seen Mark) (*Incarnation, bool, error) {
 	var out *Incarnation
 	ok := false
-	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.durably(ctx, func(tx *gorm.DB) error {
 		u := notBehind(tx.Model(&Incarnation{}).Where("id = 1 AND restore_state = ?", RestoreNone), seen).
 			Updates(map[string]any{"generation": d.nextGeneration(), "updated_at": time.Now().UTC()})
 		if u.Error != nil {
@@ -145,7 +161,7 @@ func (d *DB) AdvanceGeneration(ctx context.Context, seen Mark) (*Incarnation, bo
 // hold (false: another replica did, or the row moved meanwhile) and how
 // many connections it marked.
 func (d *DB) HoldForRestore(ctx context.Context, seen Mark, detail string, ev Event) (held bool, marked int64, err error) {
-	err = d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = d.durably(ctx, func(tx *gorm.DB) error {
 		u := tx.Model(&Incarnation{}).
 			Where("id = 1 AND restore_state = ? AND incarnation_id = ? AND (epoch < ? OR (epoch = ? AND generation < ?))",
 				RestoreNone, seen.Incarnation, seen.Epoch, seen.Epoch, seen.Generation).
@@ -174,7 +190,7 @@ func (d *DB) HoldForRestore(ctx context.Context, seen Mark, detail string, ev Ev
 // returns how many connections it marked.
 func (d *DB) BeginRestore(ctx context.Context, detail string, ev Event) (int64, error) {
 	var marked int64
-	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.durably(ctx, func(tx *gorm.DB) error {
 		u := tx.Model(&Incarnation{}).Where("id = 1").
 			Updates(map[string]any{"restore_state": RestoreRunning, "restore_detail": detail, "updated_at": time.Now().UTC()})
 		if u.Error != nil {
@@ -201,7 +217,7 @@ func (d *DB) BeginRestore(ctx context.Context, detail string, ev Event) (int64, 
 // It reports false if no restore was running (another run finished it).
 func (d *DB) FinishRestore(ctx context.Context, ev Event) (bool, error) {
 	done := false
-	err := d.gorm.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := d.durably(ctx, func(tx *gorm.DB) error {
 		u := tx.Model(&Incarnation{}).Where("id = 1 AND restore_state = ?", RestoreRunning).
 			Updates(map[string]any{"restore_state": RestoreNone, "restore_detail": "", "epoch": gorm.Expr("epoch + 1"),
 				"generation": d.nextGeneration(), "updated_at": time.Now().UTC()})

@@ -75,3 +75,40 @@ func TestGuardTellsAPhysicalRestore(t *testing.T) {
 }
 
 type swappable struct{ *models.DB }
+
+// A server running with asynchronous commits loses acknowledged commits in
+// a crash; an advance of the generation is not one of them (it commits
+// with synchronous_commit = on, like a stored rotation), so a crash
+// restart is never taken for a restore.
+func TestGuardSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
+	c, url := pgtest.AsyncCommitCluster(t, "tw")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	db, err := models.Open(url, "", models.Options{MaxOpenConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(ctx, "fast"); err != nil { // the migration is flushed
+		t.Fatal(err)
+	}
+	db.DiscardIdle()
+	g := restore.NewGuard(db, t.TempDir(), nil, nil, "r1")
+	check(t, g)
+	check(t, g) // advances
+	if err := c.Restart(ctx, "immediate"); err != nil {
+		t.Fatal(err)
+	}
+	db.DiscardIdle()
+	for range 3 { // the pool may hand out a connection the crash cut
+		if err = g.Check(ctx); err == nil {
+			break
+		}
+	}
+	if err != nil || g.HoldReason() != "" {
+		t.Fatalf("after a crash restart: %v, hold %q", err, g.HoldReason())
+	}
+}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/emulator"
-	"github.com/tokenwarm/tokenwarm/internal/pgcluster"
 	"github.com/tokenwarm/tokenwarm/internal/pgtest"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
@@ -26,24 +24,9 @@ import (
 // an ordinary write made just after it is lost (which shows the crash
 // really drops unflushed commits).
 func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
-	cluster := pgtest.Cluster(t, pgcluster.Options{Settings: map[string]string{
-		// The WAL writer flushes asynchronous commits only every 10 s.
-		"synchronous_commit": "off", "wal_writer_delay": "10000ms", "fsync": "off",
-	}})
+	cluster, url := pgtest.AsyncCommitCluster(t, "durability")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := cluster.CreateDatabase(ctx, "durability"); err != nil {
-		t.Fatal(err)
-	}
-	// The pool asks for asynchronous commits too (as a pooler that drops
-	// start-up parameters would leave it): only the vault's own setting in
-	// its storing transactions makes them durable.
-	url := cluster.URL("durability")
-	if strings.Contains(url, "?") {
-		url += "&synchronous_commit=off"
-	} else {
-		url += "?synchronous_commit=off"
-	}
 	open := func() *models.DB {
 		db, err := models.Open(url, "", models.Options{MaxOpenConns: 4})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,4 +138,28 @@ func Cluster(t testing.TB, o pgcluster.Options) *pgcluster.Cluster {
 	}
 	t.Cleanup(c.Stop)
 	return c
+}
+
+// AsyncCommitCluster starts a cluster that acknowledges commits before
+// they reach the WAL (synchronous_commit = off, the WAL writer flushing
+// only every 10 s), so that a crash restart loses them, creates database
+// dbname on it, and returns the cluster and that database's URL, whose
+// pool asks for asynchronous commits too (as a pooler that drops start-up
+// parameters would leave it): only a transaction's own setting makes its
+// commit durable.
+func AsyncCommitCluster(t testing.TB, dbname string) (*pgcluster.Cluster, string) {
+	t.Helper()
+	c := Cluster(t, pgcluster.Options{Settings: map[string]string{
+		"synchronous_commit": "off", "wal_writer_delay": "10000ms", "fsync": "off",
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.CreateDatabase(ctx, dbname); err != nil {
+		t.Fatal(err)
+	}
+	u := c.URL(dbname)
+	if strings.Contains(u, "?") {
+		return c, u + "&synchronous_commit=off"
+	}
+	return c, u + "?synchronous_commit=off"
 }
