@@ -293,3 +293,17 @@ func (c *dbCollector) minIdleBudget(ctx context.Context, now time.Time) (time.Du
 	}
 	return budget, found
 }
+
+// WatchHold exports the restore hold: 1 while refreshes are held for the
+// whole app because the database was restored from a backup and
+// `tokenwarm restore` has not finished (package restore).
+func (m *Metrics) WatchHold(held func() bool) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tokenwarm_restore_hold",
+		Help: "1 while refreshes are held app-wide after a restore of the database from a backup, until `tokenwarm restore` has run."},
+		func() float64 {
+			if held() {
+				return 1
+			}
+			return 0
+		}))
+}

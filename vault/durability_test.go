@@ -2,17 +2,14 @@ package vault_test
 
 import (
 	"context"
-	"errors"
 	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"net/http/httptest"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/tokenwarm/tokenwarm/clock"
 	"github.com/tokenwarm/tokenwarm/emulator"
-	"github.com/tokenwarm/tokenwarm/internal/pgcluster"
+	"github.com/tokenwarm/tokenwarm/internal/pgtest"
 	"github.com/tokenwarm/tokenwarm/internal/testkit"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/seal"
@@ -27,34 +24,9 @@ import (
 // an ordinary write made just after it is lost (which shows the crash
 // really drops unflushed commits).
 func TestRotationSurvivesACrashOfAnAsyncCommitServer(t *testing.T) {
-	if _, err := pgcluster.FindBin(); errors.Is(err, pgcluster.ErrNoBinaries) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set but %v", err)
-		}
-		t.Skip(err)
-	}
+	cluster, url := pgtest.AsyncCommitCluster(t, "durability")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cluster, err := pgcluster.Start(ctx, pgcluster.Options{Settings: map[string]string{
-		// The WAL writer flushes asynchronous commits only every 10 s.
-		"synchronous_commit": "off", "wal_writer_delay": "10000ms", "fsync": "off",
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
-	if err := cluster.CreateDatabase(ctx, "durability"); err != nil {
-		t.Fatal(err)
-	}
-	// The pool asks for asynchronous commits too (as a pooler that drops
-	// start-up parameters would leave it): only the vault's own setting in
-	// its storing transactions makes them durable.
-	url := cluster.URL("durability")
-	if strings.Contains(url, "?") {
-		url += "&synchronous_commit=off"
-	} else {
-		url += "?synchronous_commit=off"
-	}
 	open := func() *models.DB {
 		db, err := models.Open(url, "", models.Options{MaxOpenConns: 4})
 		if err != nil {

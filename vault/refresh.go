@@ -61,6 +61,11 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 		return nil, errShuttingDown()
 	}
 	defer v.work.leave()
+	// The database was restored from a backup and its tokens are not
+	// verified yet: nothing is presented, whoever asks.
+	if reason := v.holdReason(); reason != "" {
+		return nil, errHeld(reason)
+	}
 	// Waiting for a slot is bounded like waiting for a lock; nothing has
 	// been presented yet, so giving up here is safe.
 	slotWait := time.NewTimer(v.cfg.LockTimeout)

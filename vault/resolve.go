@@ -29,6 +29,13 @@ func (v *Vault) resolve(ctx context.Context, row *models.RefreshLock, req Reques
 	active, err := v.sf.RefreshTokenActive(callCtx, c.LoginURL, refreshToken)
 	cancel()
 	attempt := fmt.Sprintf("attempt by %s started %s", prior.Worker, prior.StartedAt.UTC().Format(time.RFC3339))
+	// A marker of the restore procedure is no attempt: the database was
+	// restored from a backup, and the token it holds may have been rotated
+	// since the backup was taken.
+	restored := prior.Worker == models.RestoreWorker
+	if restored {
+		attempt = "the database was restored from a backup (token marked unverified " + prior.StartedAt.UTC().Format(time.RFC3339) + ")"
+	}
 	now := v.clock.Now().UTC()
 	switch {
 	case err == nil && active:
@@ -44,19 +51,29 @@ func (v *Vault) resolve(ctx context.Context, row *models.RefreshLock, req Reques
 
 	case err == nil:
 		reason := models.ReasonRotationLost + ": an earlier refresh was answered by Salesforce but the answer never reached storage; the token we hold was rotated"
+		lost := "the stored refresh token was rotated by a lost presentation"
+		if restored {
+			reason = models.ReasonRotationLost + ": the database was restored from a backup and Salesforce rotated this refresh token after the backup was taken; it was never presented"
+			lost = "the database was restored from a backup; the stored refresh token had been rotated since"
+		}
 		update := map[string]any{"status": models.StatusNeedsReauth, "reauth_reason": reason, "access_token_sealed": "",
 			"next_attempt_at": nil, "last_error_code": models.ReasonRotationLost, "last_error_at": now, "updated_at": now}
 		events := []models.Event{
 			v.event(c.ID, models.EventRotationLost, req.Cause, 200, models.ReasonRotationLost, attempt+"; introspection: the stored token is inactive"),
-			v.event(c.ID, models.EventNeedsReauth, req.Cause, 0, models.ReasonRotationLost, "the stored refresh token was rotated by a lost presentation"),
+			v.event(c.ID, models.EventNeedsReauth, req.Cause, 0, models.ReasonRotationLost, lost),
 		}
 		err := v.storeWrite(ctx, row, models.RefreshWrite{Marker: models.RemovePriorMarker, AttemptID: prior.AttemptID,
 			Update: update, Events: events, Deadline: time.Now().Add(v.cfg.CommitRetryBudget)})
 		if err != nil {
 			return nil, v.storeError(err)
 		}
-		v.log.Error("ALERT: a refresh token was rotated by a presentation whose answer was lost; it is never presented again and the connection needs re-authorization",
-			"connection_id", c.ID, "attempt_worker", prior.Worker, "attempt_started_at", prior.StartedAt)
+		if restored {
+			v.log.Warn("after the restore from a backup, the stored refresh token is no longer the live one; it was not presented and the connection needs re-authorization",
+				"connection_id", c.ID)
+		} else {
+			v.log.Error("ALERT: a refresh token was rotated by a presentation whose answer was lost; it is never presented again and the connection needs re-authorization",
+				"connection_id", c.ID, "attempt_worker", prior.Worker, "attempt_started_at", prior.StartedAt)
+		}
 		return nil, &Error{Code: CodeReauthRequired, Message: "the connection must be re-authorized", Reason: reason}
 	}
 

@@ -215,6 +215,7 @@ type Vault struct {
 	rand   *mrand.Rand
 
 	pause atomic.Pointer[pauseHolder]
+	hold  atomic.Pointer[holdHolder]
 
 	// beforeCommit lets tests break the commit of a refresh result.
 	beforeCommit func(attempt int, tx *models.Tx) error

@@ -221,8 +221,11 @@ func (w *Warmer) run(ctx context.Context, p *pass) error {
 	if err := w.syncPause(ctx); err != nil {
 		return err
 	}
-	warm := !w.paused.Load()
-	if !warm {
+	// After a restore from a backup nothing is presented, not even a probe,
+	// until every token was verified (package restore).
+	held := w.vault.Held()
+	warm := !w.paused.Load() && !held
+	if !warm && !held {
 		resumed, err := w.probe(ctx, p)
 		if err != nil {
 			return err

@@ -8,12 +8,13 @@ import (
 
 // eventTypes maps audit-event kinds to the webhook types they announce.
 var eventTypes = map[string]string{
-	models.EventNeedsReauth:   TypeNeedsReauth,
-	models.EventReauthorized:  TypeReauthorized,
-	models.EventRevoked:       TypeRevoked,
-	"idle_expiry_risk":        TypeIdleExpiryRisk,
-	"config_error_app_paused": TypeConfigError,
-	models.EventReauthSoon:    TypeReauthSoon,
+	models.EventNeedsReauth:     TypeNeedsReauth,
+	models.EventReauthorized:    TypeReauthorized,
+	models.EventRevoked:         TypeRevoked,
+	"idle_expiry_risk":          TypeIdleExpiryRisk,
+	"config_error_app_paused":   TypeConfigError,
+	models.EventReauthSoon:      TypeReauthSoon,
+	models.EventRestoreDetected: TypeRestoreDetected,
 }
 
 // Announces reports whether events of an audit-event kind are announced

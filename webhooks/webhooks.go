@@ -76,11 +76,14 @@ const (
 	// TypeReauthSoon: the connection reaches the org's refresh-token
 	// maximum age soon; ask the user to re-authorize.
 	TypeReauthSoon = "connection.reauth_soon"
+	// TypeRestoreDetected: the database was restored from a backup;
+	// refreshes are held app-wide until `tokenwarm restore` ran.
+	TypeRestoreDetected = "app.restore_detected"
 )
 
 var knownTypes = map[string]bool{
 	TypeNeedsReauth: true, TypeReauthorized: true, TypeRevoked: true,
-	TypeIdleExpiryRisk: true, TypeConfigError: true, TypeReauthSoon: true,
+	TypeIdleExpiryRisk: true, TypeConfigError: true, TypeReauthSoon: true, TypeRestoreDetected: true,
 }
 
 // Event is something administrators are told about.

@@ -91,6 +91,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	LogLevel       string
 	LogFormat      string
+	// RestoreCheckInterval: how often the restore guard compares the
+	// database's history with this replica's memory of it.
+	RestoreCheckInterval time.Duration
 }
 
 // setting documents one environment variable.
@@ -336,7 +339,7 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.WarmRetryBudget })},
 	{env: "TOKENWARM_IDLE_RISK_THRESHOLD", def: "168h", help: "an active connection with less idle budget than this raises an idle_expiry_risk event",
 		set: dur(func(c *Config) *time.Duration { return &c.IdleRiskBefore })},
-	{env: "TOKENWARM_WEBHOOK_URLS", help: "comma-separated https URLs that receive connection.needs_reauth, connection.reauthorized, connection.revoked, connection.idle_expiry_risk, connection.reauth_soon and app.config_error events",
+	{env: "TOKENWARM_WEBHOOK_URLS", help: "comma-separated https URLs that receive connection.needs_reauth, connection.reauthorized, connection.revoked, connection.idle_expiry_risk, connection.reauth_soon, app.config_error and app.restore_detected events",
 		set: func(c *Config, v string) error {
 			for _, u := range strings.Split(v, ",") {
 				u = strings.TrimSpace(u)
@@ -368,6 +371,15 @@ var settings = []setting{
 		set: dur(func(c *Config) *time.Duration { return &c.CommitRetry })},
 	{env: "TOKENWARM_SHUTDOWN_TIMEOUT", def: "60s", help: "how long shutdown waits for in-flight requests and refreshes; at least 2×SALESFORCE_TIMEOUT + TOKENWARM_COMMIT_RETRY_BUDGET + 5s, so no refresh that presented a token is abandoned",
 		set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{env: "TOKENWARM_RESTORE_CHECK_INTERVAL", def: "10s", help: "how often each replica compares the database's history with what it saw of it (remembered in TOKENWARM_DATA_DIR/incarnation.json): a database that went back was restored from a backup, and refreshes are held app-wide until `tokenwarm restore` ran",
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second || d > time.Hour {
+				return fmt.Errorf("want a duration from 1s to 1h such as 10s")
+			}
+			c.RestoreCheckInterval = d
+			return nil
+		}},
 	{env: "TOKENWARM_LOG_LEVEL", def: "info", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
 			switch v {
@@ -543,6 +555,10 @@ Usage:
   tokenwarm retire-signing-key KID
                        retire a signing key now (a leaked key); its tokens are refused
   tokenwarm purge      delete finished rows now (the server does it hourly)
+  tokenwarm restore    after restoring the database from a backup: verify every active
+                       connection's refresh token by introspection (never presenting
+                       it), mark the stale ones rotation_lost, then resume refreshes
+                       (-concurrency N, default 4; embedded: stop the server first)
   tokenwarm emulator   run the built-in Salesforce emulator alone (-addr, default 127.0.0.1:8181)
   tokenwarm config     print the effective configuration, secrets masked
   tokenwarm healthcheck [-path /readyz|/healthz] [-timeout 3s]

@@ -138,6 +138,11 @@ func TestOneEmbeddedServerPerDataDirectory(t *testing.T) {
 		strings.Contains(stdout, "resealed") {
 		t.Fatalf("reseal next to the server: %v %q %q", err, stdout, stderr)
 	}
+	// So is restore: the server's refreshes are serialised in-process.
+	if _, stderr, err := runCommand(t, bin, env, "restore"); err == nil ||
+		!strings.Contains(stderr, "restore needs the embedded database to itself: stop the server first") {
+		t.Fatalf("restore next to the server: %v %q", err, stderr)
+	}
 	// The server made the key usable: it serves the admin API with it.
 	if st := getStatus(t, first.base+"/admin/v1/summary", key); st != 200 {
 		t.Fatalf("admin key made next to the server: %d", st)

@@ -22,7 +22,7 @@ import (
 	"github.com/tokenwarm/tokenwarm/metrics"
 	"github.com/tokenwarm/tokenwarm/models"
 	"github.com/tokenwarm/tokenwarm/pkce"
-	"github.com/tokenwarm/tokenwarm/salesforce"
+	"github.com/tokenwarm/tokenwarm/restore"
 	"github.com/tokenwarm/tokenwarm/seal"
 	"github.com/tokenwarm/tokenwarm/vault"
 	"github.com/tokenwarm/tokenwarm/warmer"
@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return healthcheck(ctx, args, getenv, stdout)
 	case "egress":
 		return egressCommand(ctx, args, getenv, stdout)
-	case "serve", "migrate", "reseal", "rotate-signing-key", "retire-signing-key", "admin-key", "purge":
+	case "serve", "migrate", "reseal", "rotate-signing-key", "retire-signing-key", "admin-key", "purge", "restore":
 	default:
 		printUsage(stderr)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -92,12 +92,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// One serve or reseal per embedded database: refreshes are serialised
 	// in-process on SQLite. admin-key, purge and migrate never present a
 	// token, so they work next to a running server.
-	if cfg.Embedded() && (cmd == "serve" || cmd == "reseal") {
+	if cfg.Embedded() && (cmd == "serve" || cmd == "reseal" || cmd == "restore") {
 		lock, err := lockDataDir(cfg.DataDir)
 		if le := (*lockedError)(nil); errors.As(err, &le) {
-			if cmd == "reseal" {
-				return fmt.Errorf("reseal needs the embedded database to itself: stop the server first (lock %s is held%s)",
-					lockDisplay(cfg.DataDir), le.by())
+			if cmd != "serve" {
+				return fmt.Errorf("%s needs the embedded database to itself: stop the server first (lock %s is held%s)",
+					cmd, lockDisplay(cfg.DataDir), le.by())
 			}
 			return fmt.Errorf("another tokenwarm server is using the data directory %s (lock %s is held%s); stop it first or set TOKENWARM_DATA_DIR",
 				cfg.DataDir, lockDisplay(cfg.DataDir), le.by())
@@ -141,6 +141,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return adminKey(ctx, adminkeys.New(db, nil), args, stdout, stderr)
+	case "restore":
+		return restoreCommand(ctx, cfg, db, ring, log, args, stdout)
 	case "purge":
 		if _, err := db.Migrate(ctx); err != nil {
 			return err
@@ -294,39 +296,20 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		loginURL, clientID, clientSecret = cfg.PublicURL+emulatorPrefix, demoClientID, demoClientSecret
 	}
 
-	httpClient := &http.Client{Transport: salesforceTransport(cfg)}
-	sf := &salesforce.Client{
-		HTTP: httpClient, ClientID: clientID, ClientSecret: clientSecret,
-		RedirectURI: cfg.PublicURL + "/v1/oauth/callback", Timeout: cfg.UpstreamTimeout,
-		SessionTimeout: cfg.SessionTimeout, UseIntrospection: cfg.Introspect, Clock: clk,
-		AllowedInstanceHosts: cfg.InstanceHosts,
-	}
+	sf := salesforceClient(cfg, clientID, clientSecret, clk)
 	met := metrics.New(db, cfg.RefreshIdleTTL, clk, log)
-	var endpoints []webhooks.Endpoint
-	for _, u := range cfg.WebhookURLs {
-		ep := webhooks.Endpoint{URL: u, Secret: cfg.WebhookSecret}
-		if cfg.WebhookPreviousSecret != "" {
-			ep.PreviousSecrets = []string{cfg.WebhookPreviousSecret}
-		}
-		endpoints = append(endpoints, ep)
+	endpoints := announceWebhooks(db, cfg)
+	vcfg := vaultConfig(cfg, met.ObserveRefresh)
+	vcfg.Stored = met.EventStored
+	v := vault.New(db, ring, sf, clk, log, vcfg)
+	// A database restored from a backup holds refresh tokens Salesforce
+	// rotated since: nothing is presented until every one was verified.
+	guard := restore.NewGuard(db, cfg.DataDir, clk, log, v.Config().Worker)
+	if err := guard.Check(ctx); err != nil {
+		log.Error("could not check the database's history; refreshes are held until a check succeeds", "err", err)
 	}
-	// Every event stored with a webhook type goes to the outbox in the same
-	// transaction.
-	db.SetAnnouncer(webhooks.Announcer(endpoints))
-	if cfg.WebhookIdentity && len(endpoints) > 0 {
-		db.AnnouncePeople(webhooks.Announces)
-	}
-	v := vault.New(db, ring, sf, clk, log, vault.Config{
-		Observe: met.ObserveRefresh, Stored: met.EventStored,
-		LockTimeout: cfg.LockTimeout, UpstreamTimeout: cfg.UpstreamTimeout,
-		CommitRetryBudget: cfg.CommitRetry, AttemptLease: cfg.AttemptLease(),
-		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, IdleTTL: cfg.RefreshIdleTTL,
-		WarmInterval: cfg.WarmInterval, WarmJitter: cfg.WarmJitter,
-		// Half the pool: each refresh briefly holds two connections. Warm
-		// concurrency is capped below this so pulls always find slots.
-		MaxConcurrentRefreshes: cfg.DBMaxConns / 2,
-		SkipIdentity:           !cfg.CaptureIdentity,
-	})
+	v.SetHold(guard)
+	met.WatchHold(v.Held)
 	warm := warmer.New(v, db, clk, log, warmer.Config{Concurrency: cfg.WarmConcurrency, BatchSize: cfg.WarmBatch,
 		RiskThreshold: cfg.IdleRiskBefore, RefreshMaxAge: cfg.RefreshMaxAge, ReauthSoon: cfg.ReauthSoon})
 	// Pulls respect the app-wide pause, and their configuration errors
@@ -366,7 +349,8 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		Observe: met.WebhookAttempt})
 	stopJobs, err := startJobs(ctx, log,
 		job{name: "webhooks", spec: "@every 1s", run: dispatcher.Pass},
-		job{name: "housekeeping", spec: housekeepEvery, run: housekeepJob(cfg, db, log)})
+		job{name: "housekeeping", spec: housekeepEvery, run: housekeepJob(cfg, db, log)},
+		job{name: "restore-guard", spec: "@every " + cfg.RestoreCheckInterval.String(), run: guardJob(guard, log)})
 	if err != nil {
 		return err
 	}
@@ -409,6 +393,12 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 	}
 	if err := v.Wait(sctx); err != nil {
 		return fmt.Errorf("shutdown: refreshes still running: %w", err)
+	}
+	// Every rotation is stored: remember the database's history up to
+	// here, so a restore of an older backup is recognised at the next
+	// start.
+	if err := guard.Check(sctx); err != nil {
+		log.Warn("could not record the database's history at shutdown", "err", err)
 	}
 	log.Info("shut down: every refresh stored")
 	return nil

@@ -33,7 +33,8 @@ func TestHelperServerProcess(t *testing.T) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, nil, os.Getenv, os.Stdout, os.Stderr); err != nil {
+	// TW_SERVER_ARGS runs a subcommand instead (e.g. "restore").
+	if err := run(ctx, strings.Fields(os.Getenv("TW_SERVER_ARGS")), os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "tokenwarm:", err)
 		os.Exit(1)
 	}

@@ -36,6 +36,7 @@ func TestSpecIsValidAndHasEveryOperation(t *testing.T) {
 		"adminGetConnection":     "GET /admin/v1/connections/{id}",
 		"adminRefreshConnection": "POST /admin/v1/connections/{id}/refresh",
 		"adminCreateReauthLink":  "POST /admin/v1/connections/{id}/reauth-link",
+		"adminEraseIdentity":     "DELETE /admin/v1/connections/{id}/identity",
 		"adminRevokeConnection":  "POST /admin/v1/connections/{id}/revoke",
 		"adminSummary":           "GET /admin/v1/summary",
 		"adminListOrgs":          "GET /admin/v1/orgs",

@@ -8,13 +8,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tokenwarm/tokenwarm/internal/pgcluster"
 )
 
 const (
@@ -152,4 +156,49 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatalf("pgtest: random name: %v", err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// Cluster starts a throwaway PostgreSQL cluster of its own (for tests that
+// restart, crash or restore the server), stopped when the test ends. With
+// no server binaries it fails under CI and skips otherwise.
+func Cluster(t testing.TB, o pgcluster.Options) *pgcluster.Cluster {
+	t.Helper()
+	if _, err := pgcluster.FindBin(); errors.Is(err, pgcluster.ErrNoBinaries) {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI is set but %v", err)
+		}
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// AsyncCommitCluster starts a cluster that acknowledges commits before
+// they reach the WAL (synchronous_commit = off, the WAL writer flushing
+// only every 10 s), so that a crash restart loses them, creates database
+// dbname on it, and returns the cluster and that database's URL, whose
+// pool asks for asynchronous commits too (as a pooler that drops start-up
+// parameters would leave it): only a transaction's own setting makes its
+// commit durable.
+func AsyncCommitCluster(t testing.TB, dbname string) (*pgcluster.Cluster, string) {
+	t.Helper()
+	c := Cluster(t, pgcluster.Options{Settings: map[string]string{
+		"synchronous_commit": "off", "wal_writer_delay": "10000ms", "fsync": "off",
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.CreateDatabase(ctx, dbname); err != nil {
+		t.Fatal(err)
+	}
+	u := c.URL(dbname)
+	if strings.Contains(u, "?") {
+		return c, u + "&synchronous_commit=off"
+	}
+	return c, u + "?synchronous_commit=off"
 }
