@@ -164,7 +164,9 @@ func deliveriesMatch(t *testing.T, c contract, identity bool) {
 				Detail: "idle budget 166h0m0s left of 720h0m0s: last successful refresh 2025-12-28T01:00:00Z", CreatedAt: at})
 	}
 	events = append(events, models.Event{Kind: "config_error_app_paused", Cause: "warm", ErrorCode: "invalid_client_id",
-		Detail: "warming paused for the app: client identifier invalid", CreatedAt: at})
+		Detail: "warming paused for the app: client identifier invalid", CreatedAt: at},
+		models.Event{Kind: models.EventRestoreDetected, Cause: "restore", ErrorCode: "database_restored",
+			Detail: "refreshes are held for the app until `tokenwarm restore` has run: the database went back in its history", CreatedAt: at})
 	if err := db.RecordEvents(ctx, events); err != nil {
 		t.Fatal(err)
 	}
@@ -181,8 +183,14 @@ func deliveriesMatch(t *testing.T, c contract, identity bool) {
 	if err != nil || len(found) != len(conns) {
 		t.Fatalf("reauth_soon sweep: %d found (%v), want %d", len(found), err, len(conns))
 	}
-	// Each connection type for each connection, and app.config_error once.
-	deliver(t, webhooks.NewDispatcher(db, eps, clock.NewFake(at), nil, nil, webhooks.Config{}), (len(known())-1)*len(conns)+1, 0)
+	// Each connection type for each connection, and each app type once.
+	appTypes := 0
+	for _, typ := range known() {
+		if strings.HasPrefix(typ, "app.") {
+			appTypes++
+		}
+	}
+	deliver(t, webhooks.NewDispatcher(db, eps, clock.NewFake(at), nil, nil, webhooks.Config{}), (len(known())-appTypes)*len(conns)+appTypes, 0)
 
 	got := map[string]int{}
 	for _, d := range rcv.all() {
@@ -237,7 +245,7 @@ func deliveriesMatch(t *testing.T, c contract, identity bool) {
 	}
 	for _, typ := range known() {
 		n := len(conns)
-		if typ == webhooks.TypeConfigError {
+		if strings.HasPrefix(typ, "app.") {
 			n = 1
 		}
 		if got[typ] != n {
