@@ -156,7 +156,18 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	// giving up (releasing the row) is safe, since nothing was presented. A
 	// marker that did commit unseen is settled by the next attempt, which
 	// introspects instead of presenting blind.
-	claimCtx, cancelClaim := context.WithTimeout(ctx, v.cfg.LockTimeout)
+	//
+	// The lease is counted from before the claim (its row is built after
+	// this moment, by the database's clock), and a claim that took longer
+	// than its budget is not followed by a presentation: what is left of
+	// the lease might not cover the call and the store, and a lease that
+	// ends under a presentation lets the next worker introspect while
+	// Salesforce may still be rotating. The marker then stays until its
+	// lease ends, and the next attempt introspects (the token is live: it
+	// was never presented).
+	claimed := time.Now()
+	budget := v.cfg.claimBudget()
+	claimCtx, cancelClaim := context.WithTimeout(ctx, budget)
 	err = v.store.ClaimAttempt(claimCtx, c, row.Prior, attemptID, v.cfg.Worker, v.cfg.AttemptLease)
 	cancelClaim()
 	switch {
@@ -164,8 +175,11 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is refreshing this connection", RetryAfter: time.Second}
 	case err != nil:
 		return nil, v.dbError(err)
+	case time.Since(claimed) > budget:
+		v.log.Warn("the attempt marker's claim took longer than its budget; not presenting the token (the next attempt introspects it)",
+			"connection_id", id, "claim_ms", time.Since(claimed).Milliseconds(), "budget_ms", budget.Milliseconds())
+		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "the database was too slow to claim this refresh; retry shortly", RetryAfter: time.Second}
 	}
-	claimed := time.Now()
 
 	start := time.Now()
 	callCtx, cancelCall := context.WithTimeout(ctx, v.cfg.UpstreamTimeout)

@@ -124,6 +124,15 @@ type Config struct {
 	SkipIdentity bool
 }
 
+// claimBudget bounds the claim of an attempt marker. The lease starts when
+// the claim's row is built, before its commit is acknowledged, so a slow
+// claim (a stalled synchronous standby, a pooler queue) eats into it: the
+// claim may take only what leaves a whole presentation and at least 5 s
+// of storing inside the lease, and never longer than a lock wait.
+func (c *Config) claimBudget() time.Duration {
+	return max(time.Second, min(c.LockTimeout, c.AttemptLease-c.UpstreamTimeout-5*time.Second))
+}
+
 func (c *Config) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -132,9 +141,11 @@ func (c *Config) defaults() {
 	}
 	def(&c.LockTimeout, 30*time.Second)
 	def(&c.UpstreamTimeout, 15*time.Second)
-	def(&c.IdleInTransactionTimeout, 60*time.Second)
 	def(&c.CommitRetryBudget, 20*time.Second)
 	def(&c.AttemptLease, c.UpstreamTimeout+c.CommitRetryBudget+5*time.Second)
+	// The row-lock transaction is idle from the lock to the store: an
+	// introspection, the claim and the presentation at most.
+	def(&c.IdleInTransactionTimeout, max(60*time.Second, 2*c.UpstreamTimeout+c.claimBudget()+10*time.Second))
 	def(&c.UnresolvedAlertAfter, 6*time.Hour)
 	def(&c.IdleTTL, DefaultIdleTTL)
 	def(&c.RestrictedWindow, 10*time.Minute)
