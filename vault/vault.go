@@ -71,7 +71,9 @@ type Config struct {
 	// LockTimeout and IdleInTransactionTimeout. Default 15s.
 	UpstreamTimeout time.Duration
 	// IdleInTransactionTimeout makes Postgres drop a lock holder that stops
-	// talking (a hung worker) instead of holding the row forever. Default 60s.
+	// talking (a hung worker) instead of holding the row forever. Default:
+	// what an introspection, the claim's budget and a presentation can
+	// take, with a margin, and at least 60s.
 	IdleInTransactionTimeout time.Duration
 	// CommitRetryBudget is how long a failed commit after a refresh is
 	// retried before giving up. Default 20s.
