@@ -158,13 +158,13 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 	// introspects instead of presenting blind.
 	//
 	// The lease is counted from before the claim (its row is built after
-	// this moment, by the database's clock), and a claim that took longer
-	// than its budget is not followed by a presentation: what is left of
-	// the lease might not cover the call and the store, and a lease that
-	// ends under a presentation lets the next worker introspect while
-	// Salesforce may still be rotating. The marker then stays until its
-	// lease ends, and the next attempt introspects (the token is live: it
-	// was never presented).
+	// this moment, by the database's clock). A claim that took so long that
+	// what is left of the lease might not cover the call and the store is
+	// not followed by a presentation: a lease that ends under a
+	// presentation lets the next worker introspect while Salesforce may
+	// still be rotating. The marker then stays until its lease ends, and
+	// the next attempt introspects (the token is live: it was never
+	// presented).
 	claimed := time.Now()
 	budget := v.cfg.claimBudget()
 	claimCtx, cancelClaim := context.WithTimeout(ctx, budget)
@@ -175,9 +175,9 @@ func (v *Vault) refresh(ctx context.Context, id string, req Request) (*AccessTok
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "another worker is refreshing this connection", RetryAfter: time.Second}
 	case err != nil:
 		return nil, v.dbError(err)
-	case time.Since(claimed) > budget:
-		v.log.Warn("the attempt marker's claim took longer than its budget; not presenting the token (the next attempt introspects it)",
-			"connection_id", id, "claim_ms", time.Since(claimed).Milliseconds(), "budget_ms", budget.Milliseconds())
+	case time.Since(claimed) > v.cfg.claimSafe():
+		v.log.Warn("the attempt marker's claim took so long that its lease may not cover the presentation; not presenting the token (the next attempt introspects it)",
+			"connection_id", id, "claim_ms", time.Since(claimed).Milliseconds(), "safe_ms", v.cfg.claimSafe().Milliseconds())
 		return nil, &Error{Code: CodeUpstreamUnavailable, Message: "the database was too slow to claim this refresh; retry shortly", RetryAfter: time.Second}
 	}
 

@@ -126,14 +126,18 @@ type Config struct {
 	SkipIdentity bool
 }
 
-// claimBudget bounds the claim of an attempt marker. The lease starts when
-// the claim's row is built, before its commit is acknowledged, so a slow
-// claim (a stalled synchronous standby, a pooler queue) eats into it: the
-// claim may take only what leaves a whole presentation and at least 5 s
-// of storing inside the lease, and never longer than a lock wait.
-func (c *Config) claimBudget() time.Duration {
-	return max(time.Second, min(c.LockTimeout, c.AttemptLease-c.UpstreamTimeout-5*time.Second))
+// claimSafe is the longest a claim of an attempt marker may take and still
+// be followed by a presentation. The lease starts when the claim's row is
+// built, before its commit is acknowledged, so a slow claim (a stalled
+// synchronous standby) eats into it: what is left must hold a whole
+// presentation and at least 5 s of storing.
+func (c *Config) claimSafe() time.Duration {
+	return max(time.Second, c.AttemptLease-c.UpstreamTimeout-5*time.Second)
 }
+
+// claimBudget bounds the wait for a claim: claimSafe, and never longer than
+// a lock wait (behind a pooler, other replicas may hold every connection).
+func (c *Config) claimBudget() time.Duration { return min(c.LockTimeout, c.claimSafe()) }
 
 func (c *Config) defaults() {
 	def := func(d *time.Duration, v time.Duration) {
