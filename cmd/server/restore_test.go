@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -139,7 +141,18 @@ func TestRestoreFromAnOlderBackupPresentsNoStaleToken(t *testing.T) {
 			t.Fatalf("a pull needing a refresh during the hold: %d %s", status, body)
 		}
 	}
-	time.Sleep(3 * time.Second) // three warm passes
+	// Three warm passes (one a second) find everything due and present
+	// nothing.
+	passes := func() int {
+		m := regexp.MustCompile(`(?m)^tokenwarm_warm_passes_total (\d+)`).FindStringSubmatch(metricsText(t, srv.base))
+		if m == nil {
+			return -1
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	held := passes()
+	waitUntil(t, "three warm passes during the hold", func() bool { return passes() >= held+3 })
 	if st := emu.Stats(); st.TokenCalls != 0 || st.Introspections != 0 {
 		t.Fatalf("while held: %d token calls, %d introspections; want none", st.TokenCalls, st.Introspections)
 	}
