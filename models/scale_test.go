@@ -176,7 +176,15 @@ func TestScale(t *testing.T) {
 		if r == first {
 			continue
 		}
-		for i, p := range []*planFigures{r.ClaimCustom, r.ClaimGeneric, r.Lease, r.ChurnCustom, r.ChurnGeneric} {
+		compared := []*planFigures{r.ClaimCustom, r.ClaimGeneric, r.Lease, r.ChurnCustom, r.ChurnGeneric}
+		if smoke {
+			// After churn the buffers depend on when autovacuum last ran,
+			// which the shared test cluster, busy with the whole suite,
+			// does not keep to any schedule: only a run of its own
+			// (TOKENWARM_SCALE) judges them.
+			compared = compared[:3]
+		}
+		for i, p := range compared {
 			b := []*planFigures{first.ClaimCustom, first.ClaimGeneric, first.Lease, first.ChurnCustom, first.ChurnGeneric}[i]
 			if p.buffers() > 2*b.buffers() {
 				t.Errorf("%s touches %d buffers with %d connections against %d with %d: more than twice",
