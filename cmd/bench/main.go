@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +31,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -50,6 +52,21 @@ type options struct {
 	jsonPath     string
 	pgbenchScale int
 	keep         bool
+	serverEnv    envList
+	profileDir   string
+	phases       string
+}
+
+// envList collects repeated -server-env KEY=VALUE flags.
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, " ") }
+func (e *envList) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", v)
+	}
+	*e = append(*e, v)
+	return nil
 }
 
 func main() {
@@ -60,6 +77,9 @@ func main() {
 	flag.StringVar(&o.jsonPath, "json", "", "write the results as JSON to this file")
 	flag.IntVar(&o.pgbenchScale, "pgbench-scale", 10, "pgbench -i -s")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run directory (server log, binary)")
+	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of tokenwarm per pull phase into this directory (through TOKENWARM_DEBUG_ADDR; profiling costs a little CPU, so do not record figures of such a run)")
+	flag.StringVar(&o.phases, "phases", "", "run only these phases, comma-separated: prepared, simple, spread, one, refresh, refresh1, herd (default all; ratios need prepared or simple with spread or one)")
+	flag.Var(&o.serverEnv, "server-env", "extra KEY=VALUE for tokenwarm's environment, e.g. GOGC=200 or DB_MAX_CONNS=8 (repeatable; recorded in the results)")
 	flag.Parse()
 	if o.concurrency < 1 || o.connections < 1 || o.duration < time.Second || o.pgbenchScale < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -concurrency and -connections must be >= 1, -duration >= 1s")
@@ -91,7 +111,11 @@ type Phase struct {
 	PerSecond float64        `json:"per_second"`
 	P50Ms     float64        `json:"p50_ms"`
 	P99Ms     float64        `json:"p99_ms"`
-	MeanMs    float64        `json:"mean_ms"`
+	// The tail in more detail: p90, p99.9 and the slowest request.
+	P90Ms  float64 `json:"p90_ms"`
+	P999Ms float64 `json:"p999_ms"`
+	MaxMs  float64 `json:"max_ms"`
+	MeanMs float64 `json:"mean_ms"`
 	// Statements is what pg_stat_statements counted in the phase's
 	// database (utility statements such as BEGIN, COMMIT and SET
 	// included).
@@ -142,6 +166,7 @@ type Result struct {
 	Duration         string             `json:"duration"`
 	Concurrency      int                `json:"concurrency"`
 	Connections      int                `json:"connections"`
+	ServerEnv        []string           `json:"server_env,omitempty"`
 	Phases           []Phase            `json:"phases"`
 	Ratios           map[string]float64 `json:"ratios"`
 	StatementsSource string             `json:"statements_source"`
@@ -160,9 +185,13 @@ type bench struct {
 	upNanos atomic.Int64 // time the emulator spent serving requests
 	upCalls atomic.Int64
 	stmts   *statements
-	cl      *client
-	users   []*appUser
-	pgb     *pgbench
+	// debugAddr is tokenwarm's profiler listener (-profile), and phase
+	// the name of the phase running, for the profile's file name.
+	debugAddr string
+	phase     string
+	cl        *client
+	users     []*appUser
+	pgb       *pgbench
 }
 
 func run(ctx context.Context, o options) error {
@@ -180,7 +209,7 @@ func run(ctx context.Context, o options) error {
 	}()
 	b := &bench{o: o}
 	res := Result{StartedAt: started.UTC(), Commit: gitCommit(), Machine: machine(), Duration: o.duration.String(),
-		Concurrency: o.concurrency, Connections: o.connections, Ratios: map[string]float64{}}
+		Concurrency: o.concurrency, Connections: o.connections, ServerEnv: o.serverEnv, Ratios: map[string]float64{}}
 
 	// 1. PostgreSQL: durable (fsync, synchronous_commit and full page
 	// writes on, as in production), with pg_stat_statements.
@@ -270,30 +299,36 @@ func run(ctx context.Context, o options) error {
 	// 4. The phases.
 	c := o.concurrency
 	phases := []struct {
-		name string
-		run  func(context.Context) (Phase, error)
+		key, name string
+		run       func(context.Context) (Phase, error)
 	}{
-		{"pgbench -S -M prepared", func(ctx context.Context) (Phase, error) { return b.pgbenchPhase(ctx, "prepared") }},
-		{"pgbench -S -M simple", func(ctx context.Context) (Phase, error) { return b.pgbenchPhase(ctx, "simple") }},
-		{fmt.Sprintf("pull, spread over %d connections", o.connections), b.pullSpread},
-		{"pull, one connection", b.pullOne},
-		{"pull that refreshes (rejected_token)", b.pullRefresh(c)},
+		{"prepared", "pgbench -S -M prepared", func(ctx context.Context) (Phase, error) { return b.pgbenchPhase(ctx, "prepared") }},
+		{"simple", "pgbench -S -M simple", func(ctx context.Context) (Phase, error) { return b.pgbenchPhase(ctx, "simple") }},
+		{"spread", fmt.Sprintf("pull, spread over %d connections", o.connections), b.pullSpread},
+		{"one", "pull, one connection", b.pullOne},
+		{"refresh", "pull that refreshes (rejected_token)", b.pullRefresh(c)},
 		// The same, one at a time: tokenwarm's own latency over the
 		// upstream round trip, without queueing for the machine's cores.
-		{"pull that refreshes, one at a time", b.pullRefresh(1)},
-		{fmt.Sprintf("herd: %d pulls of one connection, one rejected token", c), b.herd},
+		{"refresh1", "pull that refreshes, one at a time", b.pullRefresh(1)},
+		{"herd", fmt.Sprintf("herd: %d pulls of one connection, one rejected token", c), b.herd},
 	}
+	byKey := map[string]Phase{}
 	for _, ph := range phases {
+		if o.phases != "" && !slices.Contains(strings.Split(o.phases, ","), ph.key) {
+			continue
+		}
 		if err := b.ensureDevices(ctx); err != nil {
 			return err
 		}
 		logf("phase: %s (%s, concurrency %d)", ph.name, o.duration, c)
+		b.phase = ph.name
 		p, err := ph.run(ctx)
 		if err != nil {
 			return fmt.Errorf("%s: %w", ph.name, err)
 		}
 		p.Name = ph.name
 		res.Phases = append(res.Phases, p)
+		byKey[ph.key] = p
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -301,14 +336,14 @@ func run(ctx context.Context, o options) error {
 	if b.srv.exited() {
 		return fmt.Errorf("tokenwarm exited during the run (log %s)", b.srv.logPath)
 	}
-	prep, simple, spread, one := res.Phases[0], res.Phases[1], res.Phases[2], res.Phases[3]
-	if prep.PerSecond > 0 {
-		res.Ratios["pull_spread_per_pgbench_prepared"] = spread.PerSecond / prep.PerSecond
-		res.Ratios["pull_one_per_pgbench_prepared"] = one.PerSecond / prep.PerSecond
-	}
-	if simple.PerSecond > 0 {
-		res.Ratios["pull_spread_per_pgbench_simple"] = spread.PerSecond / simple.PerSecond
-		res.Ratios["pull_one_per_pgbench_simple"] = one.PerSecond / simple.PerSecond
+	for _, base := range []string{"prepared", "simple"} {
+		for _, pull := range []string{"spread", "one"} {
+			b, okb := byKey[base]
+			p, okp := byKey[pull]
+			if okb && okp && b.PerSecond > 0 {
+				res.Ratios["pull_"+pull+"_per_pgbench_"+base] = p.PerSecond / b.PerSecond
+			}
+		}
 	}
 	res.WallSeconds = int(time.Since(started).Seconds())
 	printResult(res)
@@ -397,6 +432,13 @@ func (b *bench) startServer(ctx context.Context, dir string) error {
 		"TOKENWARM_WARM_SCHEDULE=@every 6h",
 		"TOKENWARM_LOG_FORMAT=json",
 	}}
+	if b.o.profileDir != "" {
+		if b.debugAddr, err = freeAddr(); err != nil {
+			return err
+		}
+		b.srv.env = append(b.srv.env, "TOKENWARM_DEBUG_ADDR="+b.debugAddr)
+	}
+	b.srv.env = append(b.srv.env, b.o.serverEnv...) // later entries win
 	mig := exec.CommandContext(ctx, bin, "migrate")
 	mig.Env = b.srv.env
 	if out, err := mig.CombinedOutput(); err != nil {
@@ -458,7 +500,8 @@ func (b *bench) finish(ctx context.Context, p *Phase, db string, s0, s1 snapshot
 	if p.PerSecond == 0 {
 		p.PerSecond = float64(p.Requests) / el.Seconds()
 	}
-	p.P50Ms, p.P99Ms, p.MeanMs = latencySummary(lat)
+	p.P50Ms, p.P99Ms, p.MeanMs = latencySummary(lat) // sorts lat
+	p.P90Ms, p.P999Ms, p.MaxMs = percentile(lat, 0.90), percentile(lat, 0.999), percentile(lat, 1)
 	// Statements of requests answered by now have all run; a short pause
 	// lets anything a request started in the background finish too.
 	time.Sleep(300 * time.Millisecond)
@@ -570,15 +613,63 @@ func (b *bench) pullPhase(ctx context.Context, c int, fn func(ctx context.Contex
 	if err := b.stmts.reset(ctx); err != nil {
 		return p, err
 	}
+	stopProfile := b.profile(ctx)
 	s0 := b.snap()
 	lat, bad := load(ctx, c, b.o.duration, fn)
 	s1 := b.snap()
+	if err := stopProfile(); err != nil {
+		return p, err
+	}
 	p.Requests = len(lat)
 	if len(bad) > 0 {
 		p.NonOK = bad
 	}
 	err := b.finish(ctx, &p, "tokenwarm", s0, s1, lat)
 	return p, err
+}
+
+// profile takes a CPU profile of tokenwarm over the phase (-profile) and
+// returns a function that waits for it and writes it.
+func (b *bench) profile(ctx context.Context) func() error {
+	if b.debugAddr == "" {
+		return func() error { return nil }
+	}
+	secs := max(1, int(b.o.duration/time.Second)-1)
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", b.debugAddr, secs), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("profile: %s", resp.Status)
+			return
+		}
+		if err := os.MkdirAll(b.o.profileDir, 0o755); err != nil {
+			done <- err
+			return
+		}
+		slug := strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+				return r
+			}
+			return '-'
+		}, strings.ToLower(b.phase))
+		f, err := os.Create(filepath.Join(b.o.profileDir, slug+".pprof"))
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return func() error { return <-done }
 }
 
 func (b *bench) pullSpread(ctx context.Context) (Phase, error) {
@@ -778,6 +869,9 @@ func printResult(r Result) {
 	fmt.Fprintf(w, "PostgreSQL: %s\n  fsync=%s synchronous_commit=%s full_page_writes=%s wal_sync_method=%s shared_buffers=%s, data on %s\n",
 		firstWords(pg["version"], 2), pg["fsync"], pg["synchronous_commit"], pg["full_page_writes"], pg["wal_sync_method"], pg["shared_buffers"], pg["data_directory_filesystem"])
 	fmt.Fprintf(w, "machine busy before the phases (everything idle): %.2f cores\n", r.IdleMachineCores)
+	if len(r.ServerEnv) > 0 {
+		fmt.Fprintf(w, "tokenwarm's extra environment: %s\n", strings.Join(r.ServerEnv, " "))
+	}
 	fmt.Fprintf(w, "phases of %s at concurrency %d, %d connections; statements: %s\n\n", r.Duration, r.Concurrency, r.Connections, r.StatementsSource)
 	fmt.Fprintf(w, "%-52s %5s %9s %9s %8s %8s %9s %9s %9s %9s %7s\n",
 		"phase", "conc", "requests", "req/s", "p50 ms", "p99 ms", "stmt/req", "tw µs/req", "pg µs/req", "bench µs", "non-2xx")
@@ -801,6 +895,7 @@ func printResult(r Result) {
 		} else {
 			fmt.Fprintf(w, "%-52s cores: postgres %.2f, machine %.2f (irq %.2f, steal %.2f, other processes %.2f; pgbench itself is most of the rest)\n", p.Name, p.PostgresCores, p.MachineCores, p.IRQCores, p.StealCores, p.OtherCores)
 		}
+		fmt.Fprintf(w, "%-52s latency ms: mean %.2f, p50 %.2f, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f\n", "", p.MeanMs, p.P50Ms, p.P90Ms, p.P99Ms, p.P999Ms, p.MaxMs)
 		if p.StatementsPerRefresh > 0 && p.Rounds == 0 {
 			fmt.Fprintf(w, "%-52s statements per refresh %.2f; emulator's own time per refresh %.3f ms; tokenwarm's added p50 %.2f ms\n",
 				"", p.StatementsPerRefresh, p.UpstreamMeanMs, p.AddedP50Ms)

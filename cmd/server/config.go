@@ -28,6 +28,7 @@ type Config struct {
 	DatabaseURL     string
 	DataDir         string
 	Addr            string
+	DebugAddr       string
 	PublicURL       string
 	LoginURL        string
 	InstanceHosts   []string
@@ -170,6 +171,8 @@ var settings = []setting{
 		set: str(func(c *Config) *string { return &c.DataDir })},
 	{env: "TOKENWARM_ADDR", def: "127.0.0.1:8080", help: "address to listen on (use :8080 to listen on every interface)",
 		set: str(func(c *Config) *string { return &c.Addr })},
+	{env: "TOKENWARM_DEBUG_ADDR", help: "address of a separate listener serving Go's profiler (/debug/pprof/) for operators; empty = none. Never expose it beyond the host",
+		set: str(func(c *Config) *string { return &c.DebugAddr })},
 	{env: "TOKENWARM_PUBLIC_URL", help: "URL at which browsers and apps reach this server; empty = http://<listen address>",
 		set: func(c *Config, v string) error {
 			u, err := url.Parse(v)

@@ -345,6 +345,14 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if cfg.DebugAddr != "" {
+		dbg, err := startDebug(cfg.DebugAddr)
+		if err != nil {
+			return err
+		}
+		defer dbg.Close()
+		log.Info("profiler listening", "listen", dbg.Addr)
+	}
 	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry, NoLegacySignature: !cfg.WebhookLegacySignature,
 		Observe: met.WebhookAttempt})
 	stopJobs, err := startJobs(ctx, log,
