@@ -637,15 +637,26 @@ func connectionColumns(alias string, skip []string) string {
 // pull of a valid token costs one round trip. sess is nil for an unknown
 // session; conn is nil for an unknown connection.
 func (d *DB) ConnectionForSession(ctx context.Context, sessionID, connectionID string) (sess *DeviceSession, conn *Connection, err error) {
+	read := d.connectionForSessionGorm
+	if d.Dialect == Postgres {
+		read = d.connectionForSessionPG
+	}
+	err = d.RetryRead(ctx, func() error {
+		var err error
+		sess, conn, err = read(ctx, sessionID, connectionID)
+		return err
+	})
+	return sess, conn, err
+}
+
+// connectionForSessionGorm is ConnectionForSession through gorm (SQLite).
+func (d *DB) connectionForSessionGorm(ctx context.Context, sessionID, connectionID string) (sess *DeviceSession, conn *Connection, err error) {
 	var rows []struct {
 		Connection       `gorm:"embedded"`
 		SessionOwner     string
 		SessionRevokedAt *time.Time
 	}
-	err = d.RetryRead(ctx, func() error {
-		rows = nil
-		return d.gorm.WithContext(ctx).Raw(connectionForSessionSQL, connectionID, sessionID).Find(&rows).Error
-	})
+	err = d.gorm.WithContext(ctx).Raw(connectionForSessionSQL, connectionID, sessionID).Find(&rows).Error
 	if err != nil || len(rows) == 0 {
 		return nil, nil, err
 	}

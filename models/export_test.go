@@ -1,6 +1,7 @@
 package models
 
 import (
+	"context"
 	"time"
 
 	"gorm.io/gorm"
@@ -17,6 +18,9 @@ func (d *DB) dryRun() *gorm.DB { return d.gorm.Session(&gorm.Session{DryRun: tru
 
 // PullStatement is the statement ConnectionForSession runs.
 func (d *DB) PullStatement(sessionID, connectionID string) Statement {
+	if d.Dialect == Postgres {
+		return Statement{SQL: connectionForSessionPGSQL, Vars: []any{connectionID, sessionID}}
+	}
 	st := d.dryRun().Raw(connectionForSessionSQL, connectionID, sessionID).Statement
 	return Statement{SQL: st.SQL.String(), Vars: st.Vars}
 }
@@ -35,3 +39,13 @@ func (d *DB) ClaimLeaseStatement(until time.Time, ids []string) Statement {
 	st := d.dryRun().Exec(claimLeaseSQL, until, ids).Statement
 	return Statement{SQL: st.SQL.String(), Vars: st.Vars}
 }
+
+// ConnectionForSessionGorm is ConnectionForSession through gorm, on either
+// dialect: what the Postgres path must agree with.
+func (d *DB) ConnectionForSessionGorm(ctx context.Context, sessionID, connectionID string) (*DeviceSession, *Connection, error) {
+	return d.connectionForSessionGorm(ctx, sessionID, connectionID)
+}
+
+// PullColumns are the columns the Postgres pull reads, and PullSkips the
+// ones it leaves out.
+var PullColumns, PullSkips = pullColumns, pullSkips

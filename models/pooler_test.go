@@ -3,13 +3,16 @@ package models_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tokenwarm/tokenwarm/internal/pgtest"
+	"github.com/tokenwarm/tokenwarm/internal/rawdb"
 	"github.com/tokenwarm/tokenwarm/models"
 )
 
@@ -114,6 +117,12 @@ func TestOpenBehindPgBouncerInTransactionMode(t *testing.T) {
 							errs <- err
 							return
 						}
+						// The pull's statement, which runs on pgx itself.
+						id := "00000000-0000-0000-0000-00000000000" + strconv.Itoa(i%10)
+						if s, c, err := pools[i%2].ConnectionForSession(ctx, id, id); s != nil || c != nil || err != nil {
+							errs <- fmt.Errorf("pull of an unknown session: %v %v %v", s, c, err)
+							return
+						}
 					}
 				})
 			}
@@ -122,6 +131,34 @@ func TestOpenBehindPgBouncerInTransactionMode(t *testing.T) {
 			for err := range errs {
 				t.Fatalf("query through PgBouncer (%q): %v", suffix, err)
 			}
+
+			// A pull that finds its row: results come in text here, not
+			// in the binary of prepared statements, and read the same.
+			now := time.Now()
+			sid, cid := uuidN(suffix, 1), uuidN(suffix, 2)
+			if err := pools[0].CreateDeviceSession(ctx, models.DeviceSession{ID: sid, Owner: "o/u", CreatedAt: now, LastUsedAt: now, IdleExpiresAt: now.Add(time.Hour)}, "h"+suffix); err != nil {
+				t.Fatal(err)
+			}
+			issued := now.Add(-time.Minute)
+			conn := models.Connection{ID: cid, Owner: "o/u", OrgID: "o" + suffix, UserID: "u", LoginURL: "https://login.example", Status: models.StatusActive,
+				AccessTokenIssuedAt: &issued, RotationCount: 3, ConsecutiveFailures: 1, LastRefreshedAt: now, NextWarmAt: now, CreatedAt: now, UpdatedAt: now}
+			if err := rawdb.Gorm(pools[0]).Create(&conn).Error; err != nil {
+				t.Fatal(err)
+			}
+			s, c, err := pools[1].ConnectionForSession(ctx, sid, cid)
+			_, want, werr := pools[1].ConnectionForSessionGorm(ctx, sid, cid)
+			if err != nil || werr != nil || s == nil || s.Owner != "o/u" || c == nil || want == nil {
+				t.Fatalf("pull through PgBouncer (%q): %+v %+v %v / %v", suffix, s, c, err, werr)
+			}
+			if c.ID != cid || c.RotationCount != 3 || c.ConsecutiveFailures != 1 || c.AccessTokenIssuedAt == nil ||
+				!c.AccessTokenIssuedAt.Equal(*want.AccessTokenIssuedAt) || !c.LastRefreshedAt.Equal(want.LastRefreshedAt) || c.AccessTokenExpiresAt != nil {
+				t.Fatalf("pull through PgBouncer (%q) read %+v, gorm %+v", suffix, c, want)
+			}
 		}
 	})
+}
+
+// uuidN is a UUID made of a label's length and n, distinct per call site.
+func uuidN(label string, n int) string {
+	return fmt.Sprintf("%08d-0000-4000-8000-%012d", len(label), n)
 }

@@ -1,0 +1,91 @@
+package models
+
+import (
+	"context"
+	"strings"
+
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// The pull's one statement on Postgres runs on pgx directly, under gorm and
+// database/sql: it is the hot path of every app, and gorm's statement
+// building, its reflective row scanning and database/sql's row conversion
+// were about half of a pull's CPU in tokenwarm (CPU profile of
+// ./scripts/bench -profile). It still borrows a connection of the one pool,
+// so the pool's size, the exec mode (prepared statements by default; exec
+// or simple protocol behind a pooler, from DATABASE_URL) and the handling
+// of broken connections are those of every other statement. SQLite keeps
+// the gorm path.
+
+// pullColumns are the connection columns a pull reads, in pullTargets'
+// order: every column of Connection but pullSkips (TestPullColumns keeps
+// the three in step with the model).
+var pullColumns = []string{
+	"id", "owner", "org_id", "user_id", "login_url", "instance_url", "identity_url", "scopes", "status",
+	"refresh_token_sealed", "access_token_sealed", "access_token_issued_at", "access_token_expires_at",
+	"last_refreshed_at", "next_warm_at", "rotation_count", "consecutive_failures", "next_attempt_at",
+	"last_error_code", "last_error_at", "reauth_reason", "created_at", "updated_at",
+}
+
+// pullTargets returns pointers to c's fields in pullColumns' order.
+func pullTargets(c *Connection) []any {
+	return []any{
+		&c.ID, &c.Owner, &c.OrgID, &c.UserID, &c.LoginURL, &c.InstanceURL, &c.IdentityURL, &c.Scopes, &c.Status,
+		&c.RefreshTokenSealed, &c.AccessTokenSealed, &c.AccessTokenIssuedAt, &c.AccessTokenExpiresAt,
+		&c.LastRefreshedAt, &c.NextWarmAt, &c.RotationCount, &c.ConsecutiveFailures, &c.NextAttemptAt,
+		&c.LastErrorCode, &c.LastErrorAt, &c.ReauthReason, &c.CreatedAt, &c.UpdatedAt,
+	}
+}
+
+// connectionForSessionPGSQL: the session and the connection, each by
+// primary key, in one round trip. No row: no such session; a false third
+// column: no such connection (its columns are then NULL).
+var connectionForSessionPGSQL = func() string {
+	cols := make([]string, len(pullColumns))
+	for i, c := range pullColumns {
+		cols[i] = "c." + c
+	}
+	return `SELECT s.owner, s.revoked_at, c.id IS NOT NULL, ` + strings.Join(cols, ", ") + `
+		FROM device_sessions s LEFT JOIN connections c ON c.id = $1 WHERE s.id = $2`
+}()
+
+// connectionForSessionPG is ConnectionForSession on Postgres.
+func (d *DB) connectionForSessionPG(ctx context.Context, sessionID, connectionID string) (sess *DeviceSession, conn *Connection, err error) {
+	sqlConn, err := d.SQL().Conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer sqlConn.Close()
+	err = sqlConn.Raw(func(driverConn any) error {
+		pc := driverConn.(*stdlib.Conn).Conn()
+		rows, err := pc.Query(ctx, connectionForSessionPGSQL, connectionID, sessionID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		if !rows.Next() {
+			return rows.Err() // no such session
+		}
+		fds, raw := rows.FieldDescriptions(), rows.RawValues()
+		s := &DeviceSession{ID: sessionID}
+		var known bool
+		if err := scanPull(pc.TypeMap(), fds[:3], raw[:3], &s.Owner, &s.RevokedAt, &known); err != nil {
+			return err
+		}
+		sess = s
+		if !known {
+			return rows.Err()
+		}
+		c := &Connection{}
+		if err := scanPull(pc.TypeMap(), fds[3:], raw[3:], pullTargets(c)...); err != nil {
+			return err
+		}
+		conn = c
+		rows.Close()
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return sess, conn, nil
+}
