@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,7 +125,14 @@ func TestServerStartsWithNoConfiguration(t *testing.T) {
 	work := t.TempDir()
 	cmd := exec.Command(bin)
 	cmd.Dir = work
-	cmd.Env = []string{"TOKENWARM_ADDR=127.0.0.1:0"}
+	// The profiler, asked for, listens apart from the API.
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	debugAddr := probe.Addr().String()
+	probe.Close()
+	cmd.Env = []string{"TOKENWARM_ADDR=127.0.0.1:0", "TOKENWARM_DEBUG_ADDR=" + debugAddr}
 	stdout, _ := cmd.StdoutPipe()
 	stderr := &testkit.SyncBuffer{}
 	cmd.Stderr = stderr
@@ -172,6 +180,16 @@ func TestServerStartsWithNoConfiguration(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s = %d %v", path, resp.StatusCode, body)
+		}
+	}
+	for url, want := range map[string]int{base + "/debug/pprof/": http.StatusNotFound, "http://" + debugAddr + "/debug/pprof/": http.StatusOK} {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s = %d, want %d", url, resp.StatusCode, want)
 		}
 	}
 	for _, f := range []string{"data/tokenwarm.db", "data/seal.key"} {
