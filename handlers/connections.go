@@ -122,8 +122,9 @@ func (a *API) getAccessToken(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return c.JSON(http.StatusOK, accessTokenView{ConnectionID: id, AccessToken: at.Token, TokenType: "Bearer",
-		InstanceURL: at.InstanceURL, IssuedAt: at.IssuedAt.UTC(), ExpiresAt: at.ExpiresAt.UTC()})
+	view := accessTokenView{ConnectionID: id, AccessToken: at.Token, TokenType: "Bearer",
+		InstanceURL: at.InstanceURL, IssuedAt: at.IssuedAt.UTC(), ExpiresAt: at.ExpiresAt.UTC()}
+	return c.JSONBlob(http.StatusOK, view.appendJSON(make([]byte, 0, 512)))
 }
 
 func newFieldProblem(code, field, msg string) error {

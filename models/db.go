@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -38,6 +39,11 @@ type DB struct {
 	// Person.
 	announcePeople func(kind string) bool
 	maxIdle        int
+
+	// observe is ObserveReads' observer; observing, whether its gorm
+	// callbacks are registered.
+	observe   atomic.Pointer[func(sql string)]
+	observing bool
 }
 
 // Options tunes Open.

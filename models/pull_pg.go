@@ -2,9 +2,11 @@ package models
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/gorm"
 )
 
 // The pull's one statement on Postgres runs on pgx directly, under gorm and
@@ -58,6 +60,7 @@ func (d *DB) connectionForSessionPG(ctx context.Context, sessionID, connectionID
 	defer sqlConn.Close()
 	err = sqlConn.Raw(func(driverConn any) error {
 		pc := driverConn.(*stdlib.Conn).Conn()
+		d.observed(connectionForSessionPGSQL)
 		rows, err := pc.Query(ctx, connectionForSessionPGSQL, connectionID, sessionID)
 		if err != nil {
 			return err
@@ -88,4 +91,36 @@ func (d *DB) connectionForSessionPG(ctx context.Context, sessionID, connectionID
 		return nil, nil, err
 	}
 	return sess, conn, nil
+}
+
+// ObserveReads calls fn with the SQL of every query the pool runs from now
+// on, through gorm and through the pull's direct path alike (not other
+// statements such as inserts and updates): for tests that count a
+// request's round trips. One observer at a time; nil removes it.
+func (d *DB) ObserveReads(fn func(sql string)) error {
+	if fn == nil {
+		d.observe.Store(nil)
+		return nil
+	}
+	d.observe.Store(&fn)
+	if d.observing {
+		return nil
+	}
+	d.observing = true
+	call := func(db *gorm.DB) {
+		if f := d.observe.Load(); f != nil {
+			(*f)(db.Statement.SQL.String())
+		}
+	}
+	g := d.gorm.Callback()
+	return errors.Join(g.Query().After("gorm:query").Register("tokenwarm:observe_query", call),
+		g.Raw().After("gorm:raw").Register("tokenwarm:observe_raw", call),
+		g.Row().After("gorm:row").Register("tokenwarm:observe_row", call))
+}
+
+// observed reports a query of the direct path to the observer, if any.
+func (d *DB) observed(sql string) {
+	if f := d.observe.Load(); f != nil {
+		(*f)(sql)
+	}
 }

@@ -55,6 +55,7 @@ type options struct {
 	serverEnv    envList
 	profileDir   string
 	phases       string
+	client       string
 }
 
 // envList collects repeated -server-env KEY=VALUE flags.
@@ -79,8 +80,13 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the run directory (server log, binary)")
 	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of tokenwarm per pull phase into this directory (through TOKENWARM_DEBUG_ADDR; profiling costs a little CPU, so do not record figures of such a run)")
 	flag.StringVar(&o.phases, "phases", "", "run only these phases, comma-separated: prepared, simple, spread, one, refresh, refresh1, herd (default all; ratios need prepared or simple with spread or one)")
+	flag.StringVar(&o.client, "client", "raw", "HTTP client of the valid-token pull phases: raw (a lean hand-written HTTP/1.1 client, as lean as pgbench's) or go (net/http's); the other phases always use net/http")
 	flag.Var(&o.serverEnv, "server-env", "extra KEY=VALUE for tokenwarm's environment, e.g. GOGC=200 or DB_MAX_CONNS=8 (repeatable; recorded in the results)")
 	flag.Parse()
+	if o.client != "raw" && o.client != "go" {
+		fmt.Fprintln(os.Stderr, "bench: -client is raw or go")
+		os.Exit(2)
+	}
 	if o.concurrency < 1 || o.connections < 1 || o.duration < time.Second || o.pgbenchScale < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -concurrency and -connections must be >= 1, -duration >= 1s")
 		os.Exit(2)
@@ -159,14 +165,16 @@ type Phase struct {
 
 // Result is the whole run.
 type Result struct {
-	StartedAt        time.Time          `json:"started_at"`
-	Commit           string             `json:"commit"`
-	Machine          map[string]string  `json:"machine"`
-	Postgres         map[string]string  `json:"postgres"`
-	Duration         string             `json:"duration"`
-	Concurrency      int                `json:"concurrency"`
-	Connections      int                `json:"connections"`
-	ServerEnv        []string           `json:"server_env,omitempty"`
+	StartedAt   time.Time         `json:"started_at"`
+	Commit      string            `json:"commit"`
+	Machine     map[string]string `json:"machine"`
+	Postgres    map[string]string `json:"postgres"`
+	Duration    string            `json:"duration"`
+	Concurrency int               `json:"concurrency"`
+	Connections int               `json:"connections"`
+	ServerEnv   []string          `json:"server_env,omitempty"`
+	// Client is the HTTP client of the valid-token pull phases.
+	Client           string             `json:"pull_client"`
 	Phases           []Phase            `json:"phases"`
 	Ratios           map[string]float64 `json:"ratios"`
 	StatementsSource string             `json:"statements_source"`
@@ -209,7 +217,7 @@ func run(ctx context.Context, o options) error {
 	}()
 	b := &bench{o: o}
 	res := Result{StartedAt: started.UTC(), Commit: gitCommit(), Machine: machine(), Duration: o.duration.String(),
-		Concurrency: o.concurrency, Connections: o.connections, ServerEnv: o.serverEnv, Ratios: map[string]float64{}}
+		Concurrency: o.concurrency, Connections: o.connections, ServerEnv: o.serverEnv, Client: o.client, Ratios: map[string]float64{}}
 
 	// 1. PostgreSQL: durable (fsync, synchronous_commit and full page
 	// writes on, as in production), with pg_stat_statements.
@@ -674,25 +682,37 @@ func (b *bench) profile(ctx context.Context) func() error {
 
 func (b *bench) pullSpread(ctx context.Context) (Phase, error) {
 	var next atomic.Uint64
-	return b.pullPhase(ctx, b.o.concurrency, func(ctx context.Context, _ int) string {
-		u := b.users[int(next.Add(1)-1)%len(b.users)]
-		_, outcome := b.cl.pull(ctx, u, "")
-		return outcome
-	})
+	return b.pulls(ctx, func() *appUser { return b.users[int(next.Add(1)-1)%len(b.users)] })
 }
 
 func (b *bench) pullOne(ctx context.Context) (Phase, error) {
-	u := b.users[0]
-	return b.pullPhase(ctx, b.o.concurrency, func(ctx context.Context, _ int) string {
-		_, outcome := b.cl.pull(ctx, u, "")
-		return outcome
+	return b.pulls(ctx, func() *appUser { return b.users[0] })
+}
+
+// pulls measures pulls of valid tokens of the users next picks, through the
+// lean client (-client raw, one kept-alive connection per worker) or
+// net/http's.
+func (b *bench) pulls(ctx context.Context, next func() *appUser) (Phase, error) {
+	if b.o.client == "go" {
+		return b.pullPhase(ctx, b.o.concurrency, func(ctx context.Context, _ int) string {
+			_, outcome := b.cl.pull(ctx, next(), "")
+			return outcome
+		})
+	}
+	raw := make([]*rawPuller, b.o.concurrency)
+	for w := range raw {
+		raw[w] = newRawPuller(b.cl.base)
+	}
+	defer func() {
+		for _, r := range raw {
+			r.close()
+		}
+	}()
+	return b.pullPhase(ctx, b.o.concurrency, func(ctx context.Context, w int) string {
+		return raw[w].pull(ctx, next())
 	})
 }
 
-// pullRefresh, at a concurrency: worker w owns the connections i with i mod C' = w (C' = the
-// concurrency, or fewer workers when there are fewer connections), and
-// sends back the token it last got for each, so every pull forces one
-// refresh and no two callers share a connection.
 func (b *bench) pullRefresh(concurrency int) func(context.Context) (Phase, error) {
 	return func(ctx context.Context) (Phase, error) {
 		c := min(concurrency, len(b.users))
@@ -872,7 +892,7 @@ func printResult(r Result) {
 	if len(r.ServerEnv) > 0 {
 		fmt.Fprintf(w, "tokenwarm's extra environment: %s\n", strings.Join(r.ServerEnv, " "))
 	}
-	fmt.Fprintf(w, "phases of %s at concurrency %d, %d connections; statements: %s\n\n", r.Duration, r.Concurrency, r.Connections, r.StatementsSource)
+	fmt.Fprintf(w, "phases of %s at concurrency %d, %d connections; valid-token pulls through the %s client; statements: %s\n\n", r.Duration, r.Concurrency, r.Connections, r.Client, r.StatementsSource)
 	fmt.Fprintf(w, "%-52s %5s %9s %9s %8s %8s %9s %9s %9s %9s %7s\n",
 		"phase", "conc", "requests", "req/s", "p50 ms", "p99 ms", "stmt/req", "tw µs/req", "pg µs/req", "bench µs", "non-2xx")
 	for _, p := range r.Phases {
