@@ -90,14 +90,20 @@ func (d *DB) insertEvents(tx *gorm.DB, events []Event) ([]Event, error) {
 	if err := tx.Create(&rows).Error; err != nil {
 		return nil, err
 	}
-	if d.announce == nil {
-		return rows, nil
+	return rows, d.announceEvents(tx, rows)
+}
+
+// announceEvents writes the webhook deliveries of stored events (their IDs
+// set), in tx.
+func (d *DB) announceEvents(tx *gorm.DB, rows []Event) error {
+	if d.announce == nil || len(rows) == 0 {
+		return nil
 	}
 	announced := rows
 	if d.announcePeople != nil {
 		who, err := people(tx, rows, d.announcePeople)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		announced = make([]Event, len(rows))
 		for i, ev := range rows {
@@ -109,9 +115,9 @@ func (d *DB) insertEvents(tx *gorm.DB, events []Event) ([]Event, error) {
 	}
 	deliveries, err := d.announce(announced)
 	if err != nil || len(deliveries) == 0 {
-		return rows, err
+		return err
 	}
-	return rows, tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&deliveries).Error
+	return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&deliveries).Error
 }
 
 // RecordEvents stores events and their webhook deliveries in one

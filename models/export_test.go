@@ -49,3 +49,10 @@ func (d *DB) ConnectionForSessionGorm(ctx context.Context, sessionID, connection
 // PullColumns are the columns the Postgres pull reads, and PullSkips the
 // ones it leaves out.
 var PullColumns, PullSkips = pullColumns, pullSkips
+
+// Setting reads a setting inside the lock's transaction (Postgres).
+func (l *RefreshLock) Setting(name string) (string, error) {
+	var v string
+	err := l.tx.Raw("SELECT current_setting(?)", name).Row().Scan(&v)
+	return v, err
+}

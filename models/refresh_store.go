@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,13 +128,13 @@ func (d *DB) LockForRefresh(ctx context.Context, id string, lockTimeout, idleTim
 		}
 		return nil, err
 	}
-	if err := tx.Exec("SELECT set_config('lock_timeout', ?, true), set_config('idle_in_transaction_session_timeout', ?, true), set_config('synchronous_commit', 'on', true)",
-		fmt.Sprint(lockTimeout.Milliseconds()), fmt.Sprint(idleTimeout.Milliseconds())).Error; err != nil {
-		return fail(err)
-	}
 	// The row and its attempt marker in one round trip; only the row is
 	// locked. The marker's liveness is judged by the database's clock, the
-	// one clock every replica shares.
+	// one clock every replica shares. The transaction's settings come in
+	// the same statement: a filter without columns that calls a volatile
+	// function is evaluated above the join, on the row the scan found and
+	// before LockRows asks for its lock, so the lock wait already runs
+	// under lock_timeout (TestLockForRefreshSettings).
 	var rows []struct {
 		Connection        `gorm:"embedded"`
 		AttemptID         *string
@@ -149,7 +150,10 @@ func (d *DB) LockForRefresh(ctx context.Context, id string, lockTimeout, idleTim
 			a.started_at AS attempt_started_at, a.lease_until AS attempt_lease_until, a.state AS attempt_state,
 			a.alerted_at AS attempt_alerted_at, a.lease_until > clock_timestamp() AS attempt_live
 		FROM connections c LEFT JOIN refresh_attempts a ON a.connection_id = c.id
-		WHERE c.id = ? FOR NO KEY UPDATE OF c`, id).Find(&rows).Error
+		WHERE c.id = ?
+		  AND concat(set_config('lock_timeout', ?, true), set_config('idle_in_transaction_session_timeout', ?, true),
+		             set_config('synchronous_commit', 'on', true)) IS NOT NULL
+		FOR NO KEY UPDATE OF c`, id, fmt.Sprint(lockTimeout.Milliseconds()), fmt.Sprint(idleTimeout.Milliseconds())).Find(&rows).Error
 	if err != nil {
 		return fail(err)
 	}
@@ -323,21 +327,26 @@ type RefreshWrite struct {
 func (l *RefreshLock) Store(ctx context.Context, w RefreshWrite) error {
 	d, id, rotation := l.d, l.Conn.ID, l.Conn.RotationCount
 	write := func(tx *gorm.DB, n int) error {
-		var err error
-		if d.Dialect == Postgres {
-			err = d.fencedUpdatePostgres(tx, id, rotation, w)
-		} else {
-			err = d.fencedUpdate(tx, id, rotation, w)
-		}
-		if err != nil {
-			return err
-		}
 		evs := w.Events
 		if n > 0 && w.RetryEvent != nil {
 			evs = append(append([]Event{}, evs...), w.RetryEvent(n))
 		}
-		if _, err := d.insertEvents(tx, evs); err != nil {
-			return err
+		if d.Dialect == Postgres {
+			// The marker, the row and the events in one statement.
+			rows, err := d.fencedUpdatePostgres(tx, id, rotation, w, evs)
+			if err != nil {
+				return err
+			}
+			if err := d.announceEvents(tx, rows); err != nil {
+				return err
+			}
+		} else {
+			if err := d.fencedUpdate(tx, id, rotation, w); err != nil {
+				return err
+			}
+			if _, err := d.insertEvents(tx, evs); err != nil {
+				return err
+			}
 		}
 		if w.BeforeCommit != nil {
 			if err := w.BeforeCommit(n, &Tx{tx}); err != nil {
@@ -427,12 +436,14 @@ func (d *DB) fencedUpdate(tx *gorm.DB, id string, rotation int64, w RefreshWrite
 	return nil
 }
 
-// fencedUpdatePostgres is fencedUpdate in one statement: the marker
-// operation is a data-modifying CTE and the row update happens only if it
-// touched the marker, so a refresh's store costs one round trip fewer. The
-// two fences are not told apart in the error; either means the attempt no
-// longer owns the connection.
-func (d *DB) fencedUpdatePostgres(tx *gorm.DB, id string, rotation int64, w RefreshWrite) error {
+// fencedUpdatePostgres is fencedUpdate and the insertion of events in one
+// statement: the marker operation is a data-modifying CTE, the row update
+// happens only if it touched the marker, and the events are inserted only
+// if the row was updated, so a refresh's store is one round trip. The two
+// fences are not told apart in the error; either means the attempt no
+// longer owns the connection. It returns the events as stored (IDs set),
+// for their announcement.
+func (d *DB) fencedUpdatePostgres(tx *gorm.DB, id string, rotation int64, w RefreshWrite, events []Event) ([]Event, error) {
 	var cte string
 	var args []any
 	required := true
@@ -453,26 +464,71 @@ func (d *DB) fencedUpdatePostgres(tx *gorm.DB, id string, rotation int64, w Refr
 	}
 	set, setArgs, err := setClause(w.Update)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var sql strings.Builder
+	sql.WriteString("WITH ")
 	if cte != "" {
 		args = append(args, id, w.AttemptID)
-		sql.WriteString("WITH marker AS (" + cte + ") ")
+		sql.WriteString("marker AS (" + cte + "), ")
 	}
 	args = append(append(args, setArgs...), id, rotation, StatusActive)
-	sql.WriteString("UPDATE connections SET " + set + " WHERE id = ? AND rotation_count = ? AND status = ?")
+	sql.WriteString("upd AS (UPDATE connections SET " + set + " WHERE id = ? AND rotation_count = ? AND status = ?")
 	if required {
 		sql.WriteString(" AND EXISTS (SELECT 1 FROM marker)")
 	}
-	u := tx.Exec(sql.String(), args...)
-	if u.Error != nil {
-		return u.Error
+	sql.WriteString(" RETURNING 1)")
+	rows := make([]Event, len(events))
+	if len(events) > 0 {
+		// Fresh rows: IDs a rolled-back try filled in are never reused.
+		// created_at as gorm would fill it in.
+		sql.WriteString(", ev AS (INSERT INTO events (connection_id, kind, cause, worker, http_status, error_code, detail, created_at) SELECT v.* FROM (VALUES ")
+		for i, ev := range events {
+			ev.ID = 0
+			if ev.CreatedAt.IsZero() {
+				ev.CreatedAt = time.Now().UTC()
+			}
+			rows[i] = ev
+			if i > 0 {
+				sql.WriteString(", ")
+			}
+			sql.WriteString("(?::uuid, ?::text, ?::text, ?::text, ?::integer, ?::text, ?::text, ?::timestamptz)")
+			args = append(args, ev.ConnectionID, ev.Kind, ev.Cause, ev.Worker, ev.HTTPStatus, ev.ErrorCode, ev.Detail, ev.CreatedAt)
+		}
+		sql.WriteString(") AS v WHERE EXISTS (SELECT 1 FROM upd) RETURNING id)")
+		sql.WriteString(" SELECT (SELECT count(*) FROM upd), (SELECT string_agg(id::text, ',' ORDER BY id) FROM ev)")
+	} else {
+		sql.WriteString(" SELECT (SELECT count(*) FROM upd), NULL::text")
 	}
-	if u.RowsAffected != 1 {
-		return &FencedError{fmt.Sprintf("connection %s: the attempt's lease ran out, its marker is gone, or the row changed while the refresh result was unsaved (rotation %d)", id, rotation)}
+	var updated int64
+	var ids *string
+	if err := tx.Raw(sql.String(), args...).Row().Scan(&updated, &ids); err != nil {
+		return nil, err
 	}
-	return nil
+	if updated != 1 {
+		return nil, &FencedError{fmt.Sprintf("connection %s: the attempt's lease ran out, its marker is gone, or the row changed while the refresh result was unsaved (rotation %d)", id, rotation)}
+	}
+	if len(events) == 0 {
+		return nil, nil
+	}
+	// Serial IDs are drawn in the order of the VALUES rows.
+	got := strings.Split(deref(ids), ",")
+	if len(got) != len(rows) {
+		return nil, fmt.Errorf("models: stored %d of %d events", len(got), len(rows))
+	}
+	for i, s := range got {
+		if rows[i].ID, err = strconv.ParseInt(s, 10, 64); err != nil {
+			return nil, fmt.Errorf("models: event id %q: %w", s, err)
+		}
+	}
+	return rows, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 var columnName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
