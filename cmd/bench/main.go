@@ -42,6 +42,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tokenwarm/tokenwarm/emulator"
+	"github.com/tokenwarm/tokenwarm/internal/fleet"
 	"github.com/tokenwarm/tokenwarm/internal/pgcluster"
 )
 
@@ -56,6 +57,7 @@ type options struct {
 	profileDir   string
 	phases       string
 	client       string
+	filler       int
 }
 
 // envList collects repeated -server-env KEY=VALUE flags.
@@ -79,8 +81,9 @@ func main() {
 	flag.IntVar(&o.pgbenchScale, "pgbench-scale", 10, "pgbench -i -s")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run directory (server log, binary)")
 	flag.StringVar(&o.profileDir, "profile", "", "write a CPU profile of tokenwarm per pull phase into this directory (through TOKENWARM_DEBUG_ADDR; profiling costs a little CPU, so do not record figures of such a run)")
-	flag.StringVar(&o.phases, "phases", "", "run only these phases, comma-separated: prepared, simple, spread, one, refresh, refresh1, herd (default all; ratios need prepared or simple with spread or one)")
+	flag.StringVar(&o.phases, "phases", "", "run only these phases, comma-separated: prepared, simple, spread, spread1, one, refresh, refresh1, herd (default all; ratios need prepared or simple with spread or one)")
 	flag.StringVar(&o.client, "client", "raw", "HTTP client of the valid-token pull phases: raw (a lean hand-written HTTP/1.1 client, as lean as pgbench's) or go (net/http's); the other phases always use net/http")
+	flag.IntVar(&o.filler, "filler", 0, "connections (and device sessions) written straight into tokenwarm's tables before the users connect, so the measured ones are among that many more (e.g. 1000000; ~1 minute per million)")
 	flag.Var(&o.serverEnv, "server-env", "extra KEY=VALUE for tokenwarm's environment, e.g. GOGC=200 or DB_MAX_CONNS=8 (repeatable; recorded in the results)")
 	flag.Parse()
 	if o.client != "raw" && o.client != "go" {
@@ -174,7 +177,10 @@ type Result struct {
 	Connections int               `json:"connections"`
 	ServerEnv   []string          `json:"server_env,omitempty"`
 	// Client is the HTTP client of the valid-token pull phases.
-	Client           string             `json:"pull_client"`
+	Client string `json:"pull_client"`
+	// Filler is how many connections were written straight into the
+	// tables besides the connected users' (-filler).
+	Filler           int                `json:"filler_connections,omitempty"`
 	Phases           []Phase            `json:"phases"`
 	Ratios           map[string]float64 `json:"ratios"`
 	StatementsSource string             `json:"statements_source"`
@@ -217,7 +223,7 @@ func run(ctx context.Context, o options) error {
 	}()
 	b := &bench{o: o}
 	res := Result{StartedAt: started.UTC(), Commit: gitCommit(), Machine: machine(), Duration: o.duration.String(),
-		Concurrency: o.concurrency, Connections: o.connections, ServerEnv: o.serverEnv, Client: o.client, Ratios: map[string]float64{}}
+		Concurrency: o.concurrency, Connections: o.connections, ServerEnv: o.serverEnv, Client: o.client, Filler: o.filler, Ratios: map[string]float64{}}
 
 	// 1. PostgreSQL: durable (fsync, synchronous_commit and full page
 	// writes on, as in production), with pg_stat_statements.
@@ -312,7 +318,9 @@ func run(ctx context.Context, o options) error {
 	}{
 		{"prepared", "pgbench -S -M prepared", func(ctx context.Context) (Phase, error) { return b.pgbenchPhase(ctx, "prepared") }},
 		{"simple", "pgbench -S -M simple", func(ctx context.Context) (Phase, error) { return b.pgbenchPhase(ctx, "simple") }},
-		{"spread", fmt.Sprintf("pull, spread over %d connections", o.connections), b.pullSpread},
+		{"spread", fmt.Sprintf("pull, spread over %d connections", o.connections), b.pullSpread(c)},
+		// The same, one at a time: a pull's own latency, without queueing.
+		{"spread1", fmt.Sprintf("pull, spread over %d, one at a time", o.connections), b.pullSpread(1)},
 		{"one", "pull, one connection", b.pullOne},
 		{"refresh", "pull that refreshes (rejected_token)", b.pullRefresh(c)},
 		// The same, one at a time: tokenwarm's own latency over the
@@ -452,6 +460,11 @@ func (b *bench) startServer(ctx context.Context, dir string) error {
 	if out, err := mig.CombinedOutput(); err != nil {
 		return fmt.Errorf("tokenwarm migrate: %w: %s", err, out)
 	}
+	if b.o.filler > 0 {
+		if err := b.fill(ctx, b.o.filler); err != nil {
+			return err
+		}
+	}
 	if err := b.srv.start(bin); err != nil {
 		return err
 	}
@@ -470,6 +483,36 @@ func (b *bench) startServer(ctx context.Context, dir string) error {
 
 // ensureDevices refreshes device sessions whose JWT could expire during
 // the next phase.
+// fill writes n connections and their device sessions straight into
+// tokenwarm's tables (internal/fleet), then vacuums and analyses them.
+func (b *bench) fill(ctx context.Context, n int) error {
+	logf("writing %d filler connections and device sessions", n)
+	t0 := time.Now()
+	conn, err := pgx.Connect(ctx, b.cluster.URL("tokenwarm"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	rlen, alen, err := fleet.SealedLengths()
+	if err != nil {
+		return err
+	}
+	// None due: the warm pass does not run during the phases anyway.
+	args := pgx.NamedArgs(fleet.Params(n, 1<<30, rlen, alen, time.Now().UTC().Truncate(time.Second)))
+	for _, q := range []string{fleet.ConnectionsSQL, fleet.SessionsSQL} {
+		if _, err := conn.Exec(ctx, q, args); err != nil {
+			return fmt.Errorf("fill: %w", err)
+		}
+	}
+	for _, q := range []string{"VACUUM (ANALYZE) connections", "VACUUM (ANALYZE) device_sessions", "CHECKPOINT"} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	logf("filled in %.0fs", time.Since(t0).Seconds())
+	return nil
+}
+
 func (b *bench) ensureDevices(ctx context.Context) error {
 	for _, u := range b.users {
 		if time.Until(u.jwtExp) < 3*b.o.duration+time.Minute {
@@ -633,6 +676,7 @@ func (b *bench) pullPhase(ctx context.Context, c int, fn func(ctx context.Contex
 		p.NonOK = bad
 	}
 	err := b.finish(ctx, &p, "tokenwarm", s0, s1, lat)
+	p.Concurrency = c
 	return p, err
 }
 
@@ -680,26 +724,28 @@ func (b *bench) profile(ctx context.Context) func() error {
 	return func() error { return <-done }
 }
 
-func (b *bench) pullSpread(ctx context.Context) (Phase, error) {
-	var next atomic.Uint64
-	return b.pulls(ctx, func() *appUser { return b.users[int(next.Add(1)-1)%len(b.users)] })
+func (b *bench) pullSpread(c int) func(context.Context) (Phase, error) {
+	return func(ctx context.Context) (Phase, error) {
+		var next atomic.Uint64
+		return b.pulls(ctx, c, func() *appUser { return b.users[int(next.Add(1)-1)%len(b.users)] })
+	}
 }
 
 func (b *bench) pullOne(ctx context.Context) (Phase, error) {
-	return b.pulls(ctx, func() *appUser { return b.users[0] })
+	return b.pulls(ctx, b.o.concurrency, func() *appUser { return b.users[0] })
 }
 
 // pulls measures pulls of valid tokens of the users next picks, through the
 // lean client (-client raw, one kept-alive connection per worker) or
 // net/http's.
-func (b *bench) pulls(ctx context.Context, next func() *appUser) (Phase, error) {
+func (b *bench) pulls(ctx context.Context, c int, next func() *appUser) (Phase, error) {
 	if b.o.client == "go" {
-		return b.pullPhase(ctx, b.o.concurrency, func(ctx context.Context, _ int) string {
+		return b.pullPhase(ctx, c, func(ctx context.Context, _ int) string {
 			_, outcome := b.cl.pull(ctx, next(), "")
 			return outcome
 		})
 	}
-	raw := make([]*rawPuller, b.o.concurrency)
+	raw := make([]*rawPuller, c)
 	for w := range raw {
 		raw[w] = newRawPuller(b.cl.base)
 	}
@@ -708,7 +754,7 @@ func (b *bench) pulls(ctx context.Context, next func() *appUser) (Phase, error) 
 			r.close()
 		}
 	}()
-	return b.pullPhase(ctx, b.o.concurrency, func(ctx context.Context, w int) string {
+	return b.pullPhase(ctx, c, func(ctx context.Context, w int) string {
 		return raw[w].pull(ctx, next())
 	})
 }
@@ -889,6 +935,9 @@ func printResult(r Result) {
 	fmt.Fprintf(w, "PostgreSQL: %s\n  fsync=%s synchronous_commit=%s full_page_writes=%s wal_sync_method=%s shared_buffers=%s, data on %s\n",
 		firstWords(pg["version"], 2), pg["fsync"], pg["synchronous_commit"], pg["full_page_writes"], pg["wal_sync_method"], pg["shared_buffers"], pg["data_directory_filesystem"])
 	fmt.Fprintf(w, "machine busy before the phases (everything idle): %.2f cores\n", r.IdleMachineCores)
+	if r.Filler > 0 {
+		fmt.Fprintf(w, "filler: %d more connections and device sessions in the tables\n", r.Filler)
+	}
 	if len(r.ServerEnv) > 0 {
 		fmt.Fprintf(w, "tokenwarm's extra environment: %s\n", strings.Join(r.ServerEnv, " "))
 	}
