@@ -336,7 +336,7 @@ func run(ctx context.Context, o options) error {
 		if err := b.ensureDevices(ctx); err != nil {
 			return err
 		}
-		logf("phase: %s (%s, concurrency %d)", ph.name, o.duration, c)
+		logf("phase: %s (%s)", ph.name, o.duration)
 		b.phase = ph.name
 		p, err := ph.run(ctx)
 		if err != nil {
