@@ -124,7 +124,11 @@ func (a *API) getAccessToken(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "no-store")
 	view := accessTokenView{ConnectionID: id, AccessToken: at.Token, TokenType: "Bearer",
 		InstanceURL: at.InstanceURL, IssuedAt: at.IssuedAt.UTC(), ExpiresAt: at.ExpiresAt.UTC()}
-	return c.JSONBlob(http.StatusOK, view.appendJSON(make([]byte, 0, 512)))
+	body, err := view.appendJSON(make([]byte, 0, 512))
+	if err != nil {
+		return err
+	}
+	return c.JSONBlob(http.StatusOK, body)
 }
 
 func newFieldProblem(code, field, msg string) error {

@@ -8,8 +8,16 @@ import (
 // appendJSON writes the pull's answer as encoding/json would (HTML-safe
 // escaping, RFC 3339 times with nanoseconds, a trailing newline as
 // json.Encoder writes) without its reflection: it is the body of every
-// pull. TestAccessTokenJSON holds it to encoding/json byte for byte.
-func (v *accessTokenView) appendJSON(b []byte) []byte {
+// pull. TestAccessTokenJSON holds it to encoding/json byte for byte. Like
+// encoding/json it fails on a time it cannot write (a year outside 0 to
+// 9999).
+func (v *accessTokenView) appendJSON(b []byte) ([]byte, error) {
+	for _, t := range []time.Time{v.IssuedAt, v.ExpiresAt} {
+		if y := t.Year(); y < 0 || y > 9999 {
+			_, err := json.Marshal(t)
+			return nil, err
+		}
+	}
 	b = append(b, `{"connection_id":`...)
 	b = appendJSONString(b, v.ConnectionID)
 	b = append(b, `,"access_token":`...)
@@ -22,7 +30,7 @@ func (v *accessTokenView) appendJSON(b []byte) []byte {
 	b = appendJSONTime(b, v.IssuedAt)
 	b = append(b, `,"expires_at":`...)
 	b = appendJSONTime(b, v.ExpiresAt)
-	return append(b, "}\n"...)
+	return append(b, "}\n"...), nil
 }
 
 // appendJSONString quotes s by hand when it is plain ASCII with nothing to
@@ -39,14 +47,9 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// appendJSONTime writes t as time.Time's MarshalJSON does, for the years
-// it accepts (0 to 9999); other years, which no token has, go through it
-// and its error.
+// appendJSONTime writes t as time.Time's MarshalJSON does for the years it
+// accepts (0 to 9999; appendJSON refuses the others).
 func appendJSONTime(b []byte, t time.Time) []byte {
-	if y := t.Year(); y < 0 || y > 9999 {
-		q, _ := json.Marshal(t)
-		return append(b, q...)
-	}
 	b = append(b, '"')
 	b = t.AppendFormat(b, time.RFC3339Nano)
 	return append(b, '"')

@@ -22,8 +22,16 @@ func TestAccessTokenJSON(t *testing.T) {
 		if err := json.NewEncoder(&want).Encode(v); err != nil {
 			t.Fatal(err)
 		}
-		if got := v.appendJSON(nil); !bytes.Equal(got, want.Bytes()) {
-			t.Errorf("hand-written:\n%s\nencoding/json:\n%s", got, want.Bytes())
+		if got, err := v.appendJSON(nil); err != nil || !bytes.Equal(got, want.Bytes()) {
+			t.Errorf("hand-written (%v):\n%s\nencoding/json:\n%s", err, got, want.Bytes())
 		}
+	}
+	// A time encoding/json cannot write is an error here too, not a body.
+	v := accessTokenView{IssuedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	if _, err := json.Marshal(v); err == nil {
+		t.Fatal("encoding/json wrote year 10000")
+	}
+	if got, err := v.appendJSON(nil); err == nil {
+		t.Errorf("year 10000 written as %s", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,10 +41,10 @@ type DB struct {
 	announcePeople func(kind string) bool
 	maxIdle        int
 
-	// observe is ObserveReads' observer; observing, whether its gorm
-	// callbacks are registered.
+	// observe is ObserveReads' observer; observing registers its gorm
+	// callbacks once.
 	observe   atomic.Pointer[func(sql string)]
-	observing bool
+	observing sync.Once
 }
 
 // Options tunes Open.

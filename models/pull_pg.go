@@ -93,29 +93,30 @@ func (d *DB) connectionForSessionPG(ctx context.Context, sessionID, connectionID
 	return sess, conn, nil
 }
 
-// ObserveReads calls fn with the SQL of every query the pool runs from now
-// on, through gorm and through the pull's direct path alike (not other
-// statements such as inserts and updates): for tests that count a
-// request's round trips. One observer at a time; nil removes it.
+// ObserveReads calls fn with the SQL of every statement the pool runs from
+// now on through gorm's query, raw and row paths (reads, and statements run
+// as raw rows such as the refresh's store), and of the pull's direct path:
+// for tests that count a request's round trips. One observer at a time;
+// nil removes it. Register it before the traffic it observes.
 func (d *DB) ObserveReads(fn func(sql string)) error {
 	if fn == nil {
 		d.observe.Store(nil)
 		return nil
 	}
 	d.observe.Store(&fn)
-	if d.observing {
-		return nil
-	}
-	d.observing = true
-	call := func(db *gorm.DB) {
-		if f := d.observe.Load(); f != nil {
-			(*f)(db.Statement.SQL.String())
+	var err error
+	d.observing.Do(func() {
+		call := func(db *gorm.DB) {
+			if f := d.observe.Load(); f != nil {
+				(*f)(db.Statement.SQL.String())
+			}
 		}
-	}
-	g := d.gorm.Callback()
-	return errors.Join(g.Query().After("gorm:query").Register("tokenwarm:observe_query", call),
-		g.Raw().After("gorm:raw").Register("tokenwarm:observe_raw", call),
-		g.Row().After("gorm:row").Register("tokenwarm:observe_row", call))
+		g := d.gorm.Callback()
+		err = errors.Join(g.Query().After("gorm:query").Register("tokenwarm:observe_query", call),
+			g.Raw().After("gorm:raw").Register("tokenwarm:observe_raw", call),
+			g.Row().After("gorm:row").Register("tokenwarm:observe_row", call))
+	})
+	return err
 }
 
 // observed reports a query of the direct path to the observer, if any.

@@ -86,6 +86,14 @@ func main() {
 	flag.IntVar(&o.filler, "filler", 0, "connections (and device sessions) written straight into tokenwarm's tables before the users connect, so the measured ones are among that many more (e.g. 1000000; ~1 minute per million)")
 	flag.Var(&o.serverEnv, "server-env", "extra KEY=VALUE for tokenwarm's environment, e.g. GOGC=200 or DB_MAX_CONNS=8 (repeatable; recorded in the results)")
 	flag.Parse()
+	if o.phases != "" {
+		for _, k := range strings.Split(o.phases, ",") {
+			if !slices.Contains(phaseKeys, k) {
+				fmt.Fprintf(os.Stderr, "bench: -phases: no phase %q (phases: %s)\n", k, strings.Join(phaseKeys, ", "))
+				os.Exit(2)
+			}
+		}
+	}
 	if o.client != "raw" && o.client != "go" {
 		fmt.Fprintln(os.Stderr, "bench: -client is raw or go")
 		os.Exit(2)
@@ -102,6 +110,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// phaseKeys name the phases for -phases, in the order they run.
+var phaseKeys = []string{"prepared", "simple", "spread", "spread1", "one", "refresh", "refresh1", "herd"}
 
 func logf(format string, args ...any) {
 	fmt.Printf("%s  "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
@@ -328,6 +339,14 @@ func run(ctx context.Context, o options) error {
 		{"refresh1", "pull that refreshes, one at a time", b.pullRefresh(1)},
 		{"herd", fmt.Sprintf("herd: %d pulls of one connection, one rejected token", c), b.herd},
 	}
+	if len(phases) != len(phaseKeys) {
+		return errors.New("bench: phaseKeys is out of step with the phases")
+	}
+	for i, ph := range phases {
+		if ph.key != phaseKeys[i] {
+			return errors.New("bench: phaseKeys is out of step with the phases")
+		}
+	}
 	byKey := map[string]Phase{}
 	for _, ph := range phases {
 		if o.phases != "" && !slices.Contains(strings.Split(o.phases, ","), ph.key) {
@@ -481,8 +500,6 @@ func (b *bench) startServer(ctx context.Context, dir string) error {
 	return nil
 }
 
-// ensureDevices refreshes device sessions whose JWT could expire during
-// the next phase.
 // fill writes n connections and their device sessions straight into
 // tokenwarm's tables (internal/fleet), then vacuums and analyses them.
 func (b *bench) fill(ctx context.Context, n int) error {
@@ -497,7 +514,8 @@ func (b *bench) fill(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	// None due: the warm pass does not run during the phases anyway.
+	// Next to none due (one in 2^30, i.e. row 50): the warm pass does not
+	// run during the phases anyway.
 	args := pgx.NamedArgs(fleet.Params(n, 1<<30, rlen, alen, time.Now().UTC().Truncate(time.Second)))
 	for _, q := range []string{fleet.ConnectionsSQL, fleet.SessionsSQL} {
 		if _, err := conn.Exec(ctx, q, args); err != nil {
@@ -513,6 +531,8 @@ func (b *bench) fill(ctx context.Context, n int) error {
 	return nil
 }
 
+// ensureDevices refreshes device sessions whose JWT could expire during
+// the next phase.
 func (b *bench) ensureDevices(ctx context.Context) error {
 	for _, u := range b.users {
 		if time.Until(u.jwtExp) < 3*b.o.duration+time.Minute {
@@ -759,6 +779,10 @@ func (b *bench) pulls(ctx context.Context, c int, next func() *appUser) (Phase, 
 	})
 }
 
+// pullRefresh, at a concurrency: worker w owns the connections i with i mod C' = w (C' = the
+// concurrency, or fewer workers when there are fewer connections), and
+// sends back the token it last got for each, so every pull forces one
+// refresh and no two callers share a connection.
 func (b *bench) pullRefresh(concurrency int) func(context.Context) (Phase, error) {
 	return func(ctx context.Context) (Phase, error) {
 		c := min(concurrency, len(b.users))

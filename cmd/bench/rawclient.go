@@ -72,9 +72,12 @@ func (p *rawPuller) roundTrip(ctx context.Context, u *appUser) (int, error) {
 		}
 		p.conn, p.r = c, bufio.NewReaderSize(c, 4096)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = p.conn.SetDeadline(dl.Add(time.Minute)) // a stuck server fails the phase, not the bench
+	// A stuck server fails the phase, not the bench.
+	var dl time.Time
+	if d, ok := ctx.Deadline(); ok {
+		dl = d.Add(time.Minute)
 	}
+	_ = p.conn.SetDeadline(dl)
 	p.req = append(p.req[:0], "GET /v1/connections/"...)
 	p.req = append(p.req, u.connID...)
 	p.req = append(p.req, "/access-token HTTP/1.1\r\nHost: "...)

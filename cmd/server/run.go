@@ -343,9 +343,7 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		RateLimits: limits, TrustedProxies: cfg.TrustedProxies})
 	srv := &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	if cfg.DebugAddr != "" {
+	if cfg.DebugAddr != "" { // before the API serves: a failure here stops nothing
 		dbg, err := startDebug(cfg.DebugAddr)
 		if err != nil {
 			return err
@@ -353,6 +351,8 @@ func serve(ctx context.Context, cfg *Config, db *models.DB, ring *seal.Ring, log
 		defer dbg.Close()
 		log.Info("profiler listening", "listen", dbg.Addr)
 	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
 	dispatcher := webhooks.NewDispatcher(db, endpoints, clk, nil, log, webhooks.Config{BaseBackoff: cfg.WebhookRetry, NoLegacySignature: !cfg.WebhookLegacySignature,
 		Observe: met.WebhookAttempt})
 	stopJobs, err := startJobs(ctx, log,
