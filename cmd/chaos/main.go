@@ -27,6 +27,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -504,7 +505,11 @@ func run(ctx context.Context, o options) (err error) {
 	// budget + 5s from the claim): until then it may still be storing the
 	// answer, and a kill in that time loses it.
 	window := o.sfTimeout + o.commitBudget + 6*time.Second
-	rep := matchLosses(lossInput{episodes: episodes, rotations: emu.Rotations(), kills: kills, listener: listener,
+	lost, err := readLostAttempts(ctx, dbURL, byConn, reps)
+	if err != nil {
+		return err
+	}
+	rep := matchLosses(lossInput{episodes: episodes, rotations: emu.Rotations(), kills: kills, listener: listener, lost: lost,
 		window: window, inflight: o.sfTimeout, current: current})
 	lostByWhy := map[string]int{}
 	for _, l := range emu.LostRotations() {
@@ -639,6 +644,56 @@ func readDB(ctx context.Context, dbURL string) ([]connRow, map[string]int, error
 		events[k] = n
 	}
 	return conns, events, rows.Err()
+}
+
+// lostDetail is how a rotation_lost event names the attempt it settles.
+var lostDetail = regexp.MustCompile(`attempt by (\S+) started (\S+);`)
+
+// readLostAttempts reads the attempts tokenwarm recorded as lost (its
+// rotation_lost events) with the replica whose process presented: a
+// worker ID is the host name and the process ID.
+func readLostAttempts(ctx context.Context, dbURL string, byConn map[string]*appUser, reps []*replica) ([]lostAttempt, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return nil, err
+	}
+	worker := map[string]int{}
+	for _, r := range reps {
+		for _, pid := range r.processIDs() {
+			worker[fmt.Sprintf("%s-%d", host, pid)] = r.idx
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT connection_id::text, detail FROM events WHERE kind = 'rotation_lost' AND connection_id IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []lostAttempt
+	for rows.Next() {
+		var id, detail string
+		if err := rows.Scan(&id, &detail); err != nil {
+			return nil, err
+		}
+		m := lostDetail.FindStringSubmatch(detail)
+		u := byConn[id]
+		if m == nil || u == nil {
+			continue
+		}
+		rep, ok := worker[m[1]]
+		started, err := time.Parse(time.RFC3339, m[2])
+		if !ok || err != nil {
+			continue
+		}
+		out = append(out, lostAttempt{user: u.name, replica: rep, started: started})
+	}
+	return out, rows.Err()
 }
 
 // scanLeaks counts issued tokens that appear in the files.

@@ -22,6 +22,15 @@ type kill struct {
 	at      time.Time
 }
 
+// lostAttempt is an attempt whose answer tokenwarm recorded as lost: its
+// user, the replica whose process presented, and when it started (to the
+// second, as the event records it).
+type lostAttempt struct {
+	user    string
+	replica int
+	started time.Time
+}
+
 // candidate is a rotation whose new refresh token tokenwarm may never have
 // stored.
 type candidate struct {
@@ -37,6 +46,13 @@ type lossInput struct {
 	rotations []emulator.Rotation
 	kills     []kill
 	listener  map[string]int // emulator listening address -> replica
+	// lost: the attempts tokenwarm itself recorded as lost (its
+	// rotation_lost events name the attempt's worker, i.e. the replica
+	// process that presented the token). A connection's refreshes go to
+	// the login host it was connected through, whichever replica presents,
+	// so the listener names the replica that connected it, not always the
+	// one that presented.
+	lost []lostAttempt
 	// window: how long after an answer a replica may still be committing it
 	// (its upstream timeout plus commit retry budget, and a margin).
 	window time.Duration
@@ -88,12 +104,8 @@ func candidates(in lossInput) map[string][]candidate {
 		case !r.Delivered && r.Why != "":
 			why = r.Why
 		case r.Delivered:
-			rep, ok := in.listener[r.Local]
-			if !ok {
-				continue
-			}
 			for _, k := range in.kills {
-				if k.replica == rep && !k.at.Before(r.At.Add(-in.window)) && k.at.Sub(r.AnsweredAt) <= in.window {
+				if presenters(in, r)[k.replica] && !k.at.Before(r.At.Add(-in.window)) && k.at.Sub(r.AnsweredAt) <= in.window {
 					why = candKilledAfter
 					break
 				}
@@ -101,6 +113,23 @@ func candidates(in lossInput) map[string][]candidate {
 		}
 		if why != "" {
 			out[r.Username] = append(out[r.Username], candidate{rot: r, why: why})
+		}
+	}
+	return out
+}
+
+// presenters returns the replicas that may have presented r: the one
+// whose listener it came to, and the replica of every attempt of that user
+// recorded as lost that started up to a window before it (a second's slack
+// for the event's whole-second time).
+func presenters(in lossInput, r emulator.Rotation) map[int]bool {
+	out := map[int]bool{}
+	if rep, ok := in.listener[r.Local]; ok {
+		out[rep] = true
+	}
+	for _, a := range in.lost {
+		if a.user == r.Username && !r.At.Before(a.started) && r.At.Sub(a.started) <= in.window+time.Second {
+			out[a.replica] = true
 		}
 	}
 	return out
@@ -169,6 +198,11 @@ func describe(user string, in lossInput) string {
 		}
 		fmt.Fprintf(&b, "  rotation at %s answered %s replica %d delivered=%v why=%q new token presented later=%v\n",
 			r.At.Format("15:04:05.000"), r.AnsweredAt.Format("15:04:05.000"), rep, r.Delivered, r.Why, presented[r.Issued])
+	}
+	for _, a := range in.lost {
+		if a.user == user {
+			fmt.Fprintf(&b, "  attempt recorded lost: by replica %d, started %s\n", a.replica, a.started.Format("15:04:05"))
+		}
 	}
 	for _, k := range in.kills {
 		fmt.Fprintf(&b, "  kill of replica %d at %s\n", k.replica, k.at.Format("15:04:05.000"))

@@ -20,6 +20,7 @@ func TestMatchLosses(t *testing.T) {
 		rotations []emulator.Rotation
 		kills     []kill
 		current   map[string]string
+		lost      []lostAttempt
 		matched   int
 		unmatched map[string]int
 		other     int
@@ -90,6 +91,33 @@ func TestMatchLosses(t *testing.T) {
 			cands:     map[string]int{},
 		},
 		{
+			name:      "presented by a replica other than the one whose listener it came to, killed right after",
+			episodes:  map[string][]string{"a": {"rotation_lost"}},
+			rotations: []emulator.Rotation{rot("a", "t1", "t2", true, "", "127.0.0.1:1", 0)},
+			kills:     []kill{{replica: 1, at: t0.Add(time.Second)}},
+			lost:      []lostAttempt{{user: "a", replica: 1, started: t0.Add(-500 * time.Millisecond).Truncate(time.Second)}},
+			matched:   1,
+			cands:     map[string]int{candKilledAfter: 1},
+		},
+		{
+			name:      "a lost attempt of another user does not say who presented",
+			episodes:  map[string][]string{"a": {"rotation_lost"}},
+			rotations: []emulator.Rotation{rot("a", "t1", "t2", true, "", "127.0.0.1:1", 0)},
+			kills:     []kill{{replica: 1, at: t0.Add(time.Second)}},
+			lost:      []lostAttempt{{user: "b", replica: 1, started: t0}},
+			unmatched: map[string]int{"a": 1},
+			cands:     map[string]int{},
+		},
+		{
+			name:      "a lost attempt that started long before the rotation is another one",
+			episodes:  map[string][]string{"a": {"rotation_lost"}},
+			rotations: []emulator.Rotation{rot("a", "t1", "t2", true, "", "127.0.0.1:1", 0)},
+			kills:     []kill{{replica: 1, at: t0.Add(time.Second)}},
+			lost:      []lostAttempt{{user: "a", replica: 1, started: t0.Add(-time.Minute)}},
+			unmatched: map[string]int{"a": 1},
+			cands:     map[string]int{},
+		},
+		{
 			name:      "killed while the answer was on its way, which the emulator saw as delivered",
 			episodes:  map[string][]string{"a": {"rotation_lost"}},
 			rotations: []emulator.Rotation{rot("a", "t1", "t2", true, "", "127.0.0.1:2", 2*time.Second)},
@@ -124,7 +152,7 @@ func TestMatchLosses(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rep := matchLosses(lossInput{episodes: tc.episodes, rotations: tc.rotations, kills: tc.kills,
+			rep := matchLosses(lossInput{episodes: tc.episodes, rotations: tc.rotations, kills: tc.kills, lost: tc.lost,
 				listener: listener, window: 5 * time.Second, inflight: 2 * time.Second, current: tc.current})
 			if rep.Matched != tc.matched || len(rep.OtherReauth) != tc.other {
 				t.Fatalf("report %+v", rep)

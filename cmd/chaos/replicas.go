@@ -21,12 +21,20 @@ type replica struct {
 	logPath string
 
 	mu   sync.Mutex
+	pids []int // of every process this replica ran: its worker IDs end in them
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the current process exited
 	up   bool
 }
 
 func (r *replica) url() string { return "http://" + r.addr }
+
+// processIDs returns the PIDs of every process the replica ran.
+func (r *replica) processIDs() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int(nil), r.pids...)
+}
 
 func (r *replica) start() error {
 	r.mu.Lock()
@@ -55,6 +63,7 @@ func (r *replica) start() error {
 		close(done)
 	}()
 	r.cmd, r.done, r.up = cmd, done, true
+	r.pids = append(r.pids, cmd.Process.Pid)
 	return nil
 }
 
