@@ -6,12 +6,10 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
-	"gorm.io/gorm/schema"
 )
 
 // Records of migration 0002_devices (package devices). Times are stored in
@@ -605,37 +603,22 @@ func (d *DB) RetireSigningKey(ctx context.Context, kid string, now time.Time) er
 	})
 }
 
-// connectionForSessionSQL is the pull's one statement (parameters: the
-// connection ID, the session ID): two primary-key lookups. It reads every
-// column of the connection but the person's (pullSkips): those are for
-// operators, and every column scanned costs each pull.
-var connectionForSessionSQL = `SELECT ` + connectionColumns("c", pullSkips) + `, s.owner AS session_owner, s.revoked_at AS session_revoked_at
+// connectionForSessionSQL is the pull's one statement through gorm
+// (SQLite; parameters: the connection ID, the session ID): two primary-key
+// lookups, reading the connection's pullColumns only.
+var connectionForSessionSQL = `SELECT c.` + strings.Join(pullColumns, ", c.") + `, s.owner AS session_owner, s.revoked_at AS session_revoked_at
 			FROM device_sessions s LEFT JOIN connections c ON c.id = ? WHERE s.id = ?`
-
-// pullSkips are the connection columns a pull does not read: the person
-// captured for the admin views, and when they authorized.
-var pullSkips = []string{"user_name", "user_username", "user_email", "org_name", "authorized_at"}
-
-// connectionColumns lists the columns of Connection, qualified by alias,
-// except skip: derived from the model, so a new column is read by default.
-func connectionColumns(alias string, skip []string) string {
-	sch, err := schema.Parse(&Connection{}, &sync.Map{}, schema.NamingStrategy{})
-	if err != nil {
-		panic("models: parse Connection: " + err.Error())
-	}
-	var cols []string
-	for _, f := range sch.Fields {
-		if f.DBName != "" && !slices.Contains(skip, f.DBName) {
-			cols = append(cols, alias+"."+f.DBName)
-		}
-	}
-	return strings.Join(cols, ", ")
-}
 
 // ConnectionForSession reads, in one statement, a device session (its
 // owner and revocation) and a connection: what a token pull needs, so a
 // pull of a valid token costs one round trip. sess is nil for an unknown
 // session; conn is nil for an unknown connection.
+//
+// conn carries only the columns a pull of a valid token uses (pullColumns:
+// its identity, owner and status, and the access token with its times);
+// every other field is zero. Notably it never holds the sealed refresh
+// token. Whatever needs more reads the row again, as a refresh does under
+// its lock.
 func (d *DB) ConnectionForSession(ctx context.Context, sessionID, connectionID string) (sess *DeviceSession, conn *Connection, err error) {
 	read := d.connectionForSessionGorm
 	if d.Dialect == Postgres {

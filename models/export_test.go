@@ -46,9 +46,8 @@ func (d *DB) ConnectionForSessionGorm(ctx context.Context, sessionID, connection
 	return d.connectionForSessionGorm(ctx, sessionID, connectionID)
 }
 
-// PullColumns are the columns the Postgres pull reads, and PullSkips the
-// ones it leaves out.
-var PullColumns, PullSkips = pullColumns, pullSkips
+// PullColumns are the connection columns a pull reads.
+var PullColumns = pullColumns
 
 // Setting reads a setting inside the lock's transaction (Postgres).
 func (l *RefreshLock) Setting(name string) (string, error) {
