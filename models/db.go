@@ -45,6 +45,11 @@ type DB struct {
 	// callbacks once.
 	observe   atomic.Pointer[func(sql string)]
 	observing sync.Once
+	// pullSlowScans counts pull rows (or their session part) handed to
+	// pgx's generic scanning instead of the hand decoder: none on a
+	// direct connection (the storage conformance case "a pull reads its
+	// columns…"), every one behind a pooler.
+	pullSlowScans atomic.Int64
 }
 
 // Options tunes Open.

@@ -55,3 +55,6 @@ func (l *RefreshLock) Setting(name string) (string, error) {
 	err := l.tx.Raw("SELECT current_setting(?)", name).Row().Scan(&v)
 	return v, err
 }
+
+// PullSlowScans is how many pull rows went through pgx's generic scanning.
+func (d *DB) PullSlowScans() int64 { return d.pullSlowScans.Load() }

@@ -146,7 +146,12 @@ func TestOpenBehindPgBouncerInTransactionMode(t *testing.T) {
 			if err := rawdb.Gorm(pools[0]).Create(&conn).Error; err != nil {
 				t.Fatal(err)
 			}
+			slow := pools[1].PullSlowScans()
 			s, c, err := pools[1].ConnectionForSession(ctx, sid, cid)
+			if n := pools[1].PullSlowScans() - slow; n != 2 {
+				// Text results of times, booleans and UUIDs are pgx's.
+				t.Errorf("pull through PgBouncer (%q): %d of its two parts went through pgx's scanning, want both", suffix, n)
+			}
 			_, want, werr := pools[1].ConnectionForSessionGorm(ctx, sid, cid)
 			if err != nil || werr != nil || s == nil || s.Owner != "o/u" || c == nil || want == nil {
 				t.Fatalf("pull through PgBouncer (%q): %+v %+v %v / %v", suffix, s, c, err, werr)

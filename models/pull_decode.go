@@ -12,24 +12,42 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// scanPull scans one row of the pull's statement into dests. Prepared
-// statements (pgx's default exec mode) return every column in binary,
-// which is decoded here by hand: pgx's generic scanning plans every
-// column of every row anew, with reflection, and that was a tenth of a
-// pull's CPU. Anything else (text results behind a pooler's exec or simple
-// protocol mode, an unexpected type) goes through pgx.
-func scanPull(m *pgtype.Map, fds []pgconn.FieldDescription, raw [][]byte, dests ...any) error {
+// scanPull scans one row of the pull's statement into dests, and reports
+// whether it had to hand the row to pgx. With prepared statements (pgx's
+// default exec mode) pgx asks for text columns in text format and every
+// other column the pull reads in binary; both are decoded here by hand:
+// pgx's generic scanning plans every column of every row anew, with
+// reflection, and that was a tenth of a pull's CPU. Anything else (text
+// results of other types behind a pooler's exec or simple protocol mode,
+// an unexpected type) goes through pgx.
+func scanPull(m *pgtype.Map, fds []pgconn.FieldDescription, raw [][]byte, dests ...any) (slow bool, err error) {
 	for i, d := range dests {
-		if fds[i].Format != pgtype.BinaryFormatCode {
-			return pgx.ScanRow(m, fds, raw, dests...)
+		err := decodeValue(fds[i].DataTypeOID, fds[i].Format, raw[i], d)
+		if errors.Is(err, errNotFast) {
+			return true, pgx.ScanRow(m, fds, raw, dests...)
 		}
-		if err := decodeBinary(fds[i].DataTypeOID, raw[i], d); err != nil {
-			if errors.Is(err, errNotFast) {
-				return pgx.ScanRow(m, fds, raw, dests...)
-			}
-			return fmt.Errorf("column %s: %w", fds[i].Name, err)
+		if err != nil {
+			return false, fmt.Errorf("column %s: %w", fds[i].Name, err)
 		}
 	}
+	return false, nil
+}
+
+// decodeValue decodes one value of the pull's row: text in either format
+// (the text format of text is the text itself), every other type in
+// binary.
+func decodeValue(oid uint32, format int16, src []byte, dst any) error {
+	if format == pgtype.BinaryFormatCode {
+		return decodeBinary(oid, src, dst)
+	}
+	d, ok := dst.(*string)
+	if format != pgtype.TextFormatCode || !ok || (oid != pgtype.TextOID && oid != pgtype.VarcharOID) {
+		return errNotFast
+	}
+	if src == nil {
+		return errors.New("NULL into a string")
+	}
+	*d = string(src)
 	return nil
 }
 

@@ -60,6 +60,28 @@ func TestDecodeBinaryAgreesWithPgx(t *testing.T) {
 		}
 	}
 
+	// Text in text format is the text itself; other text results are pgx's.
+	for _, v := range []string{"", "owner/005", "ünïcödé"} {
+		var want, got string
+		if err := m.Scan(pgtype.TextOID, pgtype.TextFormatCode, []byte(v), &want); err != nil {
+			t.Fatal(err)
+		}
+		if err := decodeValue(pgtype.TextOID, pgtype.TextFormatCode, []byte(v), &got); err != nil || got != want {
+			t.Errorf("text %q in text format: %q, %v; pgx %q", v, got, err, want)
+		}
+	}
+	for _, c := range []struct {
+		oid uint32
+		dst any
+	}{{pgtype.UUIDOID, new(string)}, {pgtype.TimestamptzOID, new(time.Time)}, {pgtype.BoolOID, new(bool)}, {pgtype.TextOID, new(int)}} {
+		if err := decodeValue(c.oid, pgtype.TextFormatCode, []byte("x"), c.dst); err != errNotFast {
+			t.Errorf("oid %d in text format into %T: %v, want errNotFast", c.oid, c.dst, err)
+		}
+	}
+	if err := decodeValue(pgtype.TextOID, pgtype.TextFormatCode, nil, new(string)); err == nil || err == errNotFast {
+		t.Errorf("NULL text into a string: %v, want an error", err)
+	}
+
 	// What it does not know goes to pgx; what cannot be is an error.
 	if err := decodeBinary(pgtype.NumericOID, []byte{0, 0, 0, 0, 0, 0, 0, 0}, new(int64)); err != errNotFast {
 		t.Errorf("numeric into int64: %v, want errNotFast", err)

@@ -73,7 +73,11 @@ func (d *DB) connectionForSessionPG(ctx context.Context, sessionID, connectionID
 		fds, raw := rows.FieldDescriptions(), rows.RawValues()
 		s := &DeviceSession{ID: sessionID}
 		var known bool
-		if err := scanPull(pc.TypeMap(), fds[:3], raw[:3], &s.Owner, &s.RevokedAt, &known); err != nil {
+		slow, err := scanPull(pc.TypeMap(), fds[:3], raw[:3], &s.Owner, &s.RevokedAt, &known)
+		if slow {
+			d.pullSlowScans.Add(1)
+		}
+		if err != nil {
 			return err
 		}
 		sess = s
@@ -81,7 +85,11 @@ func (d *DB) connectionForSessionPG(ctx context.Context, sessionID, connectionID
 			return rows.Err()
 		}
 		c := &Connection{}
-		if err := scanPull(pc.TypeMap(), fds[3:], raw[3:], pullTargets(c)...); err != nil {
+		slow, err = scanPull(pc.TypeMap(), fds[3:], raw[3:], pullTargets(c)...)
+		if slow {
+			d.pullSlowScans.Add(1)
+		}
+		if err != nil {
 			return err
 		}
 		conn = c
