@@ -50,21 +50,12 @@ func init() {
 		// gets a distinct value (a swapped column shows), and every other
 		// field stays zero (the sealed refresh token above all).
 		ctx := context.Background()
-		at := func(min int) time.Time {
-			return time.Date(2026, 3, 4, 5, 6, 7, 123456000, time.UTC).Add(time.Duration(min) * time.Minute)
-		}
-		ptr := func(t time.Time) *time.Time { return &t }
+		at := distinctTime
 		sid, cid := "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaa1", "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbb1"
 		if err := db.CreateDeviceSession(ctx, models.DeviceSession{ID: sid, Owner: "00Dx/005x", CreatedAt: at(0), LastUsedAt: at(0), IdleExpiresAt: at(60)}, "hash-2"); err != nil {
 			t.Fatal(err)
 		}
-		c := models.Connection{ID: cid, Owner: "00Dx/005x", OrgID: "00Dx", UserID: "005x", LoginURL: "https://login.example",
-			InstanceURL: "https://na1.example", IdentityURL: "https://login.example/id/00Dx/005x", Scopes: "api refresh_token",
-			Status: models.StatusActive, RefreshTokenSealed: "v1.k1.refresh", AccessTokenSealed: "v1.k1.access",
-			AccessTokenIssuedAt: ptr(at(1)), AccessTokenExpiresAt: ptr(at(2)), LastRefreshedAt: at(3), NextWarmAt: at(4),
-			RotationCount: 7, ConsecutiveFailures: 2, NextAttemptAt: ptr(at(5)), LastErrorCode: "server_error", LastErrorAt: ptr(at(6)),
-			ReauthReason: "why", UserName: "Ada", UserUsername: "ada@example", UserEmail: "ada@example.com", OrgName: "Acme",
-			AuthorizedAt: ptr(at(7)), CreatedAt: at(8), UpdatedAt: at(9)}
+		c := distinctConnection(cid, "00Dx", "005x")
 		if err := rawdb.Gorm(db).Create(&c).Error; err != nil {
 			t.Fatal(err)
 		}
@@ -98,6 +89,26 @@ func init() {
 			}
 		}
 	}})
+}
+
+// distinctTime is a time with microseconds, min minutes on.
+func distinctTime(min int) time.Time {
+	return time.Date(2026, 3, 4, 5, 6, 7, 123456000, time.UTC).Add(time.Duration(min) * time.Minute)
+}
+
+// distinctConnection is an active connection with a distinct value in
+// every field (a swapped column shows) and every time set.
+func distinctConnection(id, org, user string) models.Connection {
+	at := distinctTime
+	ptr := func(t time.Time) *time.Time { return &t }
+	owner := org + "/" + user
+	return models.Connection{ID: id, Owner: owner, OrgID: org, UserID: user, LoginURL: "https://login.example",
+		InstanceURL: "https://na1.example", IdentityURL: "https://login.example/id/" + owner, Scopes: "api refresh_token",
+		Status: models.StatusActive, RefreshTokenSealed: "v1.k1.refresh", AccessTokenSealed: "v1.k1.access",
+		AccessTokenIssuedAt: ptr(at(1)), AccessTokenExpiresAt: ptr(at(2)), LastRefreshedAt: at(3), NextWarmAt: at(4),
+		RotationCount: 7, ConsecutiveFailures: 2, NextAttemptAt: ptr(at(5)), LastErrorCode: "server_error", LastErrorAt: ptr(at(6)),
+		ReauthReason: "why", UserName: "Ada", UserUsername: "ada@example", UserEmail: "ada@example.com", OrgName: "Acme",
+		AuthorizedAt: ptr(at(7)), CreatedAt: at(8), UpdatedAt: at(9)}
 }
 
 // sameValue compares two field values, times by instant.

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -116,59 +115,7 @@ func (d *DB) LockForRefresh(ctx context.Context, id string, lockTimeout, idleTim
 		}
 		return l, nil
 	}
-	tx := d.gorm.WithContext(ctx).Begin()
-	if tx.Error != nil {
-		return nil, tx.Error
-	}
-	fail := func(err error) (*RefreshLock, error) {
-		tx.Rollback()
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
-			return nil, fmt.Errorf("%w: %w", ErrLockTimeout, err)
-		}
-		return nil, err
-	}
-	// The row and its attempt marker in one round trip; only the row is
-	// locked. The marker's liveness is judged by the database's clock, the
-	// one clock every replica shares. The transaction's settings come in
-	// the same statement: a filter without columns that calls a volatile
-	// function is evaluated above the join, on the row the scan found and
-	// before LockRows asks for its lock, so the lock wait already runs
-	// under lock_timeout (TestLockForRefreshSettings).
-	var rows []struct {
-		Connection        `gorm:"embedded"`
-		AttemptID         *string
-		AttemptWorker     *string
-		AttemptRotation   *int64
-		AttemptStartedAt  *time.Time
-		AttemptLeaseUntil *time.Time
-		AttemptState      *string
-		AttemptAlertedAt  *time.Time
-		AttemptLive       *bool
-	}
-	err := tx.Raw(`SELECT c.*, a.attempt_id AS attempt_id, a.worker AS attempt_worker, a.rotation_count AS attempt_rotation,
-			a.started_at AS attempt_started_at, a.lease_until AS attempt_lease_until, a.state AS attempt_state,
-			a.alerted_at AS attempt_alerted_at, a.lease_until > clock_timestamp() AS attempt_live
-		FROM connections c LEFT JOIN refresh_attempts a ON a.connection_id = c.id
-		WHERE c.id = ?
-		  AND concat(set_config('lock_timeout', ?, true), set_config('idle_in_transaction_session_timeout', ?, true),
-		             set_config('synchronous_commit', 'on', true)) IS NOT NULL
-		FOR NO KEY UPDATE OF c`, id, fmt.Sprint(lockTimeout.Milliseconds()), fmt.Sprint(idleTimeout.Milliseconds())).Find(&rows).Error
-	if err != nil {
-		return fail(err)
-	}
-	if len(rows) == 0 {
-		tx.Rollback()
-		return nil, ErrNotFound
-	}
-	r := rows[0]
-	l := &RefreshLock{d: d, tx: tx, Conn: r.Connection}
-	if r.AttemptID != nil {
-		l.Prior = &Attempt{RefreshAttempt: RefreshAttempt{ConnectionID: id, AttemptID: *r.AttemptID, Worker: *r.AttemptWorker,
-			RotationCount: *r.AttemptRotation, StartedAt: *r.AttemptStartedAt, LeaseUntil: *r.AttemptLeaseUntil,
-			State: *r.AttemptState, AlertedAt: r.AttemptAlertedAt}, Live: *r.AttemptLive}
-	}
-	return l, nil
+	return d.lockForRefreshPostgres(ctx, id, lockTimeout, idleTimeout)
 }
 
 // Release gives the row up (rolls back what was not committed). Safe to
