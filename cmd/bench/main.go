@@ -989,6 +989,11 @@ func printResult(r Result) {
 			fmt.Fprintf(w, "%-52s cores: postgres %.2f, machine %.2f (irq %.2f, steal %.2f, other processes %.2f; pgbench itself is most of the rest)\n", p.Name, p.PostgresCores, p.MachineCores, p.IRQCores, p.StealCores, p.OtherCores)
 		}
 		fmt.Fprintf(w, "%-52s latency ms: mean %.2f, p50 %.2f, p90 %.2f, p99 %.2f, p99.9 %.2f, max %.2f\n", "", p.MeanMs, p.P50Ms, p.P90Ms, p.P99Ms, p.P999Ms, p.MaxMs)
+		if p.Kind == "pull" && len(p.TopStatements) > 0 {
+			top := p.TopStatements[0]
+			fmt.Fprintf(w, "%-52s busiest statement (%d calls): execution %.1f µs mean inside Postgres, shared blocks hit %.2f / read %.2f per call\n",
+				"", top.Calls, top.MeanExecUs, top.HitPerCall, top.ReadPerCall)
+		}
 		if p.StatementsPerRefresh > 0 && p.Rounds == 0 {
 			fmt.Fprintf(w, "%-52s statements per refresh %.2f; emulator's own time per refresh %.3f ms; tokenwarm's added p50 %.2f ms\n",
 				"", p.StatementsPerRefresh, p.UpstreamMeanMs, p.AddedP50Ms)

@@ -87,16 +87,21 @@ func (s *statements) reset(ctx context.Context) error {
 }
 
 // StatementCount is one normalised statement (constants are $n: no token
-// can appear) and how often it ran.
+// can appear), how often it ran, its mean execution time inside Postgres
+// and the shared buffers it hit and read per call.
 type StatementCount struct {
-	Calls int64  `json:"calls"`
-	Query string `json:"query"`
+	Calls       int64   `json:"calls"`
+	Query       string  `json:"query"`
+	MeanExecUs  float64 `json:"mean_exec_us"`
+	HitPerCall  float64 `json:"shared_blocks_hit_per_call"`
+	ReadPerCall float64 `json:"shared_blocks_read_per_call"`
 }
 
 // read returns the total number of statements executed in database db
 // since the reset, and the busiest ones.
 func (s *statements) read(ctx context.Context, db string, top int) (int64, []StatementCount, error) {
-	rows, err := s.conn.Query(ctx, `SELECT calls, query FROM pg_stat_statements
+	rows, err := s.conn.Query(ctx, `SELECT calls, query, 1000 * total_exec_time / greatest(calls, 1),
+			shared_blks_hit::float8 / greatest(calls, 1), shared_blks_read::float8 / greatest(calls, 1) FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = $1) ORDER BY calls DESC`, db)
 	if err != nil {
 		return 0, nil, err
@@ -106,7 +111,7 @@ func (s *statements) read(ctx context.Context, db string, top int) (int64, []Sta
 	var list []StatementCount
 	for rows.Next() {
 		var c StatementCount
-		if err := rows.Scan(&c.Calls, &c.Query); err != nil {
+		if err := rows.Scan(&c.Calls, &c.Query, &c.MeanExecUs, &c.HitPerCall, &c.ReadPerCall); err != nil {
 			return 0, nil, err
 		}
 		total += c.Calls
