@@ -14,6 +14,7 @@ import (
 
 	"github.com/glebarez/sqlite"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -80,7 +81,7 @@ func Open(databaseURL, dataDir string, opt Options) (*DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), err)
 		}
-		g, err := gorm.Open(postgres.Open(dsn), cfg)
+		g, err := gorm.Open(postgres.New(postgres.Config{DSN: dsn, OptionOpenDB: []stdlib.OptionOpenDB{stdlib.OptionShouldPing(shouldPing)}}), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres at %s: %w", RedactURL(databaseURL), poolerHint(scrub(scrub(err, dsn), databaseURL)))
 		}

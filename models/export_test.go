@@ -58,3 +58,6 @@ func (l *RefreshLock) Setting(name string) (string, error) {
 
 // PullSlowScans is how many pull rows went through pgx's generic scanning.
 func (d *DB) PullSlowScans() int64 { return d.pullSlowScans.Load() }
+
+// ShouldPing is the pool's decision to ping a connection before reuse.
+var ShouldPing = shouldPing
