@@ -26,30 +26,38 @@ const pingAfterIdle = time.Minute
 // discards the connection and takes another, so no caller sees the
 // restart.
 func shouldPing(_ context.Context, p stdlib.ShouldPingParams) bool {
-	if p.IdleDuration > pingAfterIdle || (!canPeek && p.IdleDuration > time.Second) {
+	if p.IdleDuration > pingAfterIdle {
 		return true
 	}
-	return canPeek && !quietSocket(p.Conn.PgConn().Conn())
+	quiet, known := quietSocket(p.Conn.PgConn().Conn())
+	if !known {
+		// No socket to peek at (a custom dialer's connection, a
+		// platform without the peek): pgx's own rule.
+		return p.IdleDuration > time.Second
+	}
+	return !quiet
 }
 
 // quietSocket reports whether nothing is waiting to be read on c and the
-// peer has not closed it. Unknown kinds of connection are not quiet.
-func quietSocket(c net.Conn) bool {
+// peer has not closed it; known is false when c cannot be peeked at.
+func quietSocket(c net.Conn) (quiet, known bool) {
+	if !canPeek {
+		return false, false
+	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn() // TLS records (an alert, close_notify) are bytes too
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return false
+		return false, false
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return false, false
 	}
 	// Control, not Read: Read would wait for the descriptor's read lock,
 	// which a read of pgx's background reader may hold while the
 	// connection is idle. The peek itself never blocks.
-	quiet := false
 	err = raw.Control(func(fd uintptr) { quiet = peekQuiet(fd) })
-	return err == nil && quiet
+	return quiet, err == nil
 }

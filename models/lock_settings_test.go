@@ -157,3 +157,52 @@ func oneConnection(t *testing.T, id string) (*models.DB, string) {
 	}
 	return db, id
 }
+
+// A COMMIT that is never sent (the lock's context ended just before it)
+// leaves no transaction open: the row lock is gone at once, and nothing of
+// the store was committed.
+func TestLockCommitNotSentReleasesTheRow(t *testing.T) {
+	ctx := context.Background()
+	db, id := oneConnection(t, "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbc4")
+	lockCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	l, err := db.LockForRefresh(lockCtx, id, time.Second, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A connection of its own, outside the pool's reuse, to watch the
+	// server: the pool would discard a connection left in a transaction
+	// only when it next handed it out.
+	watch, err := db.SQL().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	err = l.Store(ctx, models.RefreshWrite{Marker: models.KeepPriorMarker, Update: map[string]any{"last_error_code": "lost"},
+		BeforeCommit: func(int, *models.Tx) error { cancel(); return nil }})
+	l.Release()
+	if err == nil {
+		t.Fatal("a store whose COMMIT was never sent succeeded")
+	}
+	open := -1
+	for deadline := time.Now().Add(3 * time.Second); open != 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if err := watch.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND state LIKE 'idle in transaction%'`).Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if open != 0 {
+		t.Fatalf("%d sessions still idle in a transaction after a COMMIT that was not sent", open)
+	}
+	again, err := db.LockForRefresh(ctx, id, 300*time.Millisecond, 5*time.Second)
+	if err != nil {
+		t.Fatalf("the row is still locked after a COMMIT that was not sent: %v", err)
+	}
+	again.Release()
+	if got, err := db.Connection(ctx, id); err != nil || got.LastErrorCode != "" {
+		t.Fatalf("last_error_code %q (%v) after a COMMIT that was not sent", got.LastErrorCode, err)
+	}
+	if n := db.SQL().Stats().InUse; n != 1 { // watch
+		t.Errorf("%d pooled connections in use, want only the watching one", n)
+	}
+}

@@ -3,6 +3,7 @@ package models
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"reflect"
@@ -23,7 +24,8 @@ import (
 // and the read decodes its row by hand, as the pull does. The rest of the
 // transaction (the store, its events, COMMIT or ROLLBACK) runs through gorm
 // on that connection (connTx). A refresh is still six statements; it is one
-// round trip and the cost of gorm's reflective scan of 23 columns cheaper.
+// round trip (once the connection has prepared both statements) and the cost
+// of gorm's reflective scan of every column cheaper.
 
 // lockColumns are connections' columns in gorm's order, each with the index
 // of the Connection field it is scanned into, and the locking read of them.
@@ -100,40 +102,47 @@ func (d *DB) lockForRefreshPostgres(ctx context.Context, id string, lockTimeout,
 		b.Queue("BEGIN")
 		b.Queue(q, id, fmt.Sprint(lockTimeout.Milliseconds()), fmt.Sprint(idleTimeout.Milliseconds()))
 		br := pc.SendBatch(ctx, b)
-		defer br.Close()
-		if _, err := br.Exec(); err != nil {
-			return err
-		}
-		rows, err := br.Query()
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		if !rows.Next() {
+		err := func() error {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			if !rows.Next() {
+				rows.Close()
+				return rows.Err()
+			}
+			found = true
+			cv := reflect.ValueOf(&c).Elem()
+			dests := make([]any, 0, len(cols)+9)
+			for _, col := range cols {
+				dests = append(dests, cv.FieldByIndex(col.index).Addr().Interface())
+			}
+			var (
+				has  bool
+				a    RefreshAttempt
+				live bool
+			)
+			dests = append(dests, &has, &a.AttemptID, &a.Worker, &a.RotationCount, &a.StartedAt, &a.LeaseUntil, &a.State, &a.AlertedAt, &live)
+			if _, err := scanPull(pc.TypeMap(), rows.FieldDescriptions(), rows.RawValues(), dests...); err != nil {
+				return err
+			}
+			if has {
+				a.ConnectionID = id
+				prior = &Attempt{RefreshAttempt: a, Live: live}
+			}
 			rows.Close()
 			return rows.Err()
+		}()
+		// Closing the batch reads the end of the round trip: a failure
+		// there (the connection lost) means the lock may not be held.
+		if cerr := br.Close(); err == nil {
+			err = cerr
 		}
-		found = true
-		cv := reflect.ValueOf(&c).Elem()
-		dests := make([]any, 0, len(cols)+9)
-		for _, col := range cols {
-			dests = append(dests, cv.FieldByIndex(col.index).Addr().Interface())
-		}
-		var (
-			has  bool
-			a    RefreshAttempt
-			live bool
-		)
-		dests = append(dests, &has, &a.AttemptID, &a.Worker, &a.RotationCount, &a.StartedAt, &a.LeaseUntil, &a.State, &a.AlertedAt, &live)
-		if _, err := scanPull(pc.TypeMap(), rows.FieldDescriptions(), rows.RawValues(), dests...); err != nil {
-			return err
-		}
-		if has {
-			a.ConnectionID = id
-			prior = &Attempt{RefreshAttempt: a, Live: live}
-		}
-		rows.Close()
-		return rows.Err()
+		return err
 	})
 	if err != nil {
 		_ = ct.Rollback()
@@ -155,9 +164,9 @@ func (d *DB) lockForRefreshPostgres(ctx context.Context, id string, lockTimeout,
 // connTx is a transaction begun by hand on one pooled connection, as gorm
 // sees a transaction (a ConnPool that commits and rolls back). Commit and
 // Rollback end it and give the connection back to the pool; statements
-// after that fail with sql.ErrConnDone. A connection given back with its
-// transaction still open (its COMMIT lost with the network) is discarded
-// by the driver's session reset, and the server rolls back what it held.
+// after that fail with sql.ErrConnDone. When COMMIT or ROLLBACK fails and
+// the transaction may still be open, the connection is closed instead, so
+// the server rolls back and no row lock outlives the RefreshLock.
 type connTx struct {
 	conn *sql.Conn
 	ctx  context.Context
@@ -198,9 +207,17 @@ func (t *connTx) end(ctx context.Context, stmt string) error {
 	t.done = true
 	defer t.conn.Close()
 	return t.conn.Raw(func(driverConn any) error {
-		tag, err := driverConn.(*stdlib.Conn).Conn().Exec(ctx, stmt)
+		pc := driverConn.(*stdlib.Conn).Conn()
+		tag, err := pc.Exec(ctx, stmt)
 		if err == nil && stmt == "COMMIT" && tag.String() == "ROLLBACK" {
-			return pgx.ErrTxCommitRollback
+			err = pgx.ErrTxCommitRollback
+		}
+		if err != nil && pc.PgConn().TxStatus() != 'I' {
+			// The transaction may still be open (the statement was never
+			// sent: a done context, a busy connection), and with it the
+			// row lock: the connection is closed now, not given back to
+			// the pool, and the server rolls back.
+			return errors.Join(err, driver.ErrBadConn)
 		}
 		return err
 	})
