@@ -75,11 +75,28 @@ func TestPooledConnectionLiveness(t *testing.T) {
 	if err := hold(); err != nil { // four connections in the pool
 		t.Fatal(err)
 	}
+	// One connection held out of the pool terminates all the others and
+	// watches them go: a backend leaves pg_stat_activity when it exits,
+	// after it sent its FATAL message.
+	watch, err := db.SQL().Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	others := "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
 	var killed int
-	if err := rawdb.Gorm(db).Raw("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()").Scan(&killed).Error; err != nil || killed < 3 {
+	if err := watch.QueryRowContext(ctx, "SELECT count(pg_terminate_backend(pid)) "+others).Scan(&killed); err != nil || killed < 3 {
 		t.Fatalf("terminated %d backends (%v), want at least 3", killed, err)
 	}
-	time.Sleep(200 * time.Millisecond) // the FATAL messages arrive
+	left := -1
+	for deadline := time.Now().Add(5 * time.Second); left != 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err := watch.QueryRowContext(ctx, "SELECT count(*) "+others).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left != 0 {
+		t.Fatalf("%d terminated backends still running", left)
+	}
 	if err := hold(); err != nil {
 		t.Fatalf("queries after the server terminated the pool's connections: %v", err)
 	}
